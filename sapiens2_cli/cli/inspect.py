@@ -1,0 +1,40 @@
+"""`sapiens2 inspect CHECKPOINT`: what a safetensors file holds, read from its header only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sapiens2_cli.model import inspect_checkpoint
+
+
+def inspect_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
+    arch: Annotated[
+        str | None, typer.Option(help="Fail unless the file holds this arch.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Say which Sapiens2 backbone a checkpoint holds, without loading its tensors."""
+    info = inspect_checkpoint(checkpoint, arch)
+    c = info.config
+    fields = {
+        "path": str(info.path),
+        "arch": info.arch,
+        "embed_dim": c.embed_dim,
+        "layers": c.num_layers,
+        "heads": c.num_heads,
+        "kv_heads": list(c.block_kv_heads()),
+        "ffn_dim": c.ffn_dim,
+        "tokenizer_layers": c.num_tokenizer_layers,
+        "parameters": info.num_parameters,
+        "dtypes": list(info.dtypes),
+        "task_checkpoint": bool(info.prefix),
+    }
+    if as_json:
+        typer.echo(json.dumps(fields))
+    else:
+        typer.echo(f"{info.path}: {info.describe()}, {info.num_parameters:,} parameters")

@@ -1,0 +1,17 @@
+"""Pixel normalization: uint8 RGB -> the float input the backbone expects."""
+
+from __future__ import annotations
+
+import torch
+
+from sapiens2_cli.model.config import PIXEL_MEAN, PIXEL_STD
+
+
+def normalize_pixels(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, 3, H, W) RGB on the 0-255 scale (uint8 or float) -> (x - mean) / std in `dtype`.
+
+    Run it on the device the model is on, so only uint8 crosses the host-device link.
+    """
+    mean = torch.tensor(PIXEL_MEAN, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((images.to(torch.float32) - mean) / std).to(dtype)
