@@ -49,7 +49,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 
 def parse_size(text: str) -> tuple[int, int]:
     """'1024x768' -> (1024, 768); checks the form only (the model checks the multiple)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
     if not match:
         raise Sapiens2Error(f"--size {text!r} is not HxW: write it like 1024x768")
     return int(match[1]), int(match[2])
