@@ -8,7 +8,11 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * weight over the last dimension."""
+    """x / sqrt(mean(x^2) + eps) * weight over the last dimension.
+
+    Computed in float32 and returned in the input's dtype, so bf16 activations (autocast
+    or bf16 weights) are normed as accurately as float32 ones.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6, device=None, dtype=None) -> None:
         super().__init__()
@@ -21,7 +25,8 @@ class RMSNorm(nn.Module):
             nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        normed = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
+        return normed.to(x.dtype)
 
 
 class LayerScale(nn.Module):

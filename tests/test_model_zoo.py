@@ -1,0 +1,68 @@
+"""Every published arch has the spec's exact parameter and state-dict key counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sapiens2_cli import ARCHS, Sapiens2Config, Sapiens2Error, build_backbone, get_config
+
+# SAPIENS2_SPEC.md, model zoo: (params, state-dict keys)
+SPEC = {
+    "0.1b": (113_993_472, 210),
+    "0.4b": (395_450_368, 414),
+    "0.8b": (814_283_520, 550),
+    "1b": (1_455_474_176, 686),
+    "1b-4k": (1_606_588_928, 744),
+    "5b": (5_066_902_976, 958),
+}
+
+
+def test_zoo_lists_the_six_archs():
+    assert list(ARCHS) == list(SPEC)
+
+
+@pytest.mark.parametrize("arch", list(SPEC))
+def test_params_and_keys_match_spec_on_meta(arch):
+    model = build_backbone(arch, device="meta")
+    params, keys = SPEC[arch]
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert len(model.state_dict()) == keys
+    assert all(p.is_meta for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("arch", "head_dim", "gqa_blocks"),
+    [("0.1b", 64, 0), ("0.4b", 64, 8), ("0.8b", 80, 16), ("1b", 64, 24), ("5b", 76, 40)],
+)
+def test_head_dim_and_grouped_query_blocks(arch, head_dim, gqa_blocks):
+    config = get_config(arch)
+    kv = config.block_kv_heads()
+    assert config.head_dim == head_dim
+    assert kv[:8] == kv[-8:] == (config.num_heads,) * 8
+    assert sum(k == config.num_heads // 2 for k in kv) == gqa_blocks
+
+
+def test_training_sizes_and_token_counts():
+    assert get_config("1b").num_tokens(1024, 768) == 3081
+    assert get_config("1b-4k").image_size == (4096, 3072)
+    assert get_config("1b-4k").num_tokens(4096, 3072) == 3081
+
+
+@pytest.mark.parametrize("name", ["1B", "sapiens2_1b", "1b_4k", "sapiens2-pretrain-0.4b"])
+def test_arch_name_aliases(name):
+    assert get_config(name).name in ARCHS
+
+
+def test_unknown_arch_lists_the_choices():
+    with pytest.raises(Sapiens2Error, match=r"unknown arch '2b'.*0\.1b, 0\.4b"):
+        get_config("2b")
+
+
+def test_custom_config_runs_any_multiple_of_16():
+    config = Sapiens2Config(embed_dim=48, num_layers=3, num_heads=3, ffn_dim=64)
+    model = build_backbone(config)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 48, 80))
+    assert out.shape == (2, 9 + 3 * 5, 48)
+    assert torch.isfinite(out).all()
