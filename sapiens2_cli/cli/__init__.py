@@ -43,8 +43,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from sapiens2_cli.cli import inspect
+    from sapiens2_cli.cli import download, inspect
 
+    app.command("download")(download.download_command)
     app.command("inspect")(inspect.inspect_command)
 
 

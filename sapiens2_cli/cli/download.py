@@ -1,0 +1,39 @@
+"""`sapiens2 download`: fetch a published checkpoint into the Hugging Face cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sapiens2_cli.cli.options import ArchOption
+from sapiens2_cli.hub import TASKS, resolve_checkpoint
+from sapiens2_cli.model import inspect_checkpoint
+
+
+def download_command(
+    arch: ArchOption = "1b",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help=f"A task checkpoint ({', '.join(TASKS)}) instead of the pretrained backbone."
+        ),
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="Branch, tag or commit on the hub (default: main).")
+    ] = None,
+    local_dir: Annotated[
+        Path | None,
+        typer.Option(help="Download into this folder instead of the Hugging Face cache."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Hugging Face token (default: HF_TOKEN or `hf auth login`)."),
+    ] = None,
+) -> None:
+    """Download a checkpoint (once; later calls use the cache), check it holds the arch
+    asked for, and print its local path alone on stdout."""
+    path = resolve_checkpoint(arch, task, revision=revision, token=token, local_dir=local_dir)
+    inspect_checkpoint(path, arch)
+    typer.echo(str(path))
