@@ -174,3 +174,28 @@ def test_cli_inspect_json(tiny_4k_checkpoint):
 
     fields = json.loads(proc.stdout)
     assert fields["tokenizer_layers"] == 2 and fields["parameters"] == 361_824
+
+
+def test_staged_reads_equal_mapped_reads(tmp_path, tiny_checkpoint):
+    """The GPU loading path (sequential reads through a staging buffer), run on the CPU."""
+    from sapiens2_cli.model.checkpoint import _read_through_staging
+
+    state = {f"backbone.{k}": v for k, v in load_file(tiny_checkpoint).items()}
+    path = tmp_path / "task.safetensors"
+    save_file(state, path)
+    info = inspect_checkpoint(path)
+    mapped = load_backbone(path, dtype=torch.float16).state_dict()
+    target = {n: t.dtype for n, t in mapped.items()}
+    staged = _read_through_staging(info, target, torch.device("cpu"))
+    assert staged.keys() == mapped.keys()
+    for name, tensor in mapped.items():
+        assert staged[name].dtype == tensor.dtype
+        assert torch.equal(staged[name], tensor), name
+
+
+@pytest.mark.gpu
+def test_load_to_gpu_matches_cpu(tiny_checkpoint, golden_io):
+    model = load_backbone(tiny_checkpoint, device="cuda")
+    with torch.no_grad():
+        out = model(golden_io["input"].cuda()).cpu()
+    torch.testing.assert_close(out, golden_io["layer_17"], atol=1e-4, rtol=0)

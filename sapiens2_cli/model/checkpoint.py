@@ -7,8 +7,10 @@ Nothing here unpickles: `.pt`/`.bin`/`.pth` files are refused.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -178,20 +180,62 @@ def load_backbone(
 ) -> Sapiens2Backbone:
     """Build the backbone a safetensors checkpoint describes and fill it with its weights.
 
-    The model is built on the meta device; each tensor is read from the memory-mapped
-    file, cast to `dtype` and moved to `device` one at a time, so peak host memory stays
-    near one copy of the weights in the target dtype. Returns the model in eval mode;
-    `model.checkpoint` holds the CheckpointInfo.
+    The model is built on the meta device and each tensor is assigned as it is read, so
+    peak host memory stays near one copy of the weights in the target dtype:
+    - CPU: tensors map the file (zero copy in the stored dtype; pages load on first use)
+      and are cast one at a time;
+    - GPU: tensors are read in file order through one reused pinned buffer and copied,
+      then cast, on the device, one at a time.
+    Returns the model in eval mode; `model.checkpoint` holds the CheckpointInfo.
     """
     info = inspect_checkpoint(path, arch)
+    device = torch.device(device)
     model = Sapiens2Backbone(info.config, device="meta")
-    state: dict[str, torch.Tensor] = {}
-    with _open(info.path) as f:
-        for name in model.state_dict():
-            tensor = f.get_tensor(info.prefix + name)
-            if name != "rope_embed.periods":  # kept as stored; RoPE casts it to bf16 itself
-                tensor = tensor.to(dtype)
-            state[name] = tensor.to(device)
+    names = list(model.state_dict())
+    target = {n: torch.float32 if n == "rope_embed.periods" else dtype for n in names}
+    if device.type == "cpu":
+        with _open(info.path) as f:
+            state = {n: f.get_tensor(info.prefix + n).to(target[n]) for n in names}
+    else:
+        state = _read_through_staging(info, target, device)
     model.load_state_dict(state, strict=True, assign=True)
     model.checkpoint = info
     return model.eval()
+
+
+def _read_through_staging(
+    info: CheckpointInfo, target: dict[str, torch.dtype], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Sequential reads into one reused pinned buffer, each tensor then sent to `device`."""
+    with open(info.path, "rb", buffering=0) as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+        data_start = 8 + header_len
+        entries = sorted(
+            ((header[info.prefix + n], n) for n in target), key=lambda e: e[0]["data_offsets"]
+        )
+        largest = max(end - begin for (e, _) in entries for begin, end in [e["data_offsets"]])
+        staging = torch.empty(largest, dtype=torch.uint8, pin_memory=device.type == "cuda")
+        state = {}
+        for entry, name in entries:
+            begin, end = entry["data_offsets"]
+            f.seek(data_start + begin)
+            chunk = staging[: end - begin]
+            view = memoryview(chunk.numpy())
+            filled = 0
+            while filled < len(view):
+                n = f.readinto(view[filled:])
+                if not n:
+                    raise Sapiens2Error(f"{info.path} ended early: download it again")
+                filled += n
+            source = chunk.view(_SAFETENSORS_DTYPES[entry["dtype"]]).view(entry["shape"])
+            state[name] = source.to(device, copy=True).to(target[name])
+    return state
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+}
