@@ -121,4 +121,4 @@ def test_bf16_weights_run(golden_manifest):
         out = model(io["input"])
     assert out.dtype == torch.bfloat16
     cosine = F.cosine_similarity(out.float()[:, 9:].flatten(1), io["layer_17"][:, 9:].flatten(1))
-    assert cosine.min().item() >= 0.99
+    assert cosine.min().item() >= 0.999
