@@ -1,0 +1,124 @@
+"""Output writers (HDF5, npy shards), the reader, and how a run opens its output.
+
+`open_writer` either starts a new output or resumes an existing one after checking that
+it was made with the same settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.writers.base import FeatureWriter, RowBatch, settings_difference
+from sapiens2_cli.writers.hdf5 import H5Writer
+from sapiens2_cli.writers.npy import NpyWriter, default_shard_rows, is_own_file
+from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
+
+OutputFormat = Literal["h5", "npy"]
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def infer_format(path: Path, fmt: str | None) -> OutputFormat:
+    """`--format`, or from OUT: .h5/.hdf5 -> HDF5, anything else a folder of npy shards."""
+    if fmt is None:
+        return "h5" if path.suffix.lower() in H5_SUFFIXES else "npy"
+    if fmt not in ("h5", "npy"):
+        raise Sapiens2Error(f"unknown --format {fmt!r}: use h5 or npy")
+    return fmt  # type: ignore[return-value]
+
+
+def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
+    """Refuse, before any work, an OUT that cannot be written or would clobber someone's files."""
+    existing = detect_format(path)
+    if existing is not None:
+        if existing != fmt and not overwrite:
+            raise Sapiens2Error(
+                f"{path} holds {existing} output but --format {fmt} was asked for: pass "
+                f"--format {existing} to resume it or --overwrite to replace it"
+            )
+    elif path.is_dir():
+        if fmt == "h5":
+            raise Sapiens2Error(f"{path} is a folder: give -o a file name ending in .h5")
+        if any(not is_own_file(p.name) for p in path.iterdir()):
+            raise Sapiens2Error(
+                f"{path} is a folder of other files, not a sapiens2 extract output: "
+                "choose a new -o path"
+            )
+    elif path.exists() and not overwrite:
+        raise Sapiens2Error(
+            f"{path} exists and is not a sapiens2 extract output: choose another -o path "
+            "or pass --overwrite to replace it"
+        )
+    folder = next(p for p in (path, *path.parents) if p.is_dir())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise Sapiens2Error(f"cannot write {path}: {folder} is not writable; choose another -o")
+
+
+def _remove(path: Path) -> None:
+    """Delete an output for --overwrite: a file, or only this tool's files in a folder."""
+    if path.is_dir():
+        for p in path.iterdir():
+            if is_own_file(p.name):
+                p.unlink()
+        if not any(path.iterdir()):
+            path.rmdir()
+    elif path.exists():
+        path.unlink()
+
+
+def open_writer(
+    path: Path,
+    fmt: OutputFormat,
+    settings: dict,
+    row_shape: tuple[int, ...],
+    dtype: np.dtype,
+    *,
+    overwrite: bool = False,
+    compression: str | None = None,
+    shard_rows: int | None = None,
+) -> tuple[FeatureWriter, set[str]]:
+    """A writer for `path` and the paths it already holds (empty unless resuming).
+
+    An existing output is resumed if its settings match, else refused with the first
+    difference; `overwrite` replaces it instead.
+    """
+    if overwrite:
+        _remove(path)
+    letterbox = settings["resize"] == "letterbox"
+    if detect_format(path) is not None:
+        with open_features(path) as existing:
+            difference = settings_difference(existing.settings, settings)
+            if difference:
+                raise Sapiens2Error(
+                    f"{path} was made with different settings: {difference}; rerun with the "
+                    "same settings to resume, or pass --overwrite to start again"
+                )
+            done = set(existing.paths)
+            failed = dict(existing.failed)
+        if fmt == "h5":
+            return H5Writer.resume(path, failed), done
+        return NpyWriter.resume(path, shard_rows or _shard_rows(row_shape, dtype)), done
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "h5":
+        return H5Writer.create(path, settings, row_shape, dtype, letterbox, compression), set()
+    return NpyWriter.create(path, settings, shard_rows or _shard_rows(row_shape, dtype)), set()
+
+
+def _shard_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return default_shard_rows(int(np.prod(row_shape)) * np.dtype(dtype).itemsize)
+
+
+__all__ = [
+    "FeatureFile",
+    "FeatureWriter",
+    "OutputFormat",
+    "RowBatch",
+    "check_output_path",
+    "infer_format",
+    "open_features",
+    "open_writer",
+]

@@ -1,0 +1,96 @@
+"""What both writers share: the rows they append, failure bookkeeping, the settings check.
+
+A writer owns one output path and appends batches of rows to it, making each batch (HDF5)
+or each shard (npy) durable before it counts as done. Resume, `--shard I/N` parts and a
+later `merge` all build on these pieces: a writer is told its path, never guesses one.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+#: Settings that change the numbers in `features`, with the flag that sets each: a run
+#: that resumes an existing output must agree on all of them.
+RESUME_KEYS: dict[str, str] = {
+    "arch": "--arch",
+    "checkpoint_sha256": "--checkpoint/--arch",
+    "image_size": "--size",
+    "resize": "--resize",
+    "layers": "--layers",
+    "tokens": "--tokens",
+    "layout": "--layout",
+    "dtype": "--dtype",
+    "precision": "--precision",
+}
+
+
+@dataclass
+class RowBatch:
+    """One batch on its way to disk: rows for the images that worked, reasons for the rest."""
+
+    paths: list[str]
+    features: np.ndarray  # (k, n_layers, ...) in the storage dtype
+    original_size: np.ndarray  # (k, 2) int32, (height, width) after EXIF
+    content_box: np.ndarray | None  # (k, 4) int32 (top, left, height, width); letterbox only
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def settings_difference(existing: dict, wanted: dict) -> str | None:
+    """The first setting that differs, phrased for an error message, or None if they agree."""
+    for key, flag in RESUME_KEYS.items():
+        if existing.get(key) != wanted.get(key):
+            return f"{flag} ({key} is {existing.get(key)!r} there, {wanted.get(key)!r} now)"
+    return None
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FeatureWriter(ABC):
+    """Appends rows and failure records to one output; `close` marks the run complete or not.
+
+    `failed` maps path -> reason for every image that failed and has not since succeeded;
+    it starts from the existing output when resuming, so earlier failures are kept.
+    """
+
+    def __init__(self, path: Path, failed: dict[str, str]) -> None:
+        self.path = path
+        self.failed = dict(failed)
+
+    def write(self, batch: RowBatch) -> None:
+        """Append `batch`: its rows, and its failures (a path that now worked is cleared)."""
+        for p in batch.paths:
+            self.failed.pop(p, None)
+        self.failed.update(batch.failures)
+        self._append(batch)
+
+    @property
+    @abstractmethod
+    def rows(self) -> int:
+        """Rows already durable on disk."""
+
+    @abstractmethod
+    def _append(self, batch: RowBatch) -> None: ...
+
+    @abstractmethod
+    def close(self, complete: bool) -> None:
+        """Make everything written so far durable and record whether the run is complete."""

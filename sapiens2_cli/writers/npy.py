@@ -1,0 +1,148 @@
+"""npy output: a folder of plain .npy shards and a manifest.json listing the finished ones.
+
+Rows collect in memory until a shard is full (or the run ends); the shard's files are then
+written under temporary names, fsynced and renamed, and only after that is the manifest
+rewritten the same way to list it. A kill loses at most the shard in progress, which a
+rerun recomputes; files no manifest lists are leftovers of such a kill and are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sapiens2_cli.writers.base import FORMAT_VERSION, FeatureWriter, RowBatch, fsync_dir
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "sapiens2-features-npy"
+SHARD_BYTES = 256 * 2**20  # default shard size: about this many bytes of features
+MAX_SHARD_ROWS = 4096
+
+
+def default_shard_rows(row_bytes: int) -> int:
+    """Rows per shard so a shard holds about SHARD_BYTES of features."""
+    return max(1, min(MAX_SHARD_ROWS, SHARD_BYTES // max(1, row_bytes)))
+
+
+def is_own_file(name: str) -> bool:
+    """Files this writer makes inside OUT (the only ones --overwrite may delete)."""
+    return name == MANIFEST or name.startswith(("shard-", MANIFEST + "."))
+
+
+def _write_atomic(path: Path, write) -> None:
+    """write(file) to a temporary name, fsync, rename over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    _write_atomic(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    fsync_dir(folder)
+
+
+class NpyWriter(FeatureWriter):
+    """Appends rows as shards in a folder; see the module docstring for the commit protocol."""
+
+    def __init__(self, path: Path, manifest: dict, shard_rows: int) -> None:
+        super().__init__(path, {item["path"]: item["error"] for item in manifest["failed"]})
+        self._manifest = manifest
+        self._shard_rows = shard_rows
+        self._pending: list[RowBatch] = []
+        self._rows = sum(s["rows"] for s in manifest["shards"])
+
+    @classmethod
+    def create(cls, path: Path, settings: dict, shard_rows: int) -> NpyWriter:
+        """A new, empty output folder at `path`."""
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "settings": dict(settings),
+            "shards": [],
+            "failed": [],
+            "complete": False,
+        }
+        write_manifest(path, manifest)
+        return cls(path, manifest, shard_rows)
+
+    @classmethod
+    def resume(cls, path: Path, shard_rows: int) -> NpyWriter:
+        """Reopen an existing output folder, removing files no manifest lists."""
+        manifest = json.loads((path / MANIFEST).read_text())
+        listed = {MANIFEST} | {
+            name for shard in manifest["shards"] for key, name in shard.items() if key != "index"
+        }
+        for leftover in path.iterdir():
+            if is_own_file(leftover.name) and leftover.name not in listed:
+                leftover.unlink()
+        manifest["complete"] = manifest["settings"]["complete"] = False
+        write_manifest(path, manifest)
+        return cls(path, manifest, shard_rows)
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def _append(self, batch: RowBatch) -> None:
+        if len(batch):
+            self._pending.append(batch)
+        while sum(map(len, self._pending)) >= self._shard_rows:
+            self._flush_shard(self._shard_rows)
+
+    def _flush_shard(self, rows: int) -> None:
+        """Write the first `rows` pending rows as one shard and list it in the manifest."""
+        taken, kept, count = [], [], 0
+        for batch in self._pending:
+            if count >= rows:
+                kept.append(batch)
+                continue
+            take = min(len(batch), rows - count)
+            taken.append(_slice(batch, 0, take))
+            if take < len(batch):
+                kept.append(_slice(batch, take, len(batch)))
+            count += take
+        self._pending = kept
+        index = 1 + max((s["index"] for s in self._manifest["shards"]), default=-1)
+        columns = {
+            "features": np.concatenate([b.features for b in taken]),
+            "paths": np.array([p for b in taken for p in b.paths], dtype=str),  # '<U…'
+            "original_size": np.concatenate([b.original_size for b in taken]),
+        }
+        if taken[0].content_box is not None:
+            columns["content_box"] = np.concatenate([b.content_box for b in taken])
+        entry: dict = {"index": index, "rows": count}
+        for name, array in columns.items():
+            file_name = f"shard-{index:05d}.{name}.npy"
+            _write_atomic(self.path / file_name, lambda f, a=array: np.save(f, a))
+            entry[name] = file_name
+        self._manifest["shards"].append(entry)
+        self._rows += count
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        self._manifest["failed"] = [{"path": p, "error": e} for p, e in self.failed.items()]
+        write_manifest(self.path, self._manifest)
+
+    def close(self, complete: bool) -> None:
+        pending = sum(map(len, self._pending))
+        if pending:
+            self._flush_shard(pending)
+        self._manifest["complete"] = self._manifest["settings"]["complete"] = complete
+        self._write_manifest()
+
+
+def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
+    box = batch.content_box
+    return RowBatch(
+        paths=batch.paths[start:stop],
+        features=batch.features[start:stop],
+        original_size=batch.original_size[start:stop],
+        content_box=None if box is None else box[start:stop],
+    )
