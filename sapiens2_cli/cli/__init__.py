@@ -43,9 +43,11 @@ def _root(
 
 
 def _register_commands() -> None:
-    from sapiens2_cli.cli import download, inspect
+    from sapiens2_cli.cli import archs, bench, download, inspect
 
     app.command("download")(download.download_command)
+    app.command("archs")(archs.archs_command)
+    app.command("bench")(bench.bench_command)
     app.command("inspect")(inspect.inspect_command)
 
 

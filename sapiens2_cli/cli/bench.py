@@ -1,0 +1,156 @@
+"""`sapiens2 bench`: parameters, FLOPs and forward-pass speed of a backbone with random
+weights (nothing to download)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import torch
+import typer
+
+from sapiens2_cli.bench import (
+    Timing,
+    count_cost,
+    environment,
+    find_batch_size,
+    peak_tflops,
+    time_forward,
+)
+from sapiens2_cli.cli.options import (
+    ArchOption,
+    DeviceOption,
+    JsonOption,
+    PrecisionOption,
+    SizeOption,
+    parse_size,
+)
+from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.model import Sapiens2Config, build_backbone, get_config
+
+FLOPS_CONVENTION = (
+    "torch.utils.flop_counter.FlopCounterMode on the meta device: 2 FLOPs per multiply-add "
+    "in convolutions and matrix products, attention included"
+)
+
+
+def bench_command(
+    arch: ArchOption = "1b",
+    size: SizeOption = None,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            help="Images per forward pass, or auto: the largest of 256, 128, ... that fits "
+            "in GPU memory (1 on CPU)."
+        ),
+    ] = "auto",
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    compile: Annotated[
+        bool, typer.Option("--compile", help="Time under torch.compile (compile time apart).")
+    ] = False,
+    steps: Annotated[int, typer.Option(help="Timed forward passes.")] = 10,
+    warmup: Annotated[int, typer.Option(help="Untimed forward passes before timing.")] = 2,
+    count_only: Annotated[
+        bool, typer.Option("--count-only", help="Only count parameters and FLOPs (no run).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Count parameters and FLOPs per image (meta device, no memory), then time forward
+    passes of random weights: images/s, ms per batch, peak memory and MFU."""
+    config = get_config(arch)
+    height, width = parse_size(size) if size else config.image_size
+    cost = count_cost(config, height, width)
+    target = resolve_device(device)
+    dtype = resolve_precision(precision, target)
+    env = environment(target) | {
+        "precision": precision_name(dtype),
+        "batch_size": None,
+        "image_size": [height, width],
+        "compile": compile,
+    }
+    report = cost.as_dict() | {"flops_convention": FLOPS_CONVENTION}
+    if not count_only:
+        timing = _run(
+            config, (height, width), target, dtype, _batch_size(batch_size), steps, warmup, compile
+        )
+        env["batch_size"] = timing.batch_size
+        report |= timing.as_dict()
+        report["achieved_tflops"] = cost.flops_per_image * timing.images_per_s / 1e12
+        peak = peak_tflops(env["device_name"], dtype)
+        if peak is not None:
+            report["peak_tflops"] = peak
+            report["mfu"] = report["achieved_tflops"] / peak
+    report["environment"] = env
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        _print(report)
+
+
+def _batch_size(text: str) -> int | None:
+    """A positive count, or None for auto."""
+    if text.strip().lower() == "auto":
+        return None
+    if text.strip().isdigit() and int(text) > 0:
+        return int(text)
+    raise Sapiens2Error(f"--batch-size {text!r} is neither a positive number nor auto")
+
+
+def _run(
+    config: Sapiens2Config,
+    size: tuple[int, int],
+    device: torch.device,
+    dtype: torch.dtype,
+    batch: int | None,
+    steps: int,
+    warmup: int,
+    compile: bool,
+) -> Timing:
+    """Build random weights on the device in the chosen precision and time them."""
+    model = build_backbone(config, device=device, dtype=dtype)
+    if batch is None:
+        batch = find_batch_size(model, size, device, dtype)
+    typer.echo(
+        f"timing {config.name} at {size[0]}x{size[1]}, batch {batch}, {precision_name(dtype)} "
+        f"on {device}: {warmup} warmup + {steps} timed steps",
+        err=True,
+    )
+    return time_forward(model, batch, size, device, dtype, steps, warmup, compile)
+
+
+def _si(value: float, unit: str) -> str:
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3f} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _print(r: dict) -> None:
+    env = r["environment"]
+    parts = " · ".join(f"{k} {_si(v, '')}".rstrip() for k, v in r["flops_by_part"].items())
+    lines = [
+        f"arch {r['arch']} at {r['image_size'][0]}x{r['image_size'][1]} ({r['tokens']:,} tokens)",
+        f"  parameters       {r['parameters']:,}",
+        f"  FLOPs per image  {_si(r['flops_per_image'], 'FLOP')} ({parts})",
+        "                   2 FLOPs per multiply-add, attention included (FlopCounterMode, meta)",
+    ]
+    if "images_per_s" in r:
+        memory = r["peak_memory_bytes"] / 2**30
+        mfu = f"{100 * r['mfu']:.1f} % of {r['peak_tflops']} TFLOP/s" if "mfu" in r else "n/a"
+        lines += [
+            f"  device           {env['device_name']} ({env['device']}), {env['precision']}, "
+            f"batch {env['batch_size']}, torch {env['torch']}, {env['cpu_threads']} CPU threads",
+            f"  ms per batch     median {r['median_ms']:.1f}, p90 {r['p90_ms']:.1f} "
+            f"({r['steps']} steps after {r['warmup']} warmup)",
+            f"  images/s         {r['images_per_s']:.2f}",
+            f"  achieved         {_si(r['achieved_tflops'] * 1e12, 'FLOP/s')}",
+            f"  MFU              {mfu}",
+            f"  peak memory      {memory:.2f} GiB ({r['peak_memory_source']})",
+        ]
+        if r["compile_s"] is not None:
+            lines.append(
+                f"  compile          {r['compile_s']:.1f} s (first call, not in the timing)"
+            )
+    typer.echo("\n".join(lines))

@@ -1,0 +1,152 @@
+"""`sapiens2 bench` and `sapiens2 archs` on CPU with tiny sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
+from sapiens2_cli.bench import count_cost, find_batch_size, peak_tflops, time_forward
+from sapiens2_cli.cli import _register_commands, app
+from sapiens2_cli.model import get_config
+
+_register_commands()
+TIMING_KEYS = {
+    "batch_size",
+    "warmup",
+    "steps",
+    "median_ms",
+    "p90_ms",
+    "images_per_s",
+    "peak_memory_bytes",
+    "peak_memory_source",
+    "compile_s",
+    "achieved_tflops",
+}
+ENVIRONMENT_KEYS = {"torch", "device", "device_name", "precision", "batch_size", "image_size"}
+
+
+def _bench(*args: str) -> dict:
+    result = CliRunner().invoke(app, ["bench", *args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_bench_json_has_every_figure_and_the_environment():
+    report = _bench(
+        "--arch",
+        "0.1b",
+        "--size",
+        "32x48",
+        "--batch-size",
+        "2",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+    )
+    assert report.keys() >= TIMING_KEYS
+    assert report["environment"].keys() >= ENVIRONMENT_KEYS
+    env = report["environment"]
+    assert (env["precision"], env["batch_size"], env["image_size"]) == ("fp32", 2, [32, 48])
+    assert env["torch"] == torch.__version__
+    assert report["parameters"] == 113_993_472
+    assert report["flops_per_image"] == count_cost(get_config("0.1b"), 32, 48).flops_per_image
+    assert "attention included" in report["flops_convention"]
+    assert report["images_per_s"] > 0
+    assert report["p90_ms"] >= report["median_ms"] > 0
+    assert report["peak_memory_bytes"] > 0
+    assert "mfu" not in report  # no known peak for a CPU
+
+
+def test_count_only_runs_nothing():
+    report = _bench("--arch", "5b", "--count-only")
+    assert report["parameters"] == 5_066_902_976
+    assert report["image_size"] == [1024, 768]
+    assert not TIMING_KEYS & report.keys()
+    assert report["environment"]["batch_size"] is None
+
+
+def test_human_output_states_the_flop_convention():
+    result = CliRunner().invoke(
+        app, ["bench", "--arch", "0.4b", "--size", "512x384", "--count-only"]
+    )
+    assert result.exit_code == 0
+    assert "2 FLOPs per multiply-add, attention included" in result.stdout
+    assert "395,450,368" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "neither a positive number nor auto"),
+        (["--size", "100x100"], "not a positive multiple of 16"),
+        (["--precision", "fp8"], "unknown precision"),
+        (["--steps", "0"], "--steps must be at least 1"),
+    ],
+)
+def test_bad_flags_are_fix_it_errors(args, message):
+    result = CliRunner().invoke(app, ["bench", "--arch", "0.1b", "--size", "32x32", *args])
+    assert isinstance(result.exception, Sapiens2Error)
+    assert message in str(result.exception)
+
+
+TINY = Sapiens2Config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64)
+
+
+def test_auto_batch_size_is_one_on_cpu():
+    model = build_backbone(TINY)
+    assert find_batch_size(model, (32, 32), torch.device("cpu"), torch.float32) == 1
+
+
+def test_time_forward_counts_its_steps():
+    model = build_backbone(TINY)
+    timing = time_forward(model, 3, (32, 32), torch.device("cpu"), torch.float32, steps=4, warmup=0)
+    assert (timing.batch_size, timing.steps, timing.compile_s) == (3, 4, None)
+    assert timing.p90_ms >= timing.median_ms > 0
+    assert timing.images_per_s > 0
+
+
+@pytest.mark.slow  # inductor compiles C++ on the CPU
+def test_compile_time_is_reported_apart():
+    model = build_backbone(TINY)
+    timing = time_forward(
+        model, 1, (32, 32), torch.device("cpu"), torch.float32, steps=2, warmup=1, compile=True
+    )
+    assert timing.compile_s is not None and timing.compile_s > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.4),
+        ("NVIDIA H100 PCIe", torch.float16, 756.5),
+        ("NVIDIA H200", torch.bfloat16, 989.4),
+        ("NVIDIA A100-SXM4-80GB", torch.float32, 19.5),
+        ("NVIDIA L40S", torch.bfloat16, 362.05),
+        ("NVIDIA L4", torch.bfloat16, 121.0),
+        ("NVIDIA A10", torch.bfloat16, 125.0),
+        ("NVIDIA A10G", torch.bfloat16, None),
+        ("NVIDIA GeForce RTX 4090", torch.bfloat16, 165.2),
+        ("Tesla T4", torch.bfloat16, None),
+        ("AMD EPYC", torch.float32, None),
+    ],
+)
+def test_peak_table(name, dtype, peak):
+    assert peak_tflops(name, dtype) == peak
+
+
+def test_archs_json_lists_the_zoo():
+    result = CliRunner().invoke(app, ["archs", "--json"], catch_exceptions=False)
+    rows = {r["arch"]: r for r in json.loads(result.stdout)}
+    assert list(rows) == ["0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b"]
+    assert rows["1b"]["parameters"] == 1_455_474_176
+    assert rows["1b"]["flops_per_image"] == pytest.approx(11.296e12, rel=0.01)
+    assert rows["1b-4k"]["image_size"] == [4096, 3072]
+    assert rows["5b"]["hub_repo"] == "facebook/sapiens2-pretrain-5b"
+    assert {"embed_dim", "layers", "heads", "cached"} <= rows["0.8b"].keys()
