@@ -1,0 +1,273 @@
+"""The viz run: a feature file in, one PNG per chosen image out (and a contact sheet).
+
+reader -> patch grid -> colouring (per image, or one joint fit on a sample) -> picture ->
+PNG. Rows are read one at a time, so memory stays bounded whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
+from sapiens2_cli.viz.pca import Colouring, fit_colouring
+from sapiens2_cli.viz.render import (
+    contact_sheet,
+    note_panel,
+    panel_size,
+    render_components,
+    side_by_side,
+)
+from sapiens2_cli.writers.reader import FeatureFile, open_features
+
+log = logging.getLogger(__name__)
+
+FitMode = Literal["per-image", "joint"]
+
+#: A joint fit samples patches from at most this many images, spread evenly over the file,
+JOINT_IMAGES = 256
+#: and keeps at most this many patches, or fewer for wide features (2**25 float32 = 128 MiB).
+JOINT_PATCHES = 65536
+JOINT_VALUES = 1 << 25
+GRID_NAME = "grid.png"
+GRID_CELL = 256  # contact sheet cell height in pixels
+
+
+@dataclass(frozen=True)
+class VizOptions:
+    """How to draw: which layer, how many components, how to fit, what to add."""
+
+    layer: int | None = None  # block index as stored; None: the last stored layer
+    components: int = 3  # 3: RGB from the first three components; 1: grey from the first
+    fit: FitMode = "per-image"
+    foreground_threshold: float | None = None  # in (0, 1); None: keep the background
+    overlay: bool = False  # input image on the left
+    grid: bool = False  # also write a contact sheet
+    long_side: int = 512  # pixels, longer side of each picture (of each half with overlay)
+    image_root: Path | None = None  # relative stored paths are under this; None: the cwd
+
+
+@dataclass
+class VizResult:
+    """What a run wrote, for the summary line and --json."""
+
+    pictures: list[Path] = field(default_factory=list)
+    grid: Path | None = None
+    missing_images: list[str] = field(default_factory=list)
+
+
+def visualize(
+    features: Path,
+    out_dir: Path,
+    options: VizOptions,
+    images: int | None = None,
+    paths: list[str] | None = None,
+    progress: bool = True,
+) -> VizResult:
+    """Write one PNG per chosen row of `features` into `out_dir`.
+
+    Rows are the first `images` (default 16), or those whose stored path is in `paths`.
+    """
+    _check_options(options)
+    with open_features(features) as ff:
+        spec = grid_spec(ff.settings, options.layer, features)
+        if len(ff) == 0:
+            raise Sapiens2Error(f"{features} holds no features yet: run extract on it first")
+        rows = select_rows(ff, features, images, paths)
+        _make_dir(out_dir)
+        joint = _fit_joint(ff, spec, options) if options.fit == "joint" else None
+        result = VizResult()
+        sheet: list[tuple[Image.Image, str]] = []
+        digits = len(str(len(ff) - 1))
+        bar = tqdm(rows, desc="viz", unit="img", disable=not progress, leave=False)
+        with logging_redirect_tqdm():  # warnings print above the bar, not through it
+            for row in bar:
+                picture = _draw_row(ff, row, spec, options, joint, result)
+                target = out_dir / picture_name(row, ff.paths[row], digits)
+                picture.save(target)
+                result.pictures.append(target)
+                if options.grid:
+                    sheet.append((picture, target.name))
+        if options.grid:
+            result.grid = out_dir / GRID_NAME
+            contact_sheet(sheet, GRID_CELL).save(result.grid)
+    return result
+
+
+def _check_options(options: VizOptions) -> None:
+    if options.components not in (1, 3):
+        raise Sapiens2Error(
+            f"--components {options.components}: use 3 (RGB) or 1 (grey), the first components"
+        )
+    t = options.foreground_threshold
+    if t is not None and not 0 < t < 1:
+        raise Sapiens2Error(f"--foreground-threshold {t} is not between 0 and 1: try 0.5")
+    if options.long_side < 8:
+        raise Sapiens2Error(f"--long-side {options.long_side} is too small: use 8 or more pixels")
+
+
+def select_rows(
+    ff: FeatureFile, source: Path, images: int | None, paths: list[str] | None
+) -> list[int]:
+    """The rows to draw: the first `images`, or those of `paths` in the order given."""
+    if images is not None and paths:
+        raise Sapiens2Error("give --images or --paths, not both")
+    if not paths:
+        count = 16 if images is None else images
+        if count < 1:
+            raise Sapiens2Error(f"--images {count}: give 1 or more")
+        return list(range(min(count, len(ff))))
+    by_path: dict[str, int] = {}
+    for row, stored in enumerate(ff.paths):
+        by_path.setdefault(stored, row)
+        by_path.setdefault(_same_file_key(stored), row)
+    failed = dict(ff.failed)
+    rows: list[int] = []
+    for wanted in dict.fromkeys(paths):
+        row = by_path.get(wanted, by_path.get(_same_file_key(wanted)))
+        if row is not None:
+            rows.append(row)
+        elif wanted in failed:
+            raise Sapiens2Error(
+                f"{wanted} failed at extract ({failed[wanted]}), so {source} has no features "
+                "for it: fix the image and run extract again"
+            )
+        else:
+            raise Sapiens2Error(
+                f"{source} has no features for {wanted}: give --paths as stored "
+                f"(the first is {ff.paths[0]!r})"
+            )
+    return rows
+
+
+def _same_file_key(path: str) -> str:
+    """Spellings of one path from the current directory ('./a/b.jpg', 'a//b.jpg') agree."""
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _make_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise Sapiens2Error(f"{out_dir} is a file: give -o a folder for the pictures") from None
+    except OSError as e:
+        raise Sapiens2Error(f"cannot create {out_dir} ({e.strerror}): choose another -o") from None
+
+
+def _fit_joint(ff: FeatureFile, spec: GridSpec, options: VizOptions) -> Colouring:
+    """One colouring for the whole file, fitted to patches sampled from images across it."""
+    n = len(ff)
+    rows = np.unique(np.linspace(0, n - 1, num=min(n, JOINT_IMAGES)).round().astype(int))
+    dim = int(ff.settings["embed_dim"])
+    quota = max(2, min(JOINT_PATCHES, JOINT_VALUES // dim) // len(rows))
+    generator = torch.Generator().manual_seed(0)
+    samples, borders = [], []
+    for row in rows.tolist():
+        region = image_region(spec, _content_box(ff, row))
+        patches, ring = region.patches(patch_grid(ff.read(slice(row, row + 1))[0], spec))
+        keep = torch.randperm(len(patches), generator=generator)[:quota]
+        samples.append(patches[keep])
+        borders.append(ring[keep])
+    x = torch.cat(samples)
+    colouring = fit_colouring(
+        x, x[torch.cat(borders)], options.components, options.foreground_threshold
+    )
+    log.info("joint fit on %d patches from %d images", len(x), len(rows))
+    return colouring
+
+
+def _content_box(ff: FeatureFile, row: int) -> np.ndarray | None:
+    return None if ff.content_box is None else ff.content_box[row]
+
+
+def _draw_row(
+    ff: FeatureFile,
+    row: int,
+    spec: GridSpec,
+    options: VizOptions,
+    joint: Colouring | None,
+    result: VizResult,
+) -> Image.Image:
+    """One row -> its picture (with the input image on the left if asked)."""
+    stored = ff.paths[row]
+    grid = patch_grid(ff.read(slice(row, row + 1))[0], spec)  # (h, w, D)
+    region = image_region(spec, _content_box(ff, row))
+    colouring = joint
+    if colouring is None:
+        patches, ring = region.patches(grid)
+        colouring = fit_colouring(
+            patches, patches[ring], options.components, options.foreground_threshold
+        )
+    h, w, d = grid.shape
+    values = colouring.apply(grid.reshape(h * w, d)).reshape(h, w, -1)
+    original = (int(ff.original_size[row][0]), int(ff.original_size[row][1]))
+    size = panel_size(original, options.long_side)
+    picture, kept = render_components(
+        values, region, spec.image_size, size, options.foreground_threshold
+    )
+    if kept == 0:
+        log.warning(
+            "%s: nothing is above --foreground-threshold %s, so its picture is all background: "
+            "lower the threshold",
+            stored,
+            options.foreground_threshold,
+        )
+    if options.overlay:
+        picture = side_by_side(_input_panel(stored, original, size, options, result), picture)
+    return picture
+
+
+def _input_panel(
+    stored: str,
+    original: tuple[int, int],
+    size: tuple[int, int],
+    options: VizOptions,
+    result: VizResult,
+) -> Image.Image:
+    """The input image at `size`, or a note saying why it cannot be shown."""
+    path = Path(stored)
+    if not path.is_absolute() and options.image_root is not None:
+        path = options.image_root / path
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except FileNotFoundError:
+        log.warning("%s: no image at %s; its picture says so (see --image-root)", stored, path)
+        result.missing_images.append(stored)
+        return note_panel(size, f"image not found: {stored}")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        log.warning("%s: cannot read the image (%s); its picture says so", stored, e)
+        result.missing_images.append(stored)
+        return note_panel(size, f"cannot read image: {stored}")
+    if (image.height, image.width) != original:
+        log.warning(
+            "%s is %dx%d now but was %dx%d at extract: it may have changed since",
+            stored,
+            image.height,
+            image.width,
+            *original,
+        )
+    return image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+
+
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+def picture_name(row: int, stored: str, digits: int) -> str:
+    """'00042_IMG_0001.png': the row keeps names unique (duplicate basenames, re-used
+    names), the stem keeps them readable; only word characters, '.' and '-' survive."""
+    stem = unicodedata.normalize("NFC", Path(stored.replace("\\", "/")).stem)
+    stem = _UNSAFE.sub("_", stem).strip("._")[:80] or "image"
+    return f"{row:0{digits}d}_{stem}.png"
