@@ -8,6 +8,7 @@ subprocess, which reads the same settings from its environment.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -20,8 +21,10 @@ import torch
 from fake_hub import FakeHub
 from huggingface_hub import constants
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 from sapiens2_cli import Sapiens2Error, build_backbone
+from sapiens2_cli.cli import _register_commands, app
 from sapiens2_cli.hub import hub_file, is_cached, resolve_checkpoint
 
 TINY = Path(__file__).parent / "golden" / "tiny_weights.safetensors"
@@ -235,3 +238,19 @@ def test_cli_download_prints_the_path_alone(hub, tmp_path):
     assert result.stdout == f"{path}\n"
     assert path.name == served.name
     assert path.stat().st_size == served.stat().st_size
+
+
+def test_archs_shows_what_is_cached(hub):
+    hub.add(REPO, {FILE: TINY})
+    resolve_checkpoint("0.4b")
+    _register_commands()
+    result = CliRunner().invoke(app, ["archs", "--json"], catch_exceptions=False)
+    cached = {r["arch"]: r["cached"] for r in json.loads(result.stdout)}
+    assert cached == {
+        "0.1b": False,
+        "0.4b": True,
+        "0.8b": False,
+        "1b": False,
+        "1b-4k": False,
+        "5b": False,
+    }
