@@ -43,8 +43,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from sapiens2_cli.cli import archs, bench, download, inspect
+    from sapiens2_cli.cli import archs, bench, download, extract, inspect
 
+    app.command("extract")(extract.extract_command)
     app.command("download")(download.download_command)
     app.command("archs")(archs.archs_command)
     app.command("bench")(bench.bench_command)

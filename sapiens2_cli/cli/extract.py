@@ -1,0 +1,181 @@
+"""`sapiens2 extract INPUT... -o OUT`: images in, features out, resumable, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, get_args
+
+import typer
+
+from sapiens2_cli.cli.options import (
+    ArchOption,
+    CheckpointOption,
+    DeviceOption,
+    JsonOption,
+    PrecisionOption,
+    QuietOption,
+    SizeOption,
+    parse_size,
+)
+from sapiens2_cli.device import resolve_device, resolve_precision
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.decode import ResizeMode
+from sapiens2_cli.pipeline.extract import (
+    FeatureSpec,
+    Interrupted,
+    Layout,
+    OutputSpec,
+    RunOptions,
+    StorageDtype,
+    TokenMode,
+    prepare,
+)
+from sapiens2_cli.pipeline.progress import Summary
+from sapiens2_cli.pipeline.sources import list_images
+from sapiens2_cli.pipeline.weights import resolve_weights
+from sapiens2_cli.writers import check_output_path, infer_format
+
+COMPRESSIONS = ("gzip", "lzf")
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise Sapiens2Error(f"unknown {flag} {value!r}: use {', '.join(allowed)}")
+    return value
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """'-1' or '8,17' or '8 17' -> block indices (checked against the model later)."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise Sapiens2Error(
+            f"--layers {text!r} is not a list of block indices: write it like -1 or 8,17"
+        ) from None
+
+
+def _positive(flag: str, value: int, minimum: int) -> int:
+    if value < minimum:
+        raise Sapiens2Error(f"{flag} must be at least {minimum}, not {value}")
+    return value
+
+
+def extract_command(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Image files, folders (walked recursively) or - to read paths from stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="OUT: a .h5/.hdf5 file, or a folder of .npy shards."),
+    ] = ...,
+    files_from: Annotated[
+        list[Path] | None,
+        typer.Option("--files-from", help="A file listing image paths, one a line."),
+    ] = None,
+    arch: Annotated[str | None, ArchOption.__metadata__[0]] = None,
+    checkpoint: CheckpointOption = None,
+    size: SizeOption = None,
+    resize: Annotated[
+        str,
+        typer.Option(
+            help="stretch (upstream's, ignores aspect) or letterbox (keeps it, pads with "
+            "the mean colour and records content_box)."
+        ),
+    ] = "stretch",
+    layers: Annotated[
+        str, typer.Option(help="Block indices to keep, e.g. -1 (the last) or 8,17.")
+    ] = "-1",
+    tokens: Annotated[
+        str,
+        typer.Option(
+            help="patch (h*w patch tokens), all (9 prefix + patches), cls, or mean (of patches)."
+        ),
+    ] = "patch",
+    layout: Annotated[
+        str, typer.Option(help="tokens: (T, D) per layer; map: (D, h, w), patch tokens only.")
+    ] = "tokens",
+    dtype: Annotated[
+        str, typer.Option(help="Storage dtype: float16 (range-checked) or float32.")
+    ] = "float16",
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="h5 or npy (default: from OUT's name)."),
+    ] = None,
+    compression: Annotated[
+        str | None, typer.Option(help="HDF5 only: gzip or lzf (lossless, slower).")
+    ] = None,
+    rows_per_shard: Annotated[
+        int | None,
+        typer.Option(help="npy only: rows per shard (default: about 256 MiB of features)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    workers: Annotated[
+        int, typer.Option(help="Decode processes (0: decode in the main process).")
+    ] = 2,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT instead of resuming it.")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed/--skip-failed",
+            help="When resuming, try images that failed before again (default) or skip them.",
+        ),
+    ] = True,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Extract features of every image into OUT; rerun the same command to resume."""
+    fmt = infer_format(output, output_format and _choice("--format", output_format, ("h5", "npy")))
+    spec = FeatureSpec(
+        size=parse_size(size) if size else None,
+        resize=_choice("--resize", resize, get_args(ResizeMode)),  # type: ignore[arg-type]
+        layers=parse_layers(layers),
+        tokens=_choice("--tokens", tokens, get_args(TokenMode)),  # type: ignore[arg-type]
+        layout=_choice("--layout", layout, get_args(Layout)),  # type: ignore[arg-type]
+        dtype=_choice("--dtype", dtype, get_args(StorageDtype)),  # type: ignore[arg-type]
+    )
+    if compression is not None:
+        compression = _choice("--compression", compression, COMPRESSIONS)
+        if fmt != "h5":
+            raise Sapiens2Error("--compression applies to HDF5 output only: drop it or use -o x.h5")
+    if rows_per_shard is not None:
+        _positive("--rows-per-shard", rows_per_shard, 1)
+    run_device = resolve_device(device)
+    run = RunOptions(
+        device=run_device,
+        precision=resolve_precision(precision, run_device),
+        batch_size=_positive("--batch-size", batch_size, 1),
+        workers=_positive("--workers", workers, 0),
+    )
+    out = OutputSpec(output, fmt, overwrite, compression, rows_per_shard, retry_failed)
+    images = list_images(inputs or [], files_from or [], sys.stdin)
+    check_output_path(output, fmt, overwrite)
+    extraction = prepare(images, resolve_weights(arch, checkpoint), spec, out, run)
+    try:
+        summary = extraction.run(progress=not quiet)
+    except Interrupted as stop:
+        _report(stop.summary, as_json, quiet)
+        typer.echo(
+            f"interrupted: {stop.summary.rows} rows are safe in {output}; run the same "
+            "command again to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    _report(summary, as_json, quiet)
+
+
+def _report(summary: Summary, as_json: bool, quiet: bool) -> None:
+    if not quiet:
+        typer.echo(summary.describe(), err=True)
+    if as_json:
+        typer.echo(json.dumps(summary.to_json()))

@@ -1,0 +1,131 @@
+"""One image file -> (H, W, 3) uint8 RGB at the model's input size, or a one-line reason.
+
+Runs in decode worker processes. Every step is fixed and documented (docs/cli.md#extract):
+
+* EXIF orientation is applied first; `original_size` is (height, width) after it.
+* Modes become 8-bit RGB: 16-bit greyscale is scaled by 255/65535 (not clipped); alpha is
+  composited onto the mean colour, so transparent areas normalize to zero, like letterbox
+  padding; CMYK, palette, YCbCr and the rest use Pillow's conversion; float images are
+  refused. Multi-frame files (GIF, TIFF) give their first frame.
+* Resizing averages areas when shrinking (Pillow BOX, as OpenCV INTER_AREA) and is bicubic
+  when enlarging, decided per axis. JPEGs are decoded at full scale: libjpeg's reduced
+  scales (`draft`) moved pixels of a detailed photo by up to 36 grey levels even when
+  kept at twice the target size, so they are not used.
+* Decompression bombs (a header claiming more than MAX_PIXELS) are refused before decoding.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sapiens2_cli.model import PIXEL_MEAN
+
+ResizeMode = Literal["stretch", "letterbox"]
+
+#: Largest image accepted, in pixels (about 16k x 16k); bigger headers are refused unread.
+MAX_PIXELS = 2**28
+#: Letterbox padding and the colour alpha is composited onto: the mean, which normalizes to 0.
+FILL = tuple(round(m) for m in PIXEL_MEAN)
+_ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
+_GREY16_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+class ImageError(Exception):
+    """An image that cannot be used; the message is the one-line reason recorded."""
+
+
+@dataclass
+class Decoded:
+    pixels: np.ndarray  # (H, W, 3) uint8, RGB
+    original_size: tuple[int, int]  # (height, width) after EXIF orientation
+    content_box: tuple[int, int, int, int] | None  # (top, left, height, width); letterbox only
+
+
+def decode_image(path: str, size: tuple[int, int], resize: ResizeMode = "stretch") -> Decoded:
+    """Read `path` and make it the model's (H, W) = `size` input; raises ImageError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's warnings on odd files are not news
+            return _decode(path, size, resize)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except IsADirectoryError:
+        raise ImageError("is a folder, not an image file") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image, or a format Pillow cannot read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"decompression bomb refused: {_one_line(e)}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"truncated or corrupt image: {_one_line(e)}") from None
+    except MemoryError:
+        raise ImageError("out of memory while decoding") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _decode(path: str, size: tuple[int, int], resize: ResizeMode) -> Decoded:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ImageError("empty file (0 bytes)")
+    height, width = size
+    with Image.open(path) as im:
+        w0, h0 = im.size
+        if w0 * h0 > MAX_PIXELS:
+            raise ImageError(
+                f"decompression bomb refused: header claims {w0}x{h0} pixels, "
+                f"more than the limit of {MAX_PIXELS:,}"
+            )
+        im.seek(0)
+        oriented = ImageOps.exif_transpose(im)  # loads the pixels
+    original = (oriented.height, oriented.width)
+    rgb = to_rgb(oriented)
+    if resize == "stretch":
+        return Decoded(np.asarray(resize_to(rgb, width, height)), original, None)
+    scale = min(height / rgb.height, width / rgb.width)
+    h = min(height, max(1, round(rgb.height * scale)))
+    w = min(width, max(1, round(rgb.width * scale)))
+    top, left = (height - h) // 2, (width - w) // 2
+    canvas = Image.new("RGB", (width, height), FILL)
+    canvas.paste(resize_to(rgb, w, h), (left, top))
+    return Decoded(np.asarray(canvas), original, (top, left, h, w))
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB, as the module docstring says."""
+    if im.mode == "RGB":
+        return im
+    if im.mode == "F":
+        raise ImageError("32-bit float images are not supported: convert to 8 or 16 bits")
+    if im.mode in _GREY16_MODES:
+        grey = np.rint(np.asarray(im, dtype=np.float64) * (255 / 65535)).clip(0, 255)
+        return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, FILL)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return im.convert("RGB")
+
+
+def resize_to(im: Image.Image, width: int, height: int) -> Image.Image:
+    """Area-average along an axis that shrinks, bicubic along one that grows."""
+    if im.width != width:
+        im = im.resize((width, im.height), _filter(im.width, width))
+    if im.height != height:
+        im = im.resize((width, height), _filter(im.height, height))
+    return im
+
+
+def _filter(old: int, new: int) -> Image.Resampling:
+    return Image.Resampling.BOX if new < old else Image.Resampling.BICUBIC

@@ -1,0 +1,94 @@
+"""Batches of decoded images, made in worker processes and handed over as uint8 tensors.
+
+Decoding (the slow, CPU-bound part) runs in `workers` processes through torch's
+DataLoader, which keeps the input order; only uint8 pixels cross to the main process (into
+pinned memory when feeding a GPU). An image that fails becomes a (path, reason) record in
+its batch, never a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sapiens2_cli.pipeline.decode import Decoded, ImageError, ResizeMode, decode_image
+
+
+@dataclass
+class Batch:
+    """Images of one batch that decoded, in input order, and the ones that did not."""
+
+    paths: list[str]
+    pixels: torch.Tensor  # (B, H, W, 3) uint8 RGB
+    original_size: np.ndarray  # (B, 2) int32, (height, width) after EXIF
+    content_box: np.ndarray | None  # (B, 4) int32; letterbox only
+    failures: list[tuple[str, str]]  # (path, one-line reason)
+
+    def pin_memory(self) -> Batch:
+        """Called by the DataLoader's pinning thread when feeding a GPU."""
+        self.pixels = self.pixels.pin_memory()
+        return self
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[str], size: tuple[int, int], resize: ResizeMode) -> None:
+        self.paths, self.size, self.resize = paths, size, resize
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[str, Decoded | str]:
+        path = self.paths[i]
+        try:
+            return path, decode_image(path, self.size, self.resize)
+        except ImageError as e:
+            return path, str(e)
+        except Exception as e:  # a decoder bug must cost one image, not the run
+            return path, f"unexpected {type(e).__name__} while decoding: {' '.join(str(e).split())}"
+
+
+class _Collate:
+    """Splits decoded images from failures and stacks the pixels (picklable for workers)."""
+
+    def __init__(self, size: tuple[int, int], letterbox: bool) -> None:
+        self.size, self.letterbox = size, letterbox
+
+    def __call__(self, items: list[tuple[str, Decoded | str]]) -> Batch:
+        good = [(p, d) for p, d in items if isinstance(d, Decoded)]
+        pixels = np.stack([d.pixels for _, d in good]) if good else np.empty((0, *self.size, 3))
+        return Batch(
+            paths=[p for p, _ in good],
+            pixels=torch.from_numpy(pixels.astype(np.uint8, copy=False)),  # (B, H, W, 3)
+            original_size=np.array([d.original_size for _, d in good], np.int32).reshape(-1, 2),
+            content_box=(
+                np.array([d.content_box for _, d in good], np.int32).reshape(-1, 4)
+                if self.letterbox
+                else None
+            ),
+            failures=[(p, d) for p, d in items if isinstance(d, str)],
+        )
+
+
+def iter_batches(
+    paths: Sequence[str],
+    size: tuple[int, int],
+    resize: ResizeMode,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+) -> Iterator[Batch]:
+    """Batches of `batch_size` consecutive paths (the last may be short), in order."""
+    loader = DataLoader(
+        _Images(paths, size, resize),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_Collate(size, resize == "letterbox"),
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+    )
+    return iter(loader)

@@ -1,0 +1,68 @@
+"""The progress bar and the closing summary, both on stderr (stdout stays for --json)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+
+from tqdm import tqdm
+
+
+@dataclass
+class Summary:
+    """What a run did; `--json` prints it as one object."""
+
+    images: int  # rows written by this run
+    failed: int  # images that failed in this run
+    skipped: int  # inputs already in OUT (or failed before, with --skip-failed)
+    seconds: float
+    output: str
+    format: str
+    rows: int  # rows in OUT now, this run's and earlier ones
+    failed_total: int  # failure records in OUT now
+    complete: bool  # every input has a row or a failure record
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "images_per_s": round(self.images_per_s, 3)}
+
+    def describe(self) -> str:
+        """The summary lines shown on stderr."""
+        lines = [
+            f"{self.images} images done, {self.failed} failed, {self.skipped} skipped as "
+            f"already done, in {self.seconds:.1f} s ({self.images_per_s:.2f} images/s) "
+            f"-> {self.output} ({self.rows} rows)"
+        ]
+        if self.failed_total:
+            where = "failed_paths/failed_errors" if self.format == "h5" else "manifest.json"
+            lines.append(
+                f"{self.failed_total} images have no row; their reasons are in {where} "
+                f"of {self.output}"
+            )
+        return "\n".join(lines)
+
+
+class Progress:
+    """A tqdm bar over the images to process, with the failures so far."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = tqdm(
+            total=total,
+            unit="img",
+            file=sys.stderr,
+            disable=not enabled or total == 0,
+            dynamic_ncols=True,
+        )
+        self.failed = 0
+
+    def update(self, done: int, failed: int) -> None:
+        self.failed += failed
+        self._bar.update(done + failed)
+        if failed:
+            self._bar.set_postfix(failed=self.failed, refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
