@@ -7,17 +7,24 @@
 - Errors carry the hub's `X-Error-Code` (RepoNotFound, RevisionNotFound, EntryNotFound,
   GatedRepo) the way the real hub sends them: a gated repo answers 401 without a token
   and 403 with a token that has no access.
+
+`point_at(monkeypatch, hub.endpoint, offline)` makes in-process `huggingface_hub` calls
+and subprocesses use it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+import pytest
+from huggingface_hub import constants
 
 
 @dataclass
@@ -137,3 +144,26 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
 
     return Handler
+
+
+def point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, offline: bool) -> None:
+    """Make this process and its children use `endpoint`, online or offline.
+
+    `huggingface_hub` copies HF_ENDPOINT, HF_HUB_OFFLINE and the cache and token paths
+    into `huggingface_hub.constants` when it is first imported (during collection, before
+    any fixture), so setting the environment reaches subprocesses only: the constants
+    are pointed at the same values here, the cache at conftest's isolated HF_HOME.
+    """
+    home = Path(os.environ["HF_HOME"])
+    settings = {
+        "ENDPOINT": endpoint,
+        "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        "HF_HUB_OFFLINE": offline,
+        "HF_HUB_CACHE": os.environ["HF_HUB_CACHE"],
+        "HF_TOKEN_PATH": str(home / "token"),
+    }
+    for name, value in settings.items():
+        monkeypatch.setattr(constants, name, value)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,15 +1,12 @@
 """Checkpoint resolution and `sapiens2 download` against a loopback hub (tests/fake_hub.py).
 
-`huggingface_hub` reads HF_ENDPOINT, HF_HUB_OFFLINE and the cache and token paths into
-`huggingface_hub.constants` when it is imported, so the in-process tests point those
-constants at the fake hub and the isolated HF_HOME; the CLI tests run `sapiens2` in a
-subprocess, which reads the same settings from its environment.
+In-process tests go through `point_at` (see there why the environment alone is not
+enough); the CLI tests run `sapiens2` in a subprocess, which reads its environment.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -18,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import FakeHub
-from huggingface_hub import constants
+from fake_hub import FakeHub, point_at
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -32,33 +28,16 @@ REPO = "facebook/sapiens2-pretrain-0.4b"
 FILE = "sapiens2_0.4b_pretrain.safetensors"
 
 
-def _point_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, offline: bool) -> None:
-    """Make this process and its children use `endpoint`, online or offline."""
-    home = Path(os.environ["HF_HOME"])
-    settings = {
-        "ENDPOINT": endpoint,
-        "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_HUB_OFFLINE": offline,
-        "HF_HUB_CACHE": os.environ["HF_HUB_CACHE"],
-        "HF_TOKEN_PATH": str(home / "token"),
-    }
-    for name, value in settings.items():
-        monkeypatch.setattr(constants, name, value)
-    monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
 @pytest.fixture
 def hub(monkeypatch):
     with FakeHub() as server:
-        _point_at(monkeypatch, server.endpoint, offline=False)
+        point_at(monkeypatch, server.endpoint, offline=False)
         yield server
 
 
 @pytest.fixture
 def go_offline(monkeypatch, hub):
-    return lambda: _point_at(monkeypatch, hub.endpoint, offline=True)
+    return lambda: point_at(monkeypatch, hub.endpoint, offline=True)
 
 
 def _sapiens2(*args: str) -> subprocess.CompletedProcess:
@@ -196,7 +175,7 @@ def test_unreachable_hub(monkeypatch):
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _point_at(monkeypatch, f"http://127.0.0.1:{port}", offline=False)
+    point_at(monkeypatch, f"http://127.0.0.1:{port}", offline=False)
     with pytest.raises(Sapiens2Error, match=r"cannot reach the Hugging Face Hub at http://127"):
         resolve_checkpoint("0.4b")
 
