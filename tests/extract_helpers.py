@@ -1,0 +1,53 @@
+"""Running `sapiens2 extract` in tests: in-process (fast) or as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from sapiens2_cli.cli import _register_commands, app
+from sapiens2_cli.model import load_backbone, normalize_pixels
+from sapiens2_cli.pipeline.decode import decode_image
+
+GOLDEN = Path(__file__).parent / "golden"
+TINY = GOLDEN / "tiny_weights.safetensors"
+FAST = ["--checkpoint", str(TINY), "--size", "64x48", "--workers", "0", "-q"]
+
+if not any(c.name == "extract" for c in app.registered_commands):
+    _register_commands()
+
+
+def extract(*args: str, stdin: str | None = None):
+    """Run the command in this process; returns click's Result (exception kept, not raised)."""
+    return CliRunner().invoke(app, ["extract", *map(str, args)], input=stdin)
+
+
+def extract_subprocess(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    """Start the real command line (for exit codes, signals and kills)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sapiens2_cli", "extract", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **kw,
+    )
+
+
+_MODEL: dict = {}
+
+
+def reference_features(path: str, layers=(17,), size=(64, 48), resize="stretch") -> np.ndarray:
+    """Features of one image computed directly: decode, normalize, model in float32."""
+    if "tiny" not in _MODEL:
+        _MODEL["tiny"] = load_backbone(TINY)
+    pixels = torch.from_numpy(decode_image(path, size, resize).pixels.copy()).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        out = _MODEL["tiny"].forward_layers(normalize_pixels(pixels), list(layers))
+    return torch.stack(out, dim=1)[0].numpy()  # (n_layers, 9 + h*w, D)

@@ -1,0 +1,229 @@
+"""`sapiens2 extract` end to end on the tiny weights: exactness, alignment, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from extract_helpers import (
+    FAST,
+    GOLDEN,
+    TINY,
+    extract,
+    extract_subprocess,
+    reference_features,
+)
+from hostile_corpus import DATA, make_corpus
+from PIL import Image
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.extract import to_storage
+from sapiens2_cli.writers import open_features
+
+
+@pytest.fixture(autouse=True)
+def hash_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "in"
+    return root, *make_corpus(root)
+
+
+def test_an_image_at_the_target_size_matches_the_model_run_directly(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 48, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "exact.png")
+    out = tmp_path / "f.h5"
+    args = ["--layers", "0,-1", "--tokens", "all", "--dtype", "float32"]
+    result = extract(tmp_path / "exact.png", "-o", out, *FAST, *args)
+    assert result.exit_code == 0, result.output
+    with open_features(out) as f:
+        got = f.read([0])[0]  # (2, 9 + 12, 32)
+    want = reference_features(str(tmp_path / "exact.png"), layers=(0, 17))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["h5", "npy"])
+def test_corpus_rows_align_with_paths_and_failures_are_recorded(corpus, tmp_path, fmt):
+    root, good, bad = corpus
+    out = tmp_path / ("f.h5" if fmt == "h5" else "f")
+    result = extract(
+        root, "-o", out, *FAST, "--workers", "2", "--batch-size", "3", "--json",
+        "--rows-per-shard" if fmt == "npy" else "--compression",
+        "4" if fmt == "npy" else "gzip",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout holds only the JSON object
+    assert summary["images"] == len(good) and summary["failed"] == len(bad)
+    assert summary["complete"] is True and summary["output"] == str(out)
+    with open_features(out) as f:
+        assert sorted(f.paths) == sorted(good)  # each good image once, no bad one
+        assert dict(f.failed).keys() == bad.keys()
+        for path, reason in f.failed:
+            assert bad[path] in reason and "\n" not in reason
+        assert f.settings["complete"] is True and f.settings["tokens"] == "patch"
+        features = f.read(slice(None))
+        assert features.shape == (len(good), 1, 12, 32) and features.dtype == np.float16
+        for row, path in enumerate(f.paths):
+            assert tuple(f.original_size[row]) == good[path]
+            want = reference_features(path)[:, 9:].astype(np.float16)
+            np.testing.assert_allclose(features[row], want, atol=2e-3, rtol=1e-3)
+
+
+def test_resume_skips_done_adds_new_and_retries_failures(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("astronaut.png", "coffee.jpg"):
+        shutil.copy(DATA / name, src / name)
+    (src / "broken.jpg").write_text("not yet a picture")
+    out = tmp_path / "f.h5"
+    assert extract(src, "-o", out, *FAST).exit_code == 0
+    with open_features(out) as f:
+        assert len(f) == 2 and [p for p, _ in f.failed] == [str(src / "broken.jpg")]
+        first = f.read(slice(None))
+
+    result = extract(src, "-o", out, *FAST, "--skip-failed", "--json")
+    assert json.loads(result.stdout)["skipped"] == 3
+
+    shutil.copy(DATA / "chelsea.jpg", src / "broken.jpg")  # fixed since
+    shutil.copy(DATA / "hubble_deep_field.jpg", src / "new.jpg")  # added since
+    summary = json.loads(extract(src, "-o", out, *FAST, "--json").stdout)
+    assert (summary["images"], summary["failed"], summary["skipped"]) == (2, 0, 2)
+    with open_features(out) as f:
+        assert f.paths[2:] == [str(src / "broken.jpg"), str(src / "new.jpg")]
+        assert f.failed == [] and f.settings["complete"] is True
+        np.testing.assert_array_equal(f.read([0, 1]), first)  # earlier rows untouched
+
+    result = extract(src, "-o", out, *FAST, "--tokens", "mean")
+    assert isinstance(result.exception, Sapiens2Error)
+    assert re.search(r"--tokens .*--overwrite", str(result.exception))
+    assert extract(src, "-o", out, *FAST, "--tokens", "mean", "--overwrite").exit_code == 0
+
+
+def test_paths_from_stdin_and_lists(tmp_path):
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{DATA / 'coffee.jpg'}\n{tmp_path / 'gone.jpg'}\n")
+    out = tmp_path / "f"
+    stdin = f"{DATA / 'chelsea.jpg'}\n"
+    result = extract("-", "--files-from", listed, "-o", out, *FAST, stdin=stdin)
+    assert result.exit_code == 0, result.output
+    with open_features(out) as f:
+        assert f.paths == [str(DATA / "chelsea.jpg"), str(DATA / "coffee.jpg")]
+        assert f.failed == [(str(tmp_path / "gone.jpg"), "file not found")]
+
+
+def test_token_modes_layouts_and_layers_agree(tmp_path):
+    image = DATA / "astronaut.png"
+    runs = {
+        "all": ["--tokens", "all", "--dtype", "float32"],
+        "map": ["--layout", "map", "--dtype", "float32"],
+        "cls": ["--tokens", "cls", "--dtype", "float32"],
+        "mean": ["--tokens", "mean", "--dtype", "float32"],
+    }
+    got = {}
+    for name, args in runs.items():
+        out = tmp_path / f"{name}.h5"
+        result = extract(image, "-o", out, *FAST, "--layers", "3,-1", *args)
+        assert result.exit_code == 0, result.output
+        with open_features(out) as f:
+            got[name] = f.read([0])[0]
+            assert f.settings["layers"] == [3, 17]
+    assert got["all"].shape == (2, 21, 32) and got["map"].shape == (2, 32, 4, 3)
+    patches = got["all"][:, 9:]  # (2, 12, 32)
+    np.testing.assert_array_equal(got["map"], patches.reshape(2, 4, 3, 32).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(got["cls"], got["all"][:, 0])
+    np.testing.assert_allclose(got["mean"], patches.mean(axis=1), atol=1e-6)
+
+
+def test_letterbox_records_content_boxes(tmp_path):
+    out = tmp_path / "f.h5"
+    args = [DATA / "coffee.jpg", DATA / "astronaut.png", "-o", out, *FAST, "--resize", "letterbox"]
+    assert extract(*args).exit_code == 0
+    with open_features(out) as f:
+        assert f.content_box.tolist() == [[16, 0, 32, 48], [8, 0, 48, 48]]
+        assert f.settings["resize"] == "letterbox"
+
+
+def test_the_4k_tokenizer_checkpoint(tmp_path):
+    out = tmp_path / "f.h5"
+    ckpt = GOLDEN / "tiny_4k_weights.safetensors"
+    result = extract(DATA / "coffee.jpg", "-o", out, "--checkpoint", ckpt, "--size", "128x64", "-q")
+    assert result.exit_code == 0, result.output
+    with open_features(out) as f:
+        assert f.read([0]).shape == (1, 1, 2, 32) and f.settings["grid_size"] == [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--size", "65x48"], "multiple of 16"),
+        (["--size", "big"], "not HxW"),
+        (["--layers", "99"], "out of range"),
+        (["--layers", "a,b"], "block indices"),
+        (["--tokens", "cls", "--layout", "map"], "--layout map needs --tokens patch"),
+        (["--dtype", "int8"], "unknown --dtype"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--compression", "gzip", "--format", "npy"], "HDF5 output only"),
+        (["--device", "cuda:7"], "cuda"),
+    ],
+)
+def test_bad_flags_stop_before_any_work(tmp_path, flags, message):
+    out = tmp_path / "f.h5"
+    args = [DATA / "coffee.jpg", "-o", out, "--checkpoint", TINY, *flags]
+    result = extract(*args)
+    assert isinstance(result.exception, Sapiens2Error), result.output
+    assert message in str(result.exception)
+    assert not out.exists()
+
+
+def test_bad_inputs_and_outputs_stop_before_any_work(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = extract(tmp_path / "empty", "-o", tmp_path / "f.h5", *FAST)
+    assert "no images found" in str(result.exception)
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f.h5", "--arch", "2b")
+    assert "unknown arch" in str(result.exception)
+    (tmp_path / "taken.h5").write_text("someone's notes")
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "taken.h5", *FAST)
+    assert "--overwrite" in str(result.exception)
+    assert (tmp_path / "taken.h5").read_text() == "someone's notes"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        result = extract(DATA / "coffee.jpg", "-o", locked / "f.h5", *FAST)
+        assert "not writable" in str(result.exception)
+
+
+def test_the_command_line_prints_one_line_and_no_traceback(tmp_path):
+    proc = extract_subprocess(DATA, "-o", tmp_path / "f.h5", "--checkpoint", TINY, "--size", "1x1")
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ") and "Traceback" not in stderr
+
+
+def test_float16_overflow_is_an_error_naming_float32():
+    big = torch.tensor([[1.0, 7e4]])
+    with pytest.raises(Sapiens2Error, match="--dtype float32"):
+        to_storage(big, "float16")
+    assert to_storage(big, "float32") is big
+    with pytest.raises(Sapiens2Error, match="--precision"):
+        to_storage(torch.tensor([float("nan")]), "float32")
+
+
+def test_the_format_docs_reading_example_runs(tmp_path, monkeypatch):
+    for out in ("features.h5", "features"):
+        result = extract(DATA, "-o", tmp_path / out, *FAST)
+        assert result.exit_code == 0, result.output
+    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "docs/format.md", "exec"), {})
