@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
 from sapiens2_cli.bench import count_cost, find_batch_size, peak_tflops, time_forward
+from sapiens2_cli.bench.pipeline import time_pipeline
 from sapiens2_cli.cli import _register_commands, app
 from sapiens2_cli.model import get_config
 
@@ -150,3 +153,50 @@ def test_archs_json_lists_the_zoo():
     assert rows["1b-4k"]["image_size"] == [4096, 3072]
     assert rows["5b"]["hub_repo"] == "facebook/sapiens2-pretrain-5b"
     assert {"embed_dim", "layers", "heads", "cached"} <= rows["0.8b"].keys()
+
+
+def _jpegs(folder, count: int, monkeypatch) -> None:
+    """A folder of small JPEGs; the pipeline's checkpoint-hash cache kept in tmp too."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parent / "cache"))
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        pixels = rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.jpg")
+
+
+def test_pipeline_runs_the_real_extract_loop(tmp_path, monkeypatch):
+    _jpegs(tmp_path / "images", 5, monkeypatch)
+    run = time_pipeline(
+        tmp_path / "images", TINY, (32, 32), torch.device("cpu"), torch.float32, 2, workers=0
+    )
+    assert (run.images, run.failed, run.workers) == (5, 0, 0)
+    assert run.seconds > 0 and run.images_per_s == pytest.approx(5 / run.seconds)
+    assert run.steady_images_per_s >= run.images_per_s
+
+
+@pytest.mark.slow  # saves a random 0.1b checkpoint (456 MB) for the pipeline to load
+def test_bench_pipeline_reports_the_ratio(tmp_path, monkeypatch):
+    _jpegs(tmp_path / "images", 4, monkeypatch)
+    report = _bench(
+        "--arch",
+        "0.1b",
+        "--size",
+        "32x32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--pipeline",
+        str(tmp_path / "images"),
+        "--workers",
+        "0",
+    )
+    pipeline = report["pipeline"]
+    assert pipeline["images"] == 4
+    assert pipeline["ratio"] == pytest.approx(pipeline["images_per_s"] / report["images_per_s"])
+    assert report["environment"]["weights_dtype"] == "fp32"

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from sapiens2_cli import __version__
+from sapiens2_cli.device import autocast
 from sapiens2_cli.errors import Sapiens2Error
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,13 @@ def time_forward(
     steps: int = 10,
     warmup: int = 2,
     compile: bool = False,
+    autocast_to: torch.dtype | None = None,
 ) -> Timing:
-    """Time `steps` forward passes of a random batch after `warmup` untimed ones."""
+    """Time `steps` forward passes of a random batch after `warmup` untimed ones.
+
+    `dtype` is the weights' and the input's; `autocast_to` runs the forward under autocast
+    instead, as `extract` does (float32 weights, bf16/fp16 compute).
+    """
     if steps < 1 or warmup < 0:
         raise Sapiens2Error("--steps must be at least 1 and --warmup at least 0")
     pixels = _pixels(batch_size, size, device, dtype)
@@ -116,7 +122,7 @@ def time_forward(
         model = torch.compile(model, dynamic=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, autocast_to or torch.float32):
         if compile:
             compile_s = _timed(lambda: model(pixels), device)
         for _ in range(warmup):

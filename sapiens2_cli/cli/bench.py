@@ -4,6 +4,7 @@ weights (nothing to download)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -17,6 +18,7 @@ from sapiens2_cli.bench import (
     peak_tflops,
     time_forward,
 )
+from sapiens2_cli.bench.pipeline import time_pipeline
 from sapiens2_cli.cli.options import (
     ArchOption,
     DeviceOption,
@@ -55,6 +57,14 @@ def bench_command(
     count_only: Annotated[
         bool, typer.Option("--count-only", help="Only count parameters and FLOPs (no run).")
     ] = False,
+    pipeline: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also run the extract pipeline on this folder of images and report its "
+            "images/s beside the bare model's (weights float32 under autocast in both)."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Decode processes for --pipeline.")] = 2,
     as_json: JsonOption = False,
 ) -> None:
     """Count parameters and FLOPs per image (meta device, no memory), then time forward
@@ -69,11 +79,14 @@ def bench_command(
         "batch_size": None,
         "image_size": [height, width],
         "compile": compile,
+        # --pipeline times both runs as extract computes: float32 weights under autocast
+        "weights_dtype": "fp32" if pipeline else precision_name(dtype),
     }
     report = cost.as_dict() | {"flops_convention": FLOPS_CONVENTION}
     if not count_only:
+        batch = _batch_size(batch_size)
         timing = _run(
-            config, (height, width), target, dtype, _batch_size(batch_size), steps, warmup, compile
+            config, (height, width), target, dtype, batch, steps, warmup, compile, pipeline
         )
         env["batch_size"] = timing.batch_size
         report |= timing.as_dict()
@@ -82,6 +95,15 @@ def bench_command(
         if peak is not None:
             report["peak_tflops"] = peak
             report["mfu"] = report["achieved_tflops"] / peak
+        if pipeline is not None:
+            typer.echo(f"running the extract pipeline on {pipeline}", err=True)
+            run = time_pipeline(
+                pipeline, config, (height, width), target, dtype, timing.batch_size, workers
+            )
+            report["pipeline"] = run.as_dict() | {
+                "ratio": run.images_per_s / timing.images_per_s,
+                "steady_ratio": run.steady_images_per_s / timing.images_per_s,
+            }
     report["environment"] = env
     if as_json:
         typer.echo(json.dumps(report))
@@ -107,17 +129,21 @@ def _run(
     steps: int,
     warmup: int,
     compile: bool,
+    as_extract: Path | None,
 ) -> Timing:
-    """Build random weights on the device in the chosen precision and time them."""
-    model = build_backbone(config, device=device, dtype=dtype)
+    """Build random weights on the device and time them: in the chosen precision, or as
+    extract runs (float32 weights, autocast to the precision) when `as_extract` is set."""
+    weights = torch.float32 if as_extract else dtype
+    model = build_backbone(config, device=device, dtype=weights)
     if batch is None:
-        batch = find_batch_size(model, size, device, dtype)
+        batch = find_batch_size(model, size, device, weights)
     typer.echo(
         f"timing {config.name} at {size[0]}x{size[1]}, batch {batch}, {precision_name(dtype)} "
         f"on {device}: {warmup} warmup + {steps} timed steps",
         err=True,
     )
-    return time_forward(model, batch, size, device, dtype, steps, warmup, compile)
+    autocast_to = dtype if as_extract else None
+    return time_forward(model, batch, size, device, weights, steps, warmup, compile, autocast_to)
 
 
 def _si(value: float, unit: str) -> str:
@@ -153,4 +179,13 @@ def _print(r: dict) -> None:
             lines.append(
                 f"  compile          {r['compile_s']:.1f} s (first call, not in the timing)"
             )
+    if "pipeline" in r:
+        p = r["pipeline"]
+        lines += [
+            f"  extract pipeline {p['images']} images in {p['seconds']:.1f} s with "
+            f"{p['workers']} decode workers: {p['images_per_s']:.2f} images/s, "
+            f"{p['ratio']:.2f}x the bare model",
+            f"                   without the {p['load_s']:.1f} s model load: "
+            f"{p['steady_images_per_s']:.2f} images/s, {p['steady_ratio']:.2f}x",
+        ]
     typer.echo("\n".join(lines))
