@@ -200,8 +200,8 @@ def test_note_panel_and_contact_sheet():
     tall = Image.new("RGB", (30, 60), "red")
     wide = Image.new("RGB", (120, 60), "blue")
     sheet = contact_sheet([(tall, "a.png"), (wide, "b.png"), (tall, "c.png")], 64)
-    cell_w = 128  # cells take the widest aspect (2:1)
-    assert sheet.size == (2 * cell_w, 2 * (64 + 16))  # 3 pictures: 2 columns, 2 rows
+    cell_w = 128  # cells take the widest aspect (2:1); no picture is enlarged
+    assert sheet.size == (2 * cell_w, 2 * (60 + 16))  # 3 pictures: 2 columns, 2 rows
     assert sheet.getpixel((cell_w // 2, 32)) == (255, 0, 0)
     assert sheet.getpixel((cell_w + cell_w // 2, 32)) == (0, 0, 255)
 

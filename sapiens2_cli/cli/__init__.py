@@ -43,13 +43,14 @@ def _root(
 
 
 def _register_commands() -> None:
-    from sapiens2_cli.cli import archs, bench, download, extract, inspect
+    from sapiens2_cli.cli import archs, bench, download, extract, inspect, viz
 
     app.command("extract")(extract.extract_command)
     app.command("download")(download.download_command)
     app.command("archs")(archs.archs_command)
     app.command("bench")(bench.bench_command)
     app.command("inspect")(inspect.inspect_command)
+    app.command("viz")(viz.viz_command)
 
 
 def main() -> None:

@@ -99,23 +99,34 @@ def note_panel(size: tuple[int, int], text: str) -> Image.Image:
 
 
 def contact_sheet(pictures: list[tuple[Image.Image, str]], cell: int) -> Image.Image:
-    """Many pictures on one roughly square sheet, each fitted into a cell and captioned."""
+    """Many pictures on one roughly square sheet: each fitted into a cell `cell` pixels tall
+    (wider for wide pictures), rows as tall as their tallest picture, captions below."""
     if not pictures:
         raise ValueError("a contact sheet needs at least one picture")
     aspect = max(p.width / p.height for p, _ in pictures)  # wide cells for side-by-side
     cell_w, cell_h = round(cell * max(aspect, 1.0)), cell
     columns = max(1, min(len(pictures), math.ceil(math.sqrt(len(pictures) * cell_h / cell_w))))
-    rows = math.ceil(len(pictures) / columns)
-    pitch_h = cell_h + _CAPTION_HEIGHT
-    sheet = Image.new("RGB", (columns * cell_w, rows * pitch_h), _SHEET_BACKGROUND)
+    tiles = []
+    for picture, _ in pictures:
+        tile = picture.copy()
+        tile.thumbnail((cell_w, cell_h), Image.Resampling.LANCZOS)
+        tiles.append(tile)
+    rows = [range(i, min(i + columns, len(tiles))) for i in range(0, len(tiles), columns)]
+    heights = [max(tiles[i].height for i in row) for row in rows]
+    sheet_h = sum(heights) + len(rows) * _CAPTION_HEIGHT
+    sheet = Image.new("RGB", (columns * cell_w, sheet_h), _SHEET_BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
     chars = max(4, int(cell_w / max(font.getlength("x"), 1)) - 1)
-    for i, (picture, caption) in enumerate(pictures):
-        x0, y0 = (i % columns) * cell_w, (i // columns) * pitch_h
-        tile = picture.copy()
-        tile.thumbnail((cell_w, cell_h), Image.Resampling.LANCZOS)
-        sheet.paste(tile, (x0 + (cell_w - tile.width) // 2, y0 + (cell_h - tile.height) // 2))
-        text = caption if len(caption) <= chars else "…" + caption[-(chars - 1) :]
-        draw.text((x0 + cell_w / 2, y0 + cell_h + 2), text, fill="black", font=font, anchor="ma")
+    y0 = 0
+    for row, height in zip(rows, heights, strict=True):
+        for column, i in enumerate(row):
+            x0, tile = column * cell_w, tiles[i]
+            sheet.paste(tile, (x0 + (cell_w - tile.width) // 2, y0 + (height - tile.height) // 2))
+            caption = pictures[i][1]
+            text = caption if len(caption) <= chars else "…" + caption[-(chars - 1) :]
+            draw.text(
+                (x0 + cell_w / 2, y0 + height + 2), text, fill="black", font=font, anchor="ma"
+            )
+        y0 += height + _CAPTION_HEIGHT
     return sheet

@@ -16,11 +16,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.decode import ImageError, decode_image
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
 from sapiens2_cli.viz.pca import Colouring, fit_colouring
 from sapiens2_cli.viz.render import (
@@ -42,7 +43,7 @@ JOINT_IMAGES = 256
 JOINT_PATCHES = 65536
 JOINT_VALUES = 1 << 25
 GRID_NAME = "grid.png"
-GRID_CELL = 256  # contact sheet cell height in pixels
+GRID_CELL = 256  # contact sheet cell height in pixels, at most --long-side
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,10 @@ def visualize(
             raise Sapiens2Error(f"{features} holds no features yet: run extract on it first")
         rows = select_rows(ff, features, images, paths)
         _make_dir(out_dir)
-        joint = _fit_joint(ff, spec, options) if options.fit == "joint" else None
+        joint = None
+        if options.fit == "joint":
+            x, border = joint_sample(ff, spec, progress)
+            joint = fit_colouring(x, x[border], options.components, options.foreground_threshold)
         result = VizResult()
         sheet: list[tuple[Image.Image, str]] = []
         digits = len(str(len(ff) - 1))
@@ -102,11 +106,13 @@ def visualize(
                     sheet.append((picture, target.name))
         if options.grid:
             result.grid = out_dir / GRID_NAME
-            contact_sheet(sheet, GRID_CELL).save(result.grid)
+            contact_sheet(sheet, min(GRID_CELL, options.long_side)).save(result.grid)
     return result
 
 
 def _check_options(options: VizOptions) -> None:
+    if options.fit not in ("per-image", "joint"):
+        raise Sapiens2Error(f"--fit {options.fit!r}: use per-image or joint")
     if options.components not in (1, 3):
         raise Sapiens2Error(
             f"--components {options.components}: use 3 (RGB) or 1 (grey), the first components"
@@ -166,26 +172,28 @@ def _make_dir(out_dir: Path) -> None:
         raise Sapiens2Error(f"cannot create {out_dir} ({e.strerror}): choose another -o") from None
 
 
-def _fit_joint(ff: FeatureFile, spec: GridSpec, options: VizOptions) -> Colouring:
-    """One colouring for the whole file, fitted to patches sampled from images across it."""
+def joint_sample(
+    ff: FeatureFile, spec: GridSpec, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches (N, D) for a joint fit and a bool (N,) flag for those on an image's border.
+
+    At most JOINT_IMAGES rows, spread evenly over the file and read one at a time, and at
+    most JOINT_PATCHES patches (fewer for wide features), so the cost is bounded whatever
+    the file's size. The same file always gives the same sample.
+    """
     n = len(ff)
     rows = np.unique(np.linspace(0, n - 1, num=min(n, JOINT_IMAGES)).round().astype(int))
     dim = int(ff.settings["embed_dim"])
     quota = max(2, min(JOINT_PATCHES, JOINT_VALUES // dim) // len(rows))
     generator = torch.Generator().manual_seed(0)
     samples, borders = [], []
-    for row in rows.tolist():
+    for row in tqdm(rows.tolist(), desc="joint fit", unit="img", disable=not progress, leave=False):
         region = image_region(spec, _content_box(ff, row))
         patches, ring = region.patches(patch_grid(ff.read(slice(row, row + 1))[0], spec))
         keep = torch.randperm(len(patches), generator=generator)[:quota]
         samples.append(patches[keep])
         borders.append(ring[keep])
-    x = torch.cat(samples)
-    colouring = fit_colouring(
-        x, x[torch.cat(borders)], options.components, options.foreground_threshold
-    )
-    log.info("joint fit on %d patches from %d images", len(x), len(rows))
-    return colouring
+    return torch.cat(samples), torch.cat(borders)
 
 
 def _content_box(ff: FeatureFile, row: int) -> np.ndarray | None:
@@ -236,30 +244,24 @@ def _input_panel(
     options: VizOptions,
     result: VizResult,
 ) -> Image.Image:
-    """The input image at `size`, or a note saying why it cannot be shown."""
+    """The input image at `size`, decoded as extract decodes it, or a note saying why not."""
     path = Path(stored)
     if not path.is_absolute() and options.image_root is not None:
         path = options.image_root / path
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGB")
-    except FileNotFoundError:
-        log.warning("%s: no image at %s; its picture says so (see --image-root)", stored, path)
+        decoded = decode_image(str(path), size, "stretch")
+    except ImageError as e:
+        log.warning("%s: %s at %s; its picture says so (see --image-root)", stored, e, path)
         result.missing_images.append(stored)
-        return note_panel(size, f"image not found: {stored}")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        log.warning("%s: cannot read the image (%s); its picture says so", stored, e)
-        result.missing_images.append(stored)
-        return note_panel(size, f"cannot read image: {stored}")
-    if (image.height, image.width) != original:
+        return note_panel(size, f"{e}: {stored}")
+    if decoded.original_size != original:
         log.warning(
             "%s is %dx%d now but was %dx%d at extract: it may have changed since",
             stored,
-            image.height,
-            image.width,
+            *decoded.original_size,
             *original,
         )
-    return image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    return Image.fromarray(decoded.pixels, "RGB")
 
 
 _UNSAFE = re.compile(r"[^\w.-]+")
