@@ -146,6 +146,8 @@ def test_fewer_directions_than_components_give_constant_channels():
     x = torch.randn(10, 2, generator=torch.Generator().manual_seed(2))
     values = fit_basis(x, 3, x[:2]).scaled(x)
     assert values[:, 2].eq(0).all() and values[:, 0].max() == 1
+    one_patch = fit_basis(x[:1], 3, x[:1])  # a 1x1 grid: nothing to find, nothing fails
+    assert one_patch.scaled(x[:1]).eq(0).all()
 
 
 def test_foreground_threshold_adds_a_mask_and_fits_colours_on_the_subject():

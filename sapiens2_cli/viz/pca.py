@@ -38,21 +38,20 @@ def fit_basis(x: torch.Tensor, k: int, border: torch.Tensor) -> PcaBasis:
     """Fit k components to x (N, D), oriented so `border` patches (M, D) sit low.
 
     Randomized (`torch.pca_lowrank`) with a fixed seed: fast for large D and the same
-    colours on every run. With fewer than k directions in the data, the missing components
-    are zero (a constant channel).
+    colours on every run. With fewer than k directions in the data (a tiny grid, a sliver
+    of a letterboxed image), the missing components are zero: a constant channel.
     """
     x = x.float()
     n, d = x.shape
-    if n < 2:
-        raise ValueError(f"a PCA needs at least 2 patches, got {n}")
     mean = x.mean(dim=0)
     centred = x - mean
-    q = min(k + _OVERSAMPLE, n, d)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_SEED)
-        _, _, v = torch.pca_lowrank(centred, q=q, center=False, niter=4)
+    q = min(k + _OVERSAMPLE, n - 1, d)  # n patches span at most n - 1 directions
     components = torch.zeros(d, k)
-    components[:, : min(k, q)] = v[:, :k]
+    if q > 0:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_SEED)
+            _, _, v = torch.pca_lowrank(centred, q=q, center=False, niter=4)
+        components[:, : min(k, q)] = v[:, :k]
     z = centred @ components  # (N, k)
     flip = (border.float() - mean) @ components
     sign = torch.where(flip.mean(dim=0) > z.mean(dim=0), -1.0, 1.0) if len(border) else 1.0
