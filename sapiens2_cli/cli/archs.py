@@ -16,8 +16,11 @@ from sapiens2_cli.model import ARCHS
 
 
 def archs_command(as_json: JsonOption = False) -> None:
-    """List every arch: width, depth, heads, exact parameters, FLOPs per image at its
-    training size (2 per multiply-add, attention included), hub repository, cached or not."""
+    """List every arch with its size, cost, hub repository and whether it is cached.
+
+    Width, depth, heads, exact parameters, FLOPs per image at the training size (2 per
+    multiply-add, attention included).
+    """
     rows = []
     for name, config in ARCHS.items():
         cost = count_cost(config, *config.image_size)

@@ -67,8 +67,11 @@ def bench_command(
     workers: Annotated[int, typer.Option(help="Decode processes for --pipeline.")] = 2,
     as_json: JsonOption = False,
 ) -> None:
-    """Count parameters and FLOPs per image (meta device, no memory), then time forward
-    passes of random weights: images/s, ms per batch, peak memory and MFU."""
+    """Count parameters and FLOPs, and time forward passes of random weights.
+
+    FLOPs are counted on the meta device (no memory); the timing reports images/s, ms per
+    batch, peak memory and MFU, and with --pipeline the extract pipeline's images/s too.
+    """
     config = get_config(arch)
     height, width = parse_size(size) if size else config.image_size
     cost = count_cost(config, height, width)

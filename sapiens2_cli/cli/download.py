@@ -32,8 +32,11 @@ def download_command(
         typer.Option(help="Hugging Face token (default: HF_TOKEN or `hf auth login`)."),
     ] = None,
 ) -> None:
-    """Download a checkpoint (once; later calls use the cache), check it holds the arch
-    asked for, and print its local path alone on stdout."""
+    """Download a published checkpoint and print its local path alone on stdout.
+
+    Later calls use the Hugging Face cache; the file's header is checked to hold the arch
+    asked for.
+    """
     path = resolve_checkpoint(arch, task, revision=revision, token=token, local_dir=local_dir)
     inspect_checkpoint(path, arch)
     typer.echo(str(path))
