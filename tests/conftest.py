@@ -20,15 +20,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+#: A closed port: anything that tries the hub without a test's fake hub fails at once.
+NO_HUB = "http://127.0.0.1:9"
+
+
 @pytest.fixture(autouse=True)
 def isolated_hf_home(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's Hugging Face cache, or reaches the hub."""
+    """No test reads or writes the user's Hugging Face or sapiens2 caches, or the hub.
+
+    Both the environment (for subprocesses) and huggingface_hub's constants (copied from
+    the environment at its import, before any fixture runs) point at a temporary home.
+    """
+    from fake_hub import point_at
+
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg_cache"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    point_at(monkeypatch, NO_HUB, offline=True)
     return home
 
 
