@@ -56,6 +56,7 @@ def _register_commands() -> None:
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("huggingface_hub").propagate = False  # it has its own handler
     _register_commands()
     try:
         app()
