@@ -43,7 +43,7 @@ def _root(
 
 
 def _register_commands() -> None:
-    from sapiens2_cli.cli import archs, bench, download, extract, inspect, viz
+    from sapiens2_cli.cli import archs, bench, download, extract, inspect, merge, viz
 
     app.command("extract")(extract.extract_command)
     app.command("download")(download.download_command)
@@ -51,6 +51,7 @@ def _register_commands() -> None:
     app.command("bench")(bench.bench_command)
     app.command("inspect")(inspect.inspect_command)
     app.command("viz")(viz.viz_command)
+    app.command("merge")(merge.merge_command)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
         raise Sapiens2Error(f"cannot write {path}: {folder} is not writable; choose another -o")
 
 
-def _remove(path: Path) -> None:
+def remove_output(path: Path) -> None:
     """Delete an output for --overwrite: a file, or only this tool's files in a folder."""
     if path.is_dir():
         for p in path.iterdir():
@@ -87,10 +87,15 @@ def open_writer(
     difference; `overwrite` replaces it instead.
     """
     if overwrite:
-        _remove(path)
+        remove_output(path)
     letterbox = settings["resize"] == "letterbox"
     if detect_format(path) is not None:
         with open_features(path) as existing:
+            if existing.settings.get("merge") == "virtual":
+                raise Sapiens2Error(
+                    f"{path} is a virtual join of parts, which cannot grow: rerun the "
+                    "torchrun or --shard commands that made it to resume, or pass --overwrite"
+                )
             difference = settings_difference(existing.settings, settings)
             if difference:
                 raise Sapiens2Error(

@@ -1,6 +1,6 @@
 """Reading an extract output of either format, committed rows only.
 
-Used by resume, `viz` and (later) merge. Plain h5py/numpy readers need none of this; see
+Used by resume, `viz` and merge. Plain h5py/numpy readers need none of this; see
 docs/format.md for that. Only rows that a writer committed are shown: in HDF5 the first
 `rows` (root attribute), in npy the shards the manifest lists.
 """
@@ -77,6 +77,8 @@ class H5Features(FeatureFile):
             if "features" not in f or "format_version" not in f.attrs:
                 raise _not_ours(path, "it has no features dataset or format_version attribute")
             _check_version(path, f.attrs["format_version"])
+            if f["features"].is_virtual:
+                _check_sources(path, f["features"])
             attrs = {k: from_attr(v) for k, v in f.attrs.items()}
             n = min(int(attrs.pop("rows", 0)), f["features"].shape[0], f["paths"].shape[0])
             self.settings = attrs
@@ -116,7 +118,10 @@ class NpyFeatures(FeatureFile):
         self._shards = manifest["shards"]
         self.settings = manifest["settings"]
         self.failed = [(item["path"], item["error"]) for item in manifest["failed"]]
-        self.paths = [p for s in self._shards for p in np.load(path / s["paths"]).tolist()]
+        try:
+            self.paths = [p for s in self._shards for p in np.load(path / s["paths"]).tolist()]
+        except FileNotFoundError as e:
+            raise _missing(path, e.filename) from None
         self.original_size = self._concat("original_size", (0, 2))
         self.content_box = (
             self._concat("content_box", (0, 4)) if "content_box" in self._columns() else None
@@ -155,6 +160,22 @@ def _not_ours(path: Path, why: str) -> Sapiens2Error:
     return Sapiens2Error(
         f"{path} is not a sapiens2 extract output ({why}): pass a file or folder written by "
         "`sapiens2 extract`"
+    )
+
+
+def _check_sources(path: Path, features: h5py.Dataset) -> None:
+    """A virtual `features` (a join of parts) reads as fill values where a part is missing:
+    refuse instead."""
+    for source in features.virtual_sources():
+        where = path.parent / source.file_name  # relative to OUT's folder, as HDF5 resolves
+        if not where.is_file():
+            raise _missing(path, where)
+
+
+def _missing(path: Path, part: object) -> Sapiens2Error:
+    return Sapiens2Error(
+        f"{path} joins parts, and {part} is missing: keep the parts folder beside it (they "
+        "move together), or rerun the command that made it"
     )
 
 

@@ -1,0 +1,83 @@
+"""`sapiens2 merge [PARTS...] -o OUT`: join the parts of a split extract job into one output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sapiens2_cli.cli.options import JsonOption, QuietOption
+from sapiens2_cli.writers import check_output_path
+from sapiens2_cli.writers.merge import (
+    check_join_target,
+    find_parts,
+    merge_mode,
+    merge_outputs,
+    parts_in,
+)
+from sapiens2_cli.writers.reader import detect_format
+
+
+def merge_command(
+    parts: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Parts (files or npy folders) or folders holding them; default: the parts "
+            "beside OUT (OUT.parts/).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="OUT: the -o the extract jobs were given."),
+    ] = ...,
+    merge: Annotated[
+        str,
+        typer.Option(
+            "--merge",
+            help="virtual: HDF5 features stay in the parts (a virtual dataset), npy lists "
+            "their shards; copy: one self-contained OUT.",
+        ),
+    ] = "virtual",
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an OUT that holds a single run's output.")
+    ] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Join the parts written by `extract --shard I/N` jobs (checks settings, overlaps, gaps)."""
+    mode = merge_mode(merge)
+    paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
+    if paths:
+        check_output_path(output, detect_format(paths[0]) or "h5", overwrite)
+        check_join_target(output, overwrite)
+    merged = merge_outputs(paths, output, mode)
+    if not quiet:
+        where = (
+            "virtual: the features stay in the parts; move them together with it"
+            if mode == "virtual"
+            else "a self-contained copy"
+        )
+        typer.echo(
+            f"joined {merged.parts} parts ({merged.rows} rows, {merged.failed} failed) "
+            f"into {output} ({where})",
+            err=True,
+        )
+    if as_json:
+        summary = {
+            "output": str(output),
+            "parts": merged.parts,
+            "rows": merged.rows,
+            "failed": merged.failed,
+            "merge": mode,
+        }
+        typer.echo(json.dumps(summary))
+
+
+def _expand(path: Path) -> list[Path]:
+    """A folder of parts (such as OUT.parts) stands for the parts in it."""
+    if path.is_dir() and detect_format(path) is None:
+        return parts_in(path) or [path]
+    return [path]

@@ -1,0 +1,393 @@
+"""Parts of one output and joining them: `--shard I/N` jobs and torchrun ranks each write a
+part next to OUT, and `merge_outputs` joins them into OUT.
+
+Part k of a split into N lives at `OUT.parts/part-0000k-of-0000N.h5` (HDF5; the suffix is
+OUT's) or `OUT.parts/part-0000k-of-0000N/` (npy), and records `part = [k, N]` in its
+settings. A join never moves features unless asked:
+
+* virtual (default): HDF5 `features` is a virtual dataset mapping each part's committed
+  rows, by a path relative to OUT's folder, so OUT and OUT.parts move together; npy lists
+  the parts' shards in one manifest, by relative paths. The small per-row arrays are copied.
+* copy: every row is written again into a self-contained OUT, through the same writers
+  that extract uses.
+
+An HDF5 OUT is built under a temporary name and renamed into place; an npy manifest is
+replaced atomically (as the npy writer does). Joining again replaces the earlier join.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import h5py
+import numpy as np
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.writers import remove_output
+from sapiens2_cli.writers.base import FeatureWriter, RowBatch, fsync_dir, settings_difference
+from sapiens2_cli.writers.hdf5 import H5Writer, to_attr
+from sapiens2_cli.writers.npy import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    NpyWriter,
+    default_shard_rows,
+    write_manifest,
+)
+from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
+
+MergeMode = Literal["virtual", "copy"]
+PART_NAME = re.compile(r"part-(\d{5,})-of-(\d{5,})(\.h5|\.hdf5)?", re.IGNORECASE)
+COPY_BYTES = 256 * 2**20  # features read and written at a time by --merge copy
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part `index` (0-based) of a split into `count`."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise Sapiens2Error(
+                f"there is no part {self.index} of {self.count}: write --shard I/N with I "
+                "from 0 to N-1"
+            )
+
+    def __str__(self) -> str:
+        return f"part {self.index} of {self.count}"
+
+    def path(self, out: Path, fmt: str) -> Path:
+        """Where this part of `out` (an `fmt` output) is written."""
+        suffix = (out.suffix or ".h5") if fmt == "h5" else ""
+        return parts_folder(out) / f"part-{self.index:05d}-of-{self.count:05d}{suffix}"
+
+
+def parts_folder(out: Path) -> Path:
+    """The folder beside OUT that holds its parts."""
+    return out.with_name(out.name + ".parts")
+
+
+def part_of_name(path: Path) -> Part | None:
+    """The part a file or folder name says it is, if it is named like one."""
+    match = PART_NAME.fullmatch(path.name)
+    if match is None or int(match[1]) >= int(match[2]):
+        return None
+    return Part(int(match[1]), int(match[2]))
+
+
+def find_parts(out: Path) -> list[Path]:
+    """Parts present beside `out`, by split size then index."""
+    return parts_in(parts_folder(out))
+
+
+def parts_in(folder: Path) -> list[Path]:
+    """Files or folders in `folder` named like parts, by split size then index."""
+    if not folder.is_dir():
+        return []
+    found = [(part, p) for p in folder.iterdir() if (part := part_of_name(p))]
+    return [p for part, p in sorted(found, key=lambda x: (x[0].count, x[0].index))]
+
+
+def check_split(out: Path, count: int, overwrite: bool, remove: bool) -> None:
+    """Refuse parts beside OUT from a split into another number of parts (their images are
+    divided differently); with `overwrite`, the process that `remove`s deletes them."""
+    stale = [p for p in find_parts(out) if part_of_name(p).count != count]
+    if not stale:
+        return
+    other = part_of_name(stale[0]).count
+    if not overwrite:
+        raise Sapiens2Error(
+            f"{parts_folder(out)} holds parts of a split into {other}, but this run splits "
+            f"into {count}: run with {other} ranks (or --shard I/{other}), or pass --overwrite "
+            "to start again"
+        )
+    if remove:
+        for p in stale:
+            remove_output(p)
+
+
+def check_join_target(out: Path, overwrite: bool) -> None:
+    """A join replaces OUT: fine for an earlier join, refused for a single run's output."""
+    if overwrite or detect_format(out) is None:
+        return
+    with open_features(out) as existing:
+        if "parts" in existing.settings:
+            return
+    raise Sapiens2Error(
+        f"{out} holds the output of a single run, which joining parts would replace: choose "
+        "another -o, or pass --overwrite"
+    )
+
+
+def merge_mode(text: str) -> MergeMode:
+    """--merge as given -> virtual or copy."""
+    mode = text.strip().lower()
+    if mode not in get_args(MergeMode):
+        raise Sapiens2Error(f"unknown --merge {text!r}: use virtual or copy")
+    return mode  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What a join wrote."""
+
+    output: Path
+    parts: int
+    rows: int
+    failed: int
+    mode: MergeMode
+
+
+@dataclass
+class _Source:
+    path: Path
+    file: FeatureFile
+    part: Part | None
+
+
+def merge_outputs(parts: Sequence[Path], out: Path, mode: MergeMode = "virtual") -> Merged:
+    """Join extract outputs (normally the parts of one split) into `out`, after checking
+    they share settings, hold disjoint images, are complete, and form the whole split."""
+    if not parts:
+        raise Sapiens2Error(
+            f"no parts to merge beside {out}: give the part files, or run extract with "
+            "--shard I/N (or under torchrun) first"
+        )
+    mode = merge_mode(mode)
+    with _open_all(parts) as sources:
+        fmt = _check(sources, out)
+        settings = {k: v for k, v in sources[0].file.settings.items() if k != "part"}
+        settings["complete"] = True  # every part is complete (checked)
+        record = {"parts": [os.path.relpath(s.path, out.parent) for s in sources], "merge": mode}
+        failed = _failures(sources)
+        if fmt == "h5":
+            _join_h5(sources, out, settings, record, failed)
+        elif mode == "virtual":
+            _write_npy_manifest(sources, out, {**settings, **record}, failed)
+        else:
+            remove_output(out)
+            writer = NpyWriter.create(out, {**settings, **record}, _copy_rows(sources))
+            _copy(sources, failed, writer)
+        rows = sum(len(s.file) for s in sources)
+    return Merged(out, len(parts), rows, len(failed), mode)
+
+
+@contextlib.contextmanager
+def _open_all(paths: Sequence[Path]) -> Iterator[list[_Source]]:
+    """Open every part (closing them all at the end, or if one fails to open)."""
+    with contextlib.ExitStack() as stack:
+        sources = []
+        for path in map(Path, paths):
+            f = stack.enter_context(open_features(path))
+            record = f.settings.get("part")
+            sources.append(_Source(path, f, Part(*record) if record is not None else None))
+        yield sources
+
+
+def _check(sources: list[_Source], out: Path) -> str:
+    """The parts' format, once every check has passed; one line for the first problem."""
+    first = sources[0]
+    fmt = detect_format(first.path)
+    seen: set[Path] = set()
+    for s in sources:
+        if s.path.resolve() in seen:
+            raise Sapiens2Error(f"{s.path} is given twice: list each part once")
+        seen.add(s.path.resolve())
+        if s.path.resolve() == out.resolve():
+            raise Sapiens2Error(f"{out} is both a part and -o: write the join to another path")
+        if "parts" in s.file.settings:
+            raise Sapiens2Error(f"{s.path} is itself a join of parts: merge its parts instead")
+        if detect_format(s.path) != fmt:
+            raise Sapiens2Error(
+                f"{s.path} is {detect_format(s.path)} but {first.path} is {fmt}: merge parts "
+                "of one format"
+            )
+        difference = settings_difference(first.file.settings, s.file.settings)
+        if difference:
+            raise Sapiens2Error(
+                f"{s.path} was made with different settings from {first.path}: {difference}; "
+                "merge only parts of one extract command"
+            )
+    _check_split(sources, out, fmt)
+    for s in sources:
+        if s.file.settings.get("complete") is not True:
+            name = f"{s.part} ({s.path})" if s.part else str(s.path)
+            raise Sapiens2Error(
+                f"{name} is incomplete (its run was stopped or is still going): rerun its "
+                "extract command to finish it, then merge again"
+            )
+    _check_disjoint(sources)
+    return fmt
+
+
+def _check_split(sources: list[_Source], out: Path, fmt: str) -> None:
+    """Parts of a split must all be there, once each; outputs that are not parts pass."""
+    split = [s for s in sources if s.part]
+    if not split:
+        return
+    if len(split) != len(sources):
+        loose = next(s for s in sources if not s.part)
+        raise Sapiens2Error(
+            f"{loose.path} is not a part of a split but {split[0].path} is: merge the parts "
+            "of one split, or whole outputs"
+        )
+    count = split[0].part.count
+    seen: dict[int, Path] = {}
+    for s in split:
+        if s.part.count != count:
+            raise Sapiens2Error(
+                f"{s.path} is {s.part} but {split[0].path} is {split[0].part}: merge the parts "
+                "of one split"
+            )
+        if s.part.index in seen:
+            raise Sapiens2Error(f"{s.part} is given twice ({seen[s.part.index]}, {s.path})")
+        seen[s.part.index] = s.path
+    missing = [k for k in range(count) if k not in seen]
+    if missing:
+        k = missing[0]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise Sapiens2Error(
+            f"part {k} of {count} is missing{more}, expected at {Part(k, count).path(out, fmt)}: "
+            f"run it (extract --shard {k}/{count}) and merge again"
+        )
+
+
+def _check_disjoint(sources: list[_Source]) -> None:
+    owner: dict[str, Path] = {}
+    for s in sources:
+        for p in s.file.paths:
+            if p in owner:
+                raise Sapiens2Error(
+                    f"{p} is in both {owner[p]} and {s.path}: the parts overlap; merge the "
+                    "parts of one split, each once"
+                )
+            owner[p] = s.path
+
+
+def _failures(sources: list[_Source]) -> dict[str, str]:
+    rows = {p for s in sources for p in s.file.paths}
+    return {p: e for s in sources for p, e in s.file.failed if p not in rows}
+
+
+def _copy_rows(sources: list[_Source]) -> int:
+    """Rows per read (and per npy shard) when copying: about COPY_BYTES of features."""
+    row = next((s.file.read([0]) for s in sources if len(s.file)), None)
+    return default_shard_rows(row.nbytes if row is not None else 1)
+
+
+def _copy(sources: list[_Source], failed: dict[str, str], writer: FeatureWriter) -> None:
+    """Every row and failure record again, through an extract writer."""
+    step = _copy_rows(sources)
+    try:
+        for s in sources:
+            f = s.file
+            for start in range(0, len(f), step):
+                rows = slice(start, min(len(f), start + step))
+                box = None if f.content_box is None else f.content_box[rows]
+                writer.write(RowBatch(f.paths[rows], f.read(rows), f.original_size[rows], box))
+        writer.write(RowBatch([], np.empty(0), np.empty((0, 2)), None, list(failed.items())))
+    except BaseException:
+        writer.close(complete=False)
+        raise
+    writer.close(complete=True)
+
+
+def _join_h5(
+    sources: list[_Source], out: Path, settings: dict, record: dict, failed: dict[str, str]
+) -> None:
+    """Build the joined file under a temporary name, then rename it over `out`."""
+    tmp = out.with_name(out.name + ".merging")
+    tmp.unlink(missing_ok=True)
+    with h5py.File(sources[0].path, "r", locking=False) as f:
+        features = f["features"]
+        row_shape, dtype, compression = features.shape[1:], features.dtype, features.compression
+    if record["merge"] == "virtual":
+        _write_h5_virtual(sources, tmp, out, (row_shape, dtype), settings, failed)
+    else:
+        letterbox = settings.get("resize") == "letterbox"
+        writer = H5Writer.create(tmp, settings, row_shape, dtype, letterbox, compression)
+        _copy(sources, failed, writer)
+    with h5py.File(tmp, "r+") as f:
+        f.attrs["parts"] = np.array(record["parts"], dtype=h5py.string_dtype())
+        f.attrs["merge"] = record["merge"]
+    with open(tmp, "rb+") as raw:
+        os.fsync(raw.fileno())
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+
+
+def _write_h5_virtual(
+    sources: list[_Source],
+    tmp: Path,
+    out: Path,
+    row: tuple[tuple[int, ...], np.dtype],
+    settings: dict,
+    failed: dict[str, str],
+) -> None:
+    """`features` maps each part's committed rows by a path relative to OUT's folder; the
+    small per-row arrays are copied."""
+    total = sum(len(s.file) for s in sources)
+    layout = h5py.VirtualLayout((total, *row[0]), row[1])
+    start = 0
+    for s in sources:
+        n = len(s.file)
+        if n:
+            with h5py.File(s.path, "r", locking=False) as f:
+                shape = f["features"].shape  # may hold uncommitted rows past n
+            source = h5py.VirtualSource(os.path.relpath(s.path, out.parent), "features", shape)
+            layout[start : start + n] = source[:n]
+        start += n
+    with h5py.File(tmp, "w") as f:
+        # NaN where a part cannot be opened, so a plain h5py reader never takes zeros for data.
+        f.create_virtual_dataset("features", layout, fillvalue=np.nan)
+        _put_strings(f, "paths", [p for s in sources for p in s.file.paths])
+        f["original_size"] = np.concatenate([s.file.original_size for s in sources])
+        if settings.get("resize") == "letterbox":
+            f["content_box"] = np.concatenate([s.file.content_box for s in sources])
+        _put_strings(f, "failed_paths", list(failed))
+        _put_strings(f, "failed_errors", list(failed.values()))
+        for key, value in settings.items():
+            f.attrs[key] = to_attr(value)
+        f.attrs["rows"] = total
+
+
+def _put_strings(f: h5py.File, name: str, values: list[str]) -> None:
+    """Fixed-width UTF-8, as the extract writer stores strings."""
+    encoded = [v.encode("utf-8") for v in values]
+    width = max(map(len, encoded), default=0) or 1
+    f[name] = np.array(encoded, dtype=h5py.string_dtype("utf-8", length=width)).reshape(-1)
+
+
+def _write_npy_manifest(
+    sources: list[_Source], out: Path, settings: dict, failed: dict[str, str]
+) -> None:
+    shards = []
+    for s in sources:
+        manifest = json.loads((s.path / MANIFEST).read_text(encoding="utf-8"))
+        for shard in manifest["shards"]:
+            entry = {"index": len(shards), "rows": shard["rows"]}
+            for key, name in shard.items():
+                if key not in ("index", "rows"):
+                    entry[key] = os.path.relpath(s.path / name, out)
+            shards.append(entry)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": settings["format_version"],
+        "settings": settings,
+        "shards": shards,
+        "failed": [{"path": p, "error": e} for p, e in failed.items()],
+        "complete": True,
+    }
+    write_manifest(out, manifest)
+    for leftover in out.iterdir():  # shards of an earlier --merge copy into this folder
+        if leftover.name.startswith("shard-"):
+            leftover.unlink()
