@@ -3,13 +3,15 @@
 The pipeline reads its weights from a file like `extract` does, so random weights of the
 arch are saved to a temporary float32 checkpoint first (4 bytes per parameter). The run
 goes through `pipeline.extract.prepare(...).run()` unchanged: listing, decoding workers,
-batching, the model under autocast, token selection, float16 conversion, HDF5 writing.
+batching, the model, token selection, float16 conversion, HDF5 writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,13 +31,58 @@ class PipelineTiming:
     images: int  # rows written
     failed: int  # images that could not be decoded
     workers: int  # decode processes
-    seconds: float  # the whole run, one model load included
+    batch_size: int | None  # None: auto
+    seconds: float  # the whole run, one model load (and compile warm-up) included
     load_s: float  # loading the same checkpoint alone, timed before the run
+    compile_s: float | None  # --compile warm-up inside `seconds`
     images_per_s: float  # images / seconds: what `extract` shows
-    steady_images_per_s: float  # images / (seconds - load_s): with the load taken out
+    steady_images_per_s: float  # with the load and the compile warm-up taken out
+    profile: dict | None  # seconds per stage when profiled
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@contextlib.contextmanager
+def random_checkpoint(config: Sapiens2Config) -> Iterator[Path]:
+    """A temporary float32 safetensors file of random weights for `config`."""
+    with tempfile.TemporaryDirectory(prefix="sapiens2-bench-") as tmp:
+        checkpoint = Path(tmp) / "random.safetensors"
+        save_file(build_backbone(config).state_dict(), str(checkpoint))
+        yield checkpoint
+
+
+def time_extract(
+    images: Sequence[str], checkpoint: Path, size: tuple[int, int], run: RunOptions
+) -> PipelineTiming:
+    """Extract features of `images` with `checkpoint` into a temporary HDF5 (float16)."""
+    start = time.perf_counter()
+    load_backbone(checkpoint, device=run.device, dtype=run.weights_dtype)  # warms the cache
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    load_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="sapiens2-bench-out-") as tmp:
+        extraction = prepare(
+            list(images),
+            resolve_weights(None, checkpoint),
+            FeatureSpec(size=size),
+            OutputSpec(Path(tmp) / "features.h5", "h5"),
+            run,
+        )
+        summary = extraction.run(progress=False)
+    steady = summary.seconds - load_s - (summary.compile_s or 0.0)
+    return PipelineTiming(
+        images=summary.images,
+        failed=summary.failed,
+        workers=run.decode_workers,
+        batch_size=run.batch_size,
+        seconds=summary.seconds,
+        load_s=load_s,
+        compile_s=summary.compile_s,
+        images_per_s=summary.images_per_s,
+        steady_images_per_s=summary.images / steady if steady > 0 else 0.0,
+        profile=summary.profile,
+    )
 
 
 def time_pipeline(
@@ -45,33 +92,15 @@ def time_pipeline(
     device: torch.device,
     precision: torch.dtype,
     batch_size: int,
-    workers: int = 2,
+    workers: int | None = None,
+    profile: bool = False,
 ) -> PipelineTiming:
-    """Extract features of every image in `folder` with random weights, into a temp HDF5."""
-    images = list_images([str(folder)])
-    with tempfile.TemporaryDirectory(prefix="sapiens2-bench-") as tmp:
-        checkpoint = Path(tmp) / "random.safetensors"
-        save_file(build_backbone(config).state_dict(), str(checkpoint))
-        start = time.perf_counter()
-        load_backbone(checkpoint, device=device)  # also warms the page cache for the run
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        load_s = time.perf_counter() - start
-        extraction = prepare(
-            images,
-            resolve_weights(None, checkpoint),
-            FeatureSpec(size=size),
-            OutputSpec(Path(tmp) / "features.h5", "h5"),
-            RunOptions(device, precision, batch_size, workers),
+    """Extract features of every image in `folder` with random weights, into a temp HDF5;
+    `profile` times each stage (PipelineTiming.profile)."""
+    with random_checkpoint(config) as checkpoint:
+        return time_extract(
+            list_images([str(folder)]),
+            checkpoint,
+            size,
+            RunOptions(device, precision, batch_size, workers, profile=profile),
         )
-        summary = extraction.run(progress=False)
-    steady = summary.seconds - load_s
-    return PipelineTiming(
-        images=summary.images,
-        failed=summary.failed,
-        workers=workers,
-        seconds=summary.seconds,
-        load_s=load_s,
-        images_per_s=summary.images_per_s,
-        steady_images_per_s=summary.images / steady if steady > 0 else 0.0,
-    )

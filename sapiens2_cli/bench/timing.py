@@ -71,8 +71,11 @@ def find_batch_size(
     device: torch.device,
     dtype: torch.dtype,
     start: int = AUTO_BATCH_START,
+    autocast_to: torch.dtype | None = None,
 ) -> int:
     """The largest of start, start/2, ..., 1 whose forward pass fits in GPU memory.
+
+    `dtype` is the weights'; `autocast_to` probes under autocast, as `extract` runs.
 
     A CPU out of memory usually ends the process (the kernel's OOM killer) rather than
     raising, so there is nothing to probe: on CPU this is 1.
@@ -83,7 +86,7 @@ def find_batch_size(
     batch = start
     while batch >= 1:
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, autocast_to or torch.float32):
                 model(_pixels(batch, size, device, dtype))
             _sync(device)
             log.info("batch size %d fits", batch)

@@ -30,6 +30,7 @@ from sapiens2_cli.cli.options import (
 from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import Sapiens2Config, build_backbone, get_config
+from sapiens2_cli.pipeline.profile import describe as describe_profile
 
 FLOPS_CONVENTION = (
     "torch.utils.flop_counter.FlopCounterMode on the meta device: 2 FLOPs per multiply-add "
@@ -64,7 +65,20 @@ def bench_command(
             "images/s beside the bare model's (weights float32 under autocast in both)."
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Decode processes for --pipeline.")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Decode processes for --pipeline (default: 0 on CPU, where the forward "
+            "already uses every core; all cores but two on a GPU).",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile", help="With --pipeline: time each stage of the extract run (on stderr)."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Count parameters and FLOPs, and time forward passes of random weights.
@@ -101,8 +115,17 @@ def bench_command(
         if pipeline is not None:
             typer.echo(f"running the extract pipeline on {pipeline}", err=True)
             run = time_pipeline(
-                pipeline, config, (height, width), target, dtype, timing.batch_size, workers
+                pipeline,
+                config,
+                (height, width),
+                target,
+                dtype,
+                timing.batch_size,
+                workers,
+                profile,
             )
+            if run.profile is not None:
+                typer.echo(describe_profile(run.profile), err=True)
             report["pipeline"] = run.as_dict() | {
                 "ratio": run.images_per_s / timing.images_per_s,
                 "steady_ratio": run.steady_images_per_s / timing.images_per_s,

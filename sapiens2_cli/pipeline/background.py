@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers import FeatureWriter, RowBatch
@@ -24,16 +25,19 @@ class BackgroundWriter:
         self.writer = writer
         self._queue: queue.Queue[RowBatch | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self.busy_s = 0.0  # seconds spent in writer.write, for the stage profile
         self._thread = threading.Thread(target=self._run, name="sapiens2-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (batch := self._queue.get()) is not None:
             if self._error is None:
+                start = time.perf_counter()
                 try:
                     self.writer.write(batch)
                 except BaseException as e:  # reported to the main thread, never lost
                     self._error = e
+                self.busy_s += time.perf_counter() - start
 
     def put(self, batch: RowBatch) -> None:
         self._raise()

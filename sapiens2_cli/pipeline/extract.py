@@ -9,31 +9,38 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from sapiens2_cli import __version__
-from sapiens2_cli.device import autocast, precision_name
+from sapiens2_cli.bench.timing import find_batch_size
+from sapiens2_cli.device import precision_name
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD, load_backbone, normalize_pixels
+from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD, load_backbone
 from sapiens2_cli.pipeline.background import BackgroundWriter
 from sapiens2_cli.pipeline.decode import ResizeMode
-from sapiens2_cli.pipeline.loader import iter_batches
+from sapiens2_cli.pipeline.forward import (
+    CompileMode,
+    DeviceModel,
+    Layout,
+    Pending,
+    StorageDtype,
+    TokenMode,
+    select_tokens,
+)
+from sapiens2_cli.pipeline.loader import Batch, default_workers, iter_batches
+from sapiens2_cli.pipeline.profile import StageClock
 from sapiens2_cli.pipeline.progress import Progress, Summary
 from sapiens2_cli.pipeline.weights import Weights, checkpoint_sha256
 from sapiens2_cli.writers import FeatureWriter, OutputFormat, RowBatch, open_writer
 from sapiens2_cli.writers.base import FORMAT_VERSION
+from sapiens2_cli.writers.merge import Part
 
 log = logging.getLogger(__name__)
-
-TokenMode = Literal["patch", "all", "cls", "mean"]
-Layout = Literal["tokens", "map"]
-StorageDtype = Literal["float16", "float32"]
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
@@ -56,91 +63,23 @@ class OutputSpec:
     compression: str | None = None  # HDF5 only: gzip or lzf
     shard_rows: int | None = None  # npy only; None: about 256 MiB per shard
     retry_failed: bool = True  # on resume, try images that failed before again
+    part: Part | None = None  # one part of a split job (--shard, torchrun): recorded in OUT
 
 
 @dataclass(frozen=True)
 class RunOptions:
     device: torch.device
-    precision: torch.dtype  # compute dtype under autocast; weights stay float32
-    batch_size: int = 8
-    workers: int = 2  # decode processes; 0 decodes in the main process
+    precision: torch.dtype  # compute dtype (autocast when it differs from the weights')
+    batch_size: int | None = 8  # None: the largest that fits in GPU memory (1 on CPU)
+    workers: int | None = None  # decode processes; 0: the main process; None: by device
+    weights_dtype: torch.dtype = torch.float32  # float32, or the compute dtype
+    compile: CompileMode | None = None  # torch.compile mode for the device work
+    profile: bool = False  # time each stage (docs/performance.md)
 
-
-def select_tokens(
-    outputs: list[torch.Tensor], tokens: TokenMode, layout: Layout, grid: tuple[int, int]
-) -> torch.Tensor:
-    """Block outputs, each (B, 9 + h*w, D), -> the kept features (B, n_layers, ...)."""
-    x = torch.stack([o.float() for o in outputs], dim=1)  # (B, L, 9 + h*w, D)
-    patches = x[:, :, x.shape[2] - grid[0] * grid[1] :]  # (B, L, h*w, D)
-    if tokens == "all":
-        return x
-    if tokens == "cls":
-        return x[:, :, 0]  # (B, L, D)
-    if tokens == "mean":
-        return patches.mean(dim=2)  # (B, L, D)
-    if layout == "map":
-        return patches.unflatten(2, grid).permute(0, 1, 4, 2, 3)  # (B, L, D, h, w)
-    return patches
-
-
-def to_storage(features: torch.Tensor, dtype: StorageDtype) -> torch.Tensor:
-    """float32 features -> the storage dtype, refusing values it cannot hold."""
-    if not torch.isfinite(features).all():
-        raise Sapiens2Error(
-            "the model produced inf or NaN features: use --precision bf16 or --precision fp32"
-        )
-    if dtype == "float32":
-        return features
-    peak = features.abs().max().item() if features.numel() else 0.0
-    if peak > FLOAT16_MAX:
-        raise Sapiens2Error(
-            f"features reach {peak:.4g}, beyond float16's range (65504): rerun with "
-            "--dtype float32 (and --overwrite)"
-        )
-    return features.to(torch.float16)
-
-
-class _Model:
-    """Runs the backbone on uint8 batches, halving the batch if CUDA runs out of memory."""
-
-    def __init__(self, model: torch.nn.Module, spec: FeatureSpec, run: RunOptions) -> None:
-        self.model, self.spec, self.run = model, spec, run
-        self.layers = list(spec.layers)
-        self.chunk: int | None = None  # largest batch that fits, once one did not
-
-    def __call__(self, pixels: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
-        """(B, H, W, 3) uint8 -> (B, n_layers, ...) features in the storage dtype, on the host."""
-        parts, start = [], 0
-        while start < len(pixels):
-            chunk = self.chunk or len(pixels)
-            try:
-                parts.append(self._forward(pixels[start : start + chunk], grid))
-            except torch.OutOfMemoryError:
-                if chunk == 1:
-                    raise Sapiens2Error(
-                        "CUDA ran out of memory on a single image: use a smaller --size, "
-                        "a smaller --arch or --precision bf16"
-                    ) from None
-                if self.chunk is None:
-                    log.warning(
-                        "CUDA ran out of memory at batch size %d: going on with %d "
-                        "(and smaller if needed)",
-                        chunk,
-                        chunk // 2,
-                    )
-                self.chunk = chunk // 2
-                torch.cuda.empty_cache()
-                continue
-            start += chunk
-        return np.concatenate(parts)
-
-    def _forward(self, pixels: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
-        device = self.run.device
-        with torch.inference_mode(), autocast(device, self.run.precision):
-            x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-            outputs = self.model.forward_layers(normalize_pixels(x), self.layers)
-            features = select_tokens(outputs, self.spec.tokens, self.spec.layout, grid)
-        return to_storage(features, self.spec.dtype).cpu().numpy()
+    @property
+    def decode_workers(self) -> int:
+        """`workers`, or the default for the device when it is None."""
+        return default_workers(self.device) if self.workers is None else self.workers
 
 
 class Interrupted(Exception):
@@ -165,15 +104,19 @@ class Extraction:
     pending: list[str]
     skipped: int
 
-    def run(self, progress: bool = True) -> Summary:
-        """Process the pending images; on Ctrl-C close the output and raise Interrupted."""
+    def run(self, progress: bool = True, bar: Progress | None = None) -> Summary:
+        """Process the pending images; on Ctrl-C close the output and raise Interrupted.
+
+        `bar` replaces the progress bar (torchrun: one that sums every rank's counts)."""
         start = time.perf_counter()
         counts = {"done": 0, "failed": 0}
+        clock = StageClock(self.run_options.device, self.run_options.profile)
         sink = BackgroundWriter(self.writer)
-        bar = Progress(len(self.pending), progress)
+        bar = bar or Progress(len(self.pending), progress)
+        compile_s = None
         try:
             if self.pending:
-                self._process(sink, bar, counts)
+                compile_s = self._process(sink, bar, counts, clock)
         except KeyboardInterrupt:
             bar.close()
             sink.close(complete=False)
@@ -186,38 +129,105 @@ class Extraction:
                 log.debug("closing the output after an error: %s", e)
             raise
         bar.close()
-        sink.close(complete=True)
-        return self._summary(counts, start, complete=True)
+        with clock.host("write_wait"):
+            sink.close(complete=True)
+        clock.add("write", sink.busy_s)
+        profile = clock.report(counts["done"]) if clock.enabled else None
+        return self._summary(counts, start, True, compile_s, profile)
 
-    def _process(self, sink: BackgroundWriter, bar: Progress, counts: dict[str, int]) -> None:
+    def _process(
+        self, sink: BackgroundWriter, bar: Progress, counts: dict[str, int], clock: StageClock
+    ) -> float | None:
+        """The loop; returns the compile warm-up's seconds (None without --compile).
+
+        Batch i+1 is submitted to the device before batch i's features are collected, so
+        a GPU has work queued while the host waits for, checks and queues batch i.
+        """
+        run, spec = self.run_options, self.spec
+        # Decode workers start with the iterator: before the model loads when they can.
+        batches = self._batches(run.batch_size) if run.batch_size else None
+        model = self._load_model()
+        batch_size = run.batch_size or find_batch_size(
+            model, spec.size, run.device, run.weights_dtype, autocast_to=run.precision
+        )
+        if batches is None:
+            batches = self._batches(batch_size)
+        device = DeviceModel(
+            model,
+            layers=spec.layers,
+            tokens=spec.tokens,
+            layout=spec.layout,
+            dtype=spec.dtype,
+            grid=self.grid,
+            device=run.device,
+            precision=run.precision,
+            batch_size=batch_size,
+            compile=run.compile,
+            clock=clock,
+        )
+        compile_s = device.warm_up(spec.size) if run.compile else None  # workers decode meanwhile
+        clock.restart()
+        queued: tuple[Batch, Pending | None] | None = None
+        while True:
+            with clock.host("decode_wait"):
+                batch = next(batches, None)
+            if batch is None:
+                break
+            clock.add("decode", batch.decode_s)
+            job = device.submit(batch.pixels) if batch.paths else None
+            if queued is not None:
+                self._collect(*queued, sink, bar, counts, clock)
+            queued = (batch, job)
+        if queued is not None:
+            self._collect(*queued, sink, bar, counts, clock)
+        return compile_s
+
+    def _batches(self, batch_size: int) -> Iterator[Batch]:
+        """Batches in input order; with decode workers, they start decoding now."""
         run = self.run_options
-        model = _Model(self._load_model(), self.spec, run)
-        batches = iter_batches(
+        return iter_batches(
             self.pending,
             self.spec.size,
             self.spec.resize,
-            run.batch_size,
-            run.workers,
+            batch_size,
+            run.decode_workers,
             pin_memory=run.device.type == "cuda",
         )
-        for batch in batches:
-            features = model(batch.pixels, self.grid) if batch.paths else None
-            sink.put(
-                RowBatch(
-                    batch.paths, features, batch.original_size, batch.content_box, batch.failures
-                )
-            )
-            counts["done"] += len(batch.paths)
-            counts["failed"] += len(batch.failures)
-            bar.update(len(batch.paths), len(batch.failures))
+
+    def _collect(
+        self,
+        batch: Batch,
+        job: Pending | None,
+        sink: BackgroundWriter,
+        bar: Progress,
+        counts: dict[str, int],
+        clock: StageClock,
+    ) -> None:
+        """Hand a submitted batch's features (range-checked) and failures to the writer."""
+        features = job.result() if job is not None else None
+        row = RowBatch(
+            batch.paths, features, batch.original_size, batch.content_box, batch.failures
+        )
+        with clock.host("write_wait"):
+            sink.put(row)
+        counts["done"] += len(batch.paths)
+        counts["failed"] += len(batch.failures)
+        bar.update(len(batch.paths), len(batch.failures))
 
     def _load_model(self) -> torch.nn.Module:
         run = self.run_options
         return load_backbone(
-            self.weights.path, self.weights.arch_flag, device=run.device, dtype=torch.float32
+            self.weights.path, self.weights.arch_flag, device=run.device, dtype=run.weights_dtype
         )
 
-    def _summary(self, counts: dict[str, int], start: float, complete: bool) -> Summary:
+    def _summary(
+        self,
+        counts: dict[str, int],
+        start: float,
+        complete: bool,
+        compile_s: float | None = None,
+        profile: dict | None = None,
+    ) -> Summary:
         return Summary(
             images=counts["done"],
             failed=counts["failed"],
@@ -228,6 +238,8 @@ class Extraction:
             rows=self.writer.rows,
             failed_total=len(self.writer.failed),
             complete=complete,
+            compile_s=compile_s,
+            profile=profile,
         )
 
 
@@ -278,10 +290,13 @@ def prepare(
         "layout": spec.layout,
         "dtype": spec.dtype,
         "precision": precision_name(run.precision),
+        "weights_dtype": precision_name(run.weights_dtype),
         "tool_version": __version__,
         "format_version": FORMAT_VERSION,
         "complete": False,
     }
+    if output.part is not None:
+        settings["part"] = [output.part.index, output.part.count]
     writer, done = open_writer(
         output.path,
         output.format,
@@ -298,3 +313,13 @@ def prepare(
     return Extraction(
         weights, spec, output, run, settings, grid, writer, pending, len(images) - len(pending)
     )
+
+
+def to_storage(features: torch.Tensor, dtype: StorageDtype) -> torch.Tensor:  # TEMP shim
+    """TEMP: the old synchronous check, kept until tests/test_extract.py moves to forward."""
+    from sapiens2_cli.pipeline.forward import check_range
+    from sapiens2_cli.pipeline.forward import to_storage as _to_storage
+
+    stored, peak = _to_storage(features, dtype)
+    check_range(peak.item(), dtype)
+    return features if dtype == "float32" else stored

@@ -8,6 +8,8 @@ its batch, never a row.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ class Batch:
     original_size: np.ndarray  # (B, 2) int32, (height, width) after EXIF
     content_box: np.ndarray | None  # (B, 4) int32; letterbox only
     failures: list[tuple[str, str]]  # (path, one-line reason)
+    decode_s: float = 0.0  # seconds spent decoding this batch's images, in its worker
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread when feeding a GPU."""
@@ -41,14 +44,16 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[str, Decoded | str]:
-        path = self.paths[i]
+    def __getitem__(self, i: int) -> tuple[str, Decoded | str, float]:
+        """(path, the decoded image or a one-line reason, seconds it took)."""
+        path, start = self.paths[i], time.perf_counter()
         try:
-            return path, decode_image(path, self.size, self.resize)
+            result: Decoded | str = decode_image(path, self.size, self.resize)
         except ImageError as e:
-            return path, str(e)
+            result = str(e)
         except Exception as e:  # a decoder bug must cost one image, not the run
-            return path, f"unexpected {type(e).__name__} while decoding: {' '.join(str(e).split())}"
+            result = f"unexpected {type(e).__name__} while decoding: {' '.join(str(e).split())}"
+        return path, result, time.perf_counter() - start
 
 
 class _Collate:
@@ -57,8 +62,8 @@ class _Collate:
     def __init__(self, size: tuple[int, int], letterbox: bool) -> None:
         self.size, self.letterbox = size, letterbox
 
-    def __call__(self, items: list[tuple[str, Decoded | str]]) -> Batch:
-        good = [(p, d) for p, d in items if isinstance(d, Decoded)]
+    def __call__(self, items: list[tuple[str, Decoded | str, float]]) -> Batch:
+        good = [(p, d) for p, d, _ in items if isinstance(d, Decoded)]
         pixels = np.stack([d.pixels for _, d in good]) if good else np.empty((0, *self.size, 3))
         return Batch(
             paths=[p for p, _ in good],
@@ -69,8 +74,24 @@ class _Collate:
                 if self.letterbox
                 else None
             ),
-            failures=[(p, d) for p, d in items if isinstance(d, str)],
+            failures=[(p, d) for p, d, _ in items if isinstance(d, str)],
+            decode_s=sum(seconds for _, _, seconds in items),
         )
+
+
+def default_workers(device: torch.device) -> int:
+    """Decode processes when --workers is not given.
+
+    CPU: none. The forward already uses every core, so decode processes would only take
+    cycles from it (decoding is under 1 % of a CPU forward's time) and each costs a torch
+    import at start (1-2 s on two cores, measured in docs/performance.md). GPU: every core
+    but two (the loop and the writer thread), at most 32: decoding is then what keeps the
+    GPU fed, about 10-100 ms per image by JPEG size.
+    """
+    if device.type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(32, (cores or 1) - 2))
 
 
 def iter_batches(

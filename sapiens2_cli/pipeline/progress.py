@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
 
+from sapiens2_cli.pipeline.profile import describe as describe_profile
+
+_OPTIONAL = ("compile_s", "profile")  # left out of --json when not asked for
+
 
 @dataclass
 class Summary:
@@ -21,13 +25,16 @@ class Summary:
     rows: int  # rows in OUT now, this run's and earlier ones
     failed_total: int  # failure records in OUT now
     complete: bool  # every input has a row or a failure record
+    compile_s: float | None = None  # --compile: the warm-up compile (inside `seconds`)
+    profile: dict | None = None  # --profile: seconds per stage (pipeline/profile.py)
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict:
-        return {**asdict(self), "images_per_s": round(self.images_per_s, 3)}
+        data = {**asdict(self), "images_per_s": round(self.images_per_s, 3)}
+        return {k: v for k, v in data.items() if v is not None or k not in _OPTIONAL}
 
     def describe(self) -> str:
         """The summary lines shown on stderr."""
@@ -36,6 +43,10 @@ class Summary:
             f"already done, in {self.seconds:.1f} s ({self.images_per_s:.2f} images/s) "
             f"-> {self.output} ({self.rows} rows)"
         ]
+        if self.compile_s is not None:
+            lines.append(f"torch.compile warm-up took {self.compile_s:.1f} s of that")
+        if self.profile is not None:
+            lines.append(describe_profile(self.profile))
         if self.failed_total:
             where = "failed_paths/failed_errors" if self.format == "h5" else "manifest.json"
             lines.append(

@@ -1,0 +1,234 @@
+"""The device stage of extract: uint8 batches in, features in the storage dtype out.
+
+A batch is submitted, then collected later. On a GPU, `submit` only queues work: the
+upload on its own stream (pinned uint8, non-blocking), normalization, the backbone, token
+selection and the storage-dtype conversion on the compute stream, and the copy back on a
+third stream into pinned host memory; the loop submits the next batch before it collects
+this one, so the GPU always has a batch queued while the host waits, writes and decodes.
+On the CPU everything runs inside `submit`.
+
+The float16 range check costs no synchronisation of its own: the device computes the
+largest magnitude kept alongside the features, it comes back with them, and `result`
+checks it before the features are handed to the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from sapiens2_cli.device import autocast
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.model import normalize_pixels
+from sapiens2_cli.pipeline.profile import StageClock
+
+log = logging.getLogger(__name__)
+
+TokenMode = Literal["patch", "all", "cls", "mean"]
+Layout = Literal["tokens", "map"]
+StorageDtype = Literal["float16", "float32"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+_STORAGE = {"float16": torch.float16, "float32": torch.float32}
+
+
+def select_tokens(
+    outputs: list[torch.Tensor], tokens: TokenMode, layout: Layout, grid: tuple[int, int]
+) -> torch.Tensor:
+    """Block outputs, each (B, 9 + h*w, D), -> the kept features (B, n_layers, ...).
+
+    Stays in the outputs' dtype (no float32 copy of every layer; `mean` accumulates in
+    float32), so the storage conversion is the only cast.
+    """
+    x = torch.stack(outputs, dim=1)  # (B, L, 9 + h*w, D)
+    patches = x[:, :, x.shape[2] - grid[0] * grid[1] :]  # (B, L, h*w, D)
+    if tokens == "all":
+        return x
+    if tokens == "cls":
+        return x[:, :, 0]  # (B, L, D)
+    if tokens == "mean":
+        return patches.mean(dim=2, dtype=torch.float32)  # (B, L, D)
+    if layout == "map":
+        return patches.unflatten(2, grid).permute(0, 1, 4, 2, 3)  # (B, L, D, h, w)
+    return patches
+
+
+def to_storage(features: torch.Tensor, dtype: StorageDtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept features -> (contiguous features in the storage dtype, largest magnitude).
+
+    The largest magnitude is a float32 scalar on the features' device (NaN or inf if any
+    value is): `check_range` reads it once it is on the host.
+    """
+    peak = features.abs().amax().float()  # ()
+    return features.to(_STORAGE[dtype]).contiguous(), peak
+
+
+def check_range(peak: float, dtype: StorageDtype) -> None:
+    """Refuse features the storage dtype cannot hold, before anything is written."""
+    if not math.isfinite(peak):
+        raise Sapiens2Error(
+            "the model produced inf or NaN features: use --precision bf16 or --precision fp32"
+        )
+    if dtype == "float16" and peak > FLOAT16_MAX:
+        raise Sapiens2Error(
+            f"features reach {peak:.4g}, beyond float16's range (65504): rerun with "
+            "--dtype float32 (and --overwrite)"
+        )
+
+
+@dataclass
+class _Part:
+    """One chunk's features on their way to the host."""
+
+    features: torch.Tensor  # (k, n_layers, ...) storage dtype; pinned host memory on a GPU
+    peak: torch.Tensor  # () float32, beside the features
+    done: torch.cuda.Event | None  # the copy back has finished (GPU only)
+
+
+class Pending:
+    """Features of one batch, submitted to the device and not yet collected."""
+
+    def __init__(self, parts: list[_Part], dtype: StorageDtype, clock: StageClock) -> None:
+        self._parts, self._dtype, self._clock = parts, dtype, clock
+
+    def result(self) -> np.ndarray:
+        """Wait for the copy back, check the range, return (B, n_layers, ...) on the host."""
+        with self._clock.host("device_wait"):
+            for part in self._parts:
+                if part.done is not None:
+                    part.done.synchronize()
+        for part in self._parts:
+            check_range(part.peak.item(), self._dtype)
+        arrays = [part.features.numpy() for part in self._parts]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+class DeviceModel:
+    """Runs the backbone on uint8 batches, halving the batch if CUDA runs out of memory.
+
+    With `compile`, the device work (normalize to storage conversion) is one
+    `torch.compile(dynamic=False)` graph at a fixed batch shape: a short last batch is
+    padded with copies of its last image and the extra rows dropped, so it never
+    recompiles. `reduce-overhead` adds CUDA graphs for that shape.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        layers: tuple[int, ...],
+        tokens: TokenMode,
+        layout: Layout,
+        dtype: StorageDtype,
+        grid: tuple[int, int],
+        device: torch.device,
+        precision: torch.dtype,
+        batch_size: int,
+        compile: CompileMode | None = None,
+        clock: StageClock | None = None,
+    ) -> None:
+        self.model, self.layers, self.tokens, self.layout = model, list(layers), tokens, layout
+        self.dtype, self.grid, self.device, self.precision = dtype, grid, device, precision
+        self.batch_size = batch_size  # the compiled shape; shrinks if CUDA runs out of memory
+        self.clock = clock or StageClock(device)
+        self.chunk: int | None = None  # largest batch that fits, once one did not
+        cuda = device.type == "cuda"
+        self.compute_stream = torch.cuda.current_stream(device) if cuda else None
+        self.upload_stream = torch.cuda.Stream(device) if cuda else None
+        self.download_stream = torch.cuda.Stream(device) if cuda else None
+        self.compiled = compile is not None
+        self.cuda_graphs = compile in ("reduce-overhead", "max-autotune") and cuda
+        self._features = self._device_features
+        if compile is not None:
+            # Inductor would otherwise keep bf16 intermediates (RoPE) in float32 registers,
+            # moving features by ~4e-2; emulating the casts keeps eager's rounding.
+            options = torch._inductor.list_mode_options(compile) | {"emulate_precision_casts": True}
+            self._features = torch.compile(self._device_features, dynamic=False, options=options)
+
+    def warm_up(self, size: tuple[int, int]) -> float:
+        """Compile for the batch shape on a blank batch; returns seconds (sync included)."""
+        start = time.perf_counter()
+        blank = torch.zeros(self.batch_size, *size, 3, dtype=torch.uint8)
+        self.submit(blank).result()
+        return time.perf_counter() - start
+
+    def submit(self, pixels: torch.Tensor) -> Pending:
+        """Queue a (B, H, W, 3) uint8 batch; `.result()` gives its features on the host."""
+        parts, start = [], 0
+        while start < len(pixels):
+            chunk = self.chunk or self.batch_size
+            try:
+                parts.append(self._submit(pixels[start : start + chunk], chunk))
+            except torch.OutOfMemoryError:
+                if chunk == 1:
+                    raise Sapiens2Error(
+                        "CUDA ran out of memory on a single image: use a smaller --size, "
+                        "a smaller --arch or --precision bf16"
+                    ) from None
+                if self.chunk is None:
+                    log.warning(
+                        "CUDA ran out of memory at batch size %d: going on with %d "
+                        "(and smaller if needed)",
+                        chunk,
+                        chunk // 2,
+                    )
+                self.chunk = chunk // 2
+                torch.cuda.empty_cache()
+                continue
+            start += chunk
+        return Pending(parts, self.dtype, self.clock)
+
+    def _submit(self, pixels: torch.Tensor, shape: int) -> _Part:
+        clock, n = self.clock, len(pixels)
+        with _on(self.upload_stream):
+            begin = clock.mark(self.upload_stream)
+            x = pixels.to(self.device, non_blocking=True)  # (n, H, W, 3) uint8
+            clock.span("upload", begin, clock.mark(self.upload_stream))
+        if self.compute_stream is not None:
+            self.compute_stream.wait_stream(self.upload_stream)
+            x.record_stream(self.compute_stream)
+        begin = clock.mark(self.compute_stream)
+        if self.compiled and n < shape:  # one graph shape: pad with the last image
+            x = torch.cat((x, x[-1:].expand(shape - n, *x.shape[1:])))
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with torch.inference_mode():
+            features, peak = self._features(x)
+            if self.cuda_graphs:  # the next replay reuses the graph's output memory
+                features, peak = features.clone(), peak.clone()
+        features = features[:n]
+        clock.span("forward", begin, clock.mark(self.compute_stream))
+        if self.download_stream is None:
+            return _Part(features, peak, None)
+        self.download_stream.wait_stream(self.compute_stream)
+        with torch.cuda.stream(self.download_stream):
+            begin = clock.mark(self.download_stream)
+            host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+            host.copy_(features, non_blocking=True)
+            host_peak = torch.empty((), dtype=peak.dtype, pin_memory=True)
+            host_peak.copy_(peak, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self.download_stream)
+            clock.span("download", begin, clock.mark(self.download_stream))
+        features.record_stream(self.download_stream)
+        peak.record_stream(self.download_stream)
+        return _Part(host, host_peak, done)
+
+    def _device_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H, W, 3) uint8 on the device -> (features in the storage dtype, peak)."""
+        with autocast(self.device, self.precision):
+            x = normalize_pixels(pixels.permute(0, 3, 1, 2))  # (B, 3, H, W)
+            outputs = self.model.forward_layers(x, self.layers)
+            kept = select_tokens(outputs, self.tokens, self.layout, self.grid)
+        return to_storage(kept, self.dtype)
+
+
+def _on(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()

@@ -1,0 +1,229 @@
+"""The device stage of extract (pipeline/forward.py) and the stage profile, on the tiny
+weights: exactness against the model run directly, bf16 weights within tolerance, the
+range check, torch.compile without recompiles, fused GQA attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from extract_helpers import TINY, quiet_machine
+from hostile_corpus import DATA
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
+from sapiens2_cli.pipeline.decode import decode_image
+from sapiens2_cli.pipeline.extract import FeatureSpec, OutputSpec, RunOptions, prepare
+from sapiens2_cli.pipeline.forward import (
+    DeviceModel,
+    check_range,
+    select_tokens,
+    to_storage,
+)
+from sapiens2_cli.pipeline.profile import STAGES
+from sapiens2_cli.pipeline.sources import list_images
+from sapiens2_cli.pipeline.weights import resolve_weights
+
+SIZE = (64, 48)
+GRID = (4, 3)
+PHOTOS = sorted(str(p) for p in DATA.iterdir() if p.suffix in {".jpg", ".png"})
+#: The tolerance held for bf16 weights against float32 ones: per-image cosine similarity
+#: of the kept features (docs/performance.md, "bf16 weights").
+BF16_MIN_COSINE = 0.999
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
+        yield
+
+
+def _photos(size=SIZE) -> torch.Tensor:
+    """The test photos decoded as extract decodes them, (B, H, W, 3) uint8."""
+    return torch.stack([torch.from_numpy(decode_image(p, size).pixels.copy()) for p in PHOTOS])
+
+
+def _device_model(
+    model, batch_size: int, device="cpu", precision=torch.float32, grid=GRID, **kw
+) -> DeviceModel:
+    options = {"layers": (8, 17), "tokens": "patch", "layout": "tokens", "dtype": "float32"}
+    return DeviceModel(
+        model,
+        **(options | kw),
+        grid=grid,
+        device=torch.device(device),
+        precision=precision,
+        batch_size=batch_size,
+    )
+
+
+def _reference(pixels: torch.Tensor, layers=(8, 17)) -> np.ndarray:
+    """The model run directly in float32: (B, n_layers, h*w, D)."""
+    model = load_backbone(TINY)
+    with torch.inference_mode():
+        outputs = model.forward_layers(normalize_pixels(pixels.permute(0, 3, 1, 2)), layers)
+    return torch.stack(outputs, dim=1)[:, :, 9:].numpy()
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+    """Per-image cosine similarity of two (B, ...) feature arrays."""
+    a, b = torch.from_numpy(a).float().flatten(1), torch.from_numpy(b).float().flatten(1)
+    return F.cosine_similarity(a, b, dim=1)
+
+
+def test_features_equal_the_model_run_directly_with_a_short_last_chunk():
+    pixels = _photos()
+    device = _device_model(load_backbone(TINY), batch_size=3)
+    got = np.concatenate([device.submit(pixels[:3]).result(), device.submit(pixels[3:]).result()])
+    np.testing.assert_allclose(got, _reference(pixels), rtol=0, atol=1e-5)
+
+
+def test_bf16_weights_stay_within_the_cosine_tolerance_on_photos():
+    pixels = _photos((128, 96))
+    reference = _device_model(load_backbone(TINY), 4, grid=(8, 6))
+    bf16 = _device_model(
+        load_backbone(TINY, dtype=torch.bfloat16), 4, precision=torch.bfloat16, grid=(8, 6)
+    )
+    want, got = reference.submit(pixels).result(), bf16.submit(pixels).result()
+    cosine = _cosines(got, want)
+    assert cosine.min() >= BF16_MIN_COSINE, cosine
+
+
+def test_token_selection_keeps_the_compute_dtype():
+    outputs = [torch.randn(2, 9 + 12, 8, dtype=torch.bfloat16) for _ in range(3)]
+    assert select_tokens(outputs, "patch", "tokens", GRID).dtype == torch.bfloat16
+    assert select_tokens(outputs, "patch", "map", GRID).shape == (2, 3, 8, 4, 3)
+    mean = select_tokens(outputs, "mean", "tokens", GRID)
+    assert mean.dtype == torch.float32  # accumulated in float32
+    want = torch.stack(outputs, 1)[:, :, 9:].float().mean(2)
+    torch.testing.assert_close(mean, want)
+
+
+def test_float16_overflow_and_nan_are_errors_naming_the_fix():
+    stored, peak = to_storage(torch.tensor([[1.0, 7e4]]), "float16")
+    assert stored.dtype == torch.float16
+    assert peak.item() == 7e4
+    with pytest.raises(Sapiens2Error, match="--dtype float32"):
+        check_range(peak.item(), "float16")
+    check_range(peak.item(), "float32")
+    for bad in (float("nan"), float("inf")):
+        _, peak = to_storage(torch.tensor([1.0, bad]), "float32")
+        with pytest.raises(Sapiens2Error, match="--precision"):
+            check_range(peak.item(), "float32")
+
+
+def test_map_layout_comes_back_contiguous():
+    device = _device_model(load_backbone(TINY), 4, layout="map")
+    got = device.submit(_photos()).result()
+    assert got.shape == (4, 2, 32, 4, 3) and got.flags.c_contiguous
+
+
+def test_grouped_query_attention_runs_a_fused_kernel_without_repeating_heads():
+    block = load_backbone(TINY).blocks[8]
+    assert block.attn.num_kv_heads < block.attn.num_heads
+    x = torch.randn(1, 9 + 12, 32)
+    with torch.profiler.profile() as prof, torch.inference_mode():
+        block(x, (torch.zeros(12, 16, dtype=torch.bfloat16),) * 2)
+    ops = {e.name for e in prof.events()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
+    assert not ops & {"aten::repeat_interleave", "aten::repeat", "aten::_unsafe_index"}, ops
+
+
+def test_profile_reports_every_stage_through_the_real_pipeline(tmp_path):
+    summary = _extract(tmp_path / "on.h5", profile=True)
+    profile = summary.profile
+    assert set(profile["stages_s"]) == set(STAGES)
+    assert profile["images"] == len(PHOTOS)
+    assert profile["stages_s"]["decode"] > 0 and profile["stages_s"]["forward"] > 0
+    assert 0 <= profile["device_idle_share"] <= 1
+    assert summary.to_json()["profile"] == profile
+    off = _extract(tmp_path / "off.h5", profile=False)
+    assert off.profile is None and "profile" not in off.to_json()
+
+
+def test_batch_size_auto_runs_on_the_cpu(tmp_path):
+    assert _extract(tmp_path / "auto.h5", batch_size=None).images == len(PHOTOS)
+
+
+def _extract(out: Path, **run):
+    options = {"batch_size": 3, "workers": 0} | run
+    return prepare(
+        list_images([str(DATA)]),
+        resolve_weights(None, TINY),
+        FeatureSpec(size=SIZE),
+        OutputSpec(out, "h5"),
+        RunOptions(torch.device("cpu"), torch.float32, **options),
+    ).run(progress=False)
+
+
+@pytest.mark.slow
+def test_compile_pads_the_last_batch_instead_of_recompiling():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    pixels = _photos()
+    device = _device_model(load_backbone(TINY), batch_size=3, compile="default")
+    device.warm_up(SIZE)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got = np.concatenate(
+            [device.submit(pixels[:3]).result(), device.submit(pixels[3:]).result()]
+        )
+    assert got.shape == (4, 2, 12, 32)
+    cosine = _cosines(got, _reference(pixels))
+    assert cosine.min() >= 0.99999, cosine
+
+
+requires_cuda = pytest.mark.gpu
+
+
+@requires_cuda
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_zoo_attention_shape_has_a_fused_bf16_kernel_on_the_gpu(arch):
+    """No math fallback (which would materialise the N x N scores and repeat kv heads)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    config = get_config(arch)
+    n, dh = config.num_tokens(*config.image_size), config.head_dim
+    for kv in sorted(set(config.block_kv_heads())):
+        q = torch.randn(2, config.num_heads, n, dh, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(2, kv, n, dh, device="cuda", dtype=torch.bfloat16)
+        with sdpa_kernel(fused):
+            F.scaled_dot_product_attention(q, k, k, enable_gqa=kv != config.num_heads)
+
+
+@requires_cuda
+def test_the_gpu_path_matches_the_cpu_one_and_overlaps_copies():
+    pixels = _photos()
+    cpu = _device_model(load_backbone(TINY), 3).submit(pixels).result()
+    gpu_model = load_backbone(TINY, device="cuda")
+    device = _device_model(gpu_model, 3, device="cuda")
+    jobs = [device.submit(pixels[:3].pin_memory()), device.submit(pixels[3:].pin_memory())]
+    got = np.concatenate([job.result() for job in jobs])
+    np.testing.assert_allclose(got, cpu, rtol=0, atol=1e-4)
+
+
+@requires_cuda
+def test_bf16_weights_on_the_gpu_stay_within_the_cosine_tolerance():
+    pixels = _photos((128, 96))
+    want = _device_model(load_backbone(TINY, device="cuda"), 4, "cuda", grid=(8, 6))
+    bf16 = load_backbone(TINY, device="cuda", dtype=torch.bfloat16)
+    got = _device_model(bf16, 4, "cuda", torch.bfloat16, grid=(8, 6))
+    cosine = _cosines(got.submit(pixels).result(), want.submit(pixels).result())
+    assert cosine.min() >= BF16_MIN_COSINE, cosine
+
+
+@requires_cuda
+@pytest.mark.slow
+def test_cuda_graphs_through_reduce_overhead_give_the_eager_features():
+    pixels = _photos()
+    eager = _device_model(load_backbone(TINY, device="cuda"), 3, "cuda")
+    graphs = _device_model(load_backbone(TINY, device="cuda"), 3, "cuda", compile="reduce-overhead")
+    graphs.warm_up(SIZE)
+    jobs = [graphs.submit(pixels[:3]), graphs.submit(pixels[3:])]  # two replays in flight
+    got = np.concatenate([job.result() for job in jobs])
+    want = np.concatenate([eager.submit(pixels[:3]).result(), eager.submit(pixels[3:]).result()])
+    assert _cosines(got, want).min() >= 0.99999
