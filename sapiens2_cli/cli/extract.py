@@ -23,6 +23,7 @@ from sapiens2_cli.cli.options import (
 from sapiens2_cli.device import resolve_device, resolve_precision
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ResizeMode
+from sapiens2_cli.pipeline.distributed import RankGroup, Ranks
 from sapiens2_cli.pipeline.extract import (
     FeatureSpec,
     Interrupted,
@@ -33,10 +34,12 @@ from sapiens2_cli.pipeline.extract import (
     TokenMode,
     prepare,
 )
+from sapiens2_cli.pipeline.parts import PartJob, parse_shard
 from sapiens2_cli.pipeline.progress import Summary
 from sapiens2_cli.pipeline.sources import list_images
 from sapiens2_cli.pipeline.weights import resolve_weights
 from sapiens2_cli.writers import check_output_path, infer_format
+from sapiens2_cli.writers.merge import merge_mode
 
 COMPRESSIONS = ("gzip", "lzf")
 
@@ -124,6 +127,21 @@ def extract_command(
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace OUT instead of resuming it.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="I/N: write only part I (from 0) of N, beside OUT, for job arrays; join the "
+            "parts with `sapiens2 merge` (docs/scaling.md).",
+            show_default=False,
+        ),
+    ] = None,
+    merge: Annotated[
+        str,
+        typer.Option(
+            help="Under torchrun, how rank 0 joins the ranks' parts into OUT: virtual (no "
+            "copy of the features) or copy (one self-contained OUT).",
+        ),
+    ] = "virtual",
     retry_failed: Annotated[
         bool,
         typer.Option(
@@ -150,7 +168,8 @@ def extract_command(
             raise Sapiens2Error("--compression applies to HDF5 output only: drop it or use -o x.h5")
     if rows_per_shard is not None:
         _positive("--rows-per-shard", rows_per_shard, 1)
-    run_device = resolve_device(device)
+    ranks = Ranks.from_env()
+    run_device = ranks.pin(resolve_device(device))
     run = RunOptions(
         device=run_device,
         precision=resolve_precision(precision, run_device),
@@ -158,20 +177,29 @@ def extract_command(
         workers=_positive("--workers", workers, 0),
     )
     out = OutputSpec(output, fmt, overwrite, compression, rows_per_shard, retry_failed)
-    images = list_images(inputs or [], files_from or [], sys.stdin)
-    check_output_path(output, fmt, overwrite)
-    extraction = prepare(images, resolve_weights(arch, checkpoint), spec, out, run)
-    try:
-        summary = extraction.run(progress=not quiet)
-    except Interrupted as stop:
-        _report(stop.summary, as_json, quiet)
-        typer.echo(
-            f"interrupted: {stop.summary.rows} rows are safe in {output}; run the same "
-            "command again to resume",
-            err=True,
+    with RankGroup(ranks, run_device) as group:
+        job = PartJob.plan(group, out, shard and parse_shard(shard), merge_mode(merge))
+        images = group.first(lambda: list_images(inputs or [], files_from or [], sys.stdin))
+        check_output_path(job.output.path, fmt, overwrite)
+        extraction = prepare(
+            job.take(images), resolve_weights(arch, checkpoint), spec, job.output, run
         )
-        raise typer.Exit(130) from None
-    _report(summary, as_json, quiet)
+        bar = group.progress(len(extraction.pending), not quiet)
+        try:
+            summary = extraction.run(bar=bar)
+        except Interrupted as stop:
+            _report(stop.summary, as_json, quiet)
+            typer.echo(
+                f"interrupted: {stop.summary.rows} rows are safe in {stop.summary.output}; run "
+                "the same command again to resume",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+        summary = job.finish(summary)
+    if summary is not None:
+        _report(summary, as_json, quiet)
+        if job.next_step() and not quiet:
+            typer.echo(job.next_step(), err=True)
 
 
 def _report(summary: Summary, as_json: bool, quiet: bool) -> None:

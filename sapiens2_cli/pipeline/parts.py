@@ -1,0 +1,117 @@
+"""One extract job in parts: which part this process writes, its share of the images, and,
+under torchrun, the join into OUT once every rank is done.
+
+An image's part is fixed by a hash of its path (crc32 of the UTF-8 bytes: the same on every
+machine and Python), not by its position in the list. Images added to a folder later move
+no image to another part, so resuming a part never meets an image that another part holds,
+and each part resumes exactly as a single run does.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, replace
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.distributed import RankGroup
+from sapiens2_cli.pipeline.extract import OutputSpec
+from sapiens2_cli.pipeline.progress import Summary
+from sapiens2_cli.writers import check_output_path
+from sapiens2_cli.writers.merge import (
+    MergeMode,
+    Part,
+    check_join_target,
+    check_split,
+    merge_outputs,
+    parts_folder,
+)
+
+
+def parse_shard(text: str) -> Part:
+    """'1/4' -> part 1 of 4 (counting from 0, as SLURM array indices do)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise Sapiens2Error(f"--shard {text!r} is not I/N: write it like 0/4 (part 0 of 4)")
+    return Part(int(match[1]), int(match[2]))
+
+
+def part_index(path: str, count: int) -> int:
+    """The part, of `count`, that an image belongs to."""
+    return zlib.crc32(path.encode("utf-8", "surrogateescape")) % count
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """What this process writes (OUT itself, or one part of it) and what it does at the end."""
+
+    group: RankGroup
+    target: OutputSpec  # OUT, as given
+    output: OutputSpec  # what this process writes: OUT, or its part beside OUT
+    part: Part | None
+    merge: MergeMode
+    joins: bool  # rank 0 of a torchrun job without --shard joins the parts into OUT
+
+    @classmethod
+    def plan(
+        cls, group: RankGroup, out: OutputSpec, shard: Part | None, merge: MergeMode
+    ) -> PartJob:
+        """This process's part: its --shard, its torchrun rank's, or both nested (rank r of
+        W in shard i of N writes part i*W + r of N*W); checks what lies beside OUT."""
+        ranks = group.ranks
+        part = shard
+        if ranks.distributed:
+            outer = shard or Part(0, 1)
+            part = Part(outer.index * ranks.world + ranks.rank, outer.count * ranks.world)
+        if part is None:
+            return cls(group, out, out, None, merge, joins=False)
+        joins = ranks.distributed and shard is None
+        check_split(out.path, part.count, out.overwrite, remove=part.index == 0)
+        if joins:
+            check_output_path(out.path, out.format, out.overwrite)
+            check_join_target(out.path, out.overwrite)
+        output = replace(out, path=part.path(out.path, out.format), part=part)
+        return cls(group, out, output, part, merge, joins)
+
+    def take(self, images: list[str]) -> list[str]:
+        """This part's images, in the listing's order."""
+        if self.part is None:
+            return images
+        count, index = self.part.count, self.part.index
+        return [p for p in images if part_index(p, count) == index]
+
+    def finish(self, summary: Summary) -> Summary | None:
+        """Every rank's counts summed, after rank 0 joined the parts into OUT (torchrun);
+        None on the ranks that do not report."""
+        if not self.group.ranks.distributed:
+            return summary
+        self.group.wait()
+        every = self.group.gather(summary)
+        if not self.group.leader:
+            return None
+        total = replace(
+            summary,
+            images=sum(s.images for s in every),
+            failed=sum(s.failed for s in every),
+            skipped=sum(s.skipped for s in every),
+            seconds=max(s.seconds for s in every),
+            output=str(parts_folder(self.target.path)),
+            rows=sum(s.rows for s in every),
+            failed_total=sum(s.failed_total for s in every),
+            complete=all(s.complete for s in every),
+        )
+        if not self.joins:
+            return total
+        count = self.part.count
+        parts = [Part(k, count).path(self.target.path, self.target.format) for k in range(count)]
+        merged = merge_outputs(parts, self.target.path, self.merge)
+        return replace(total, output=str(merged.output), rows=merged.rows)
+
+    def next_step(self) -> str | None:
+        """What to run once this process's part is done, when no rank joins it."""
+        if self.part is None or self.joins:
+            return None
+        return (
+            f"{self.part} is done; once every part is, join them: sapiens2 merge "
+            f"-o {self.target.path}"
+        )
