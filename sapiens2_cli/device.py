@@ -50,6 +50,29 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISION_DTYPES[precision]
 
 
+def resolve_weights_dtype(spec: str, precision: torch.dtype) -> torch.dtype:
+    """Dtype the weights are loaded in, for compute dtype `precision`.
+
+    'auto' is bf16 when computing in bf16: half the memory of float32 weights and no
+    per-step cast under autocast, with features within the tolerance held for it (cosine
+    >= 0.999 per image against float32 weights, tests/test_forward.py). Otherwise float32
+    (fp16 weights would also put the residual stream in fp16, where it can overflow).
+    An explicit dtype must be float32 or the compute dtype.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.bfloat16 if precision == torch.bfloat16 else torch.float32
+    if spec not in PRECISION_DTYPES:
+        raise Sapiens2Error(f"unknown weights dtype '{spec}': use auto, fp32, bf16 or fp16")
+    dtype = PRECISION_DTYPES[spec]
+    if dtype not in (torch.float32, precision):
+        raise Sapiens2Error(
+            f"--weights-dtype {spec} with --precision {precision_name(precision)}: weights are "
+            "float32 or in the compute precision; use --weights-dtype fp32 or auto"
+        )
+    return dtype
+
+
 def precision_name(dtype: torch.dtype) -> str:
     return next(name for name, d in PRECISION_DTYPES.items() if d == dtype)
 

@@ -87,7 +87,8 @@ def test_human_output_states_the_flop_convention():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--batch-size", "0"], "neither a positive number nor auto"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "many"], "neither a positive number nor auto"),
         (["--size", "100x100"], "not a positive multiple of 16"),
         (["--precision", "fp8"], "unknown precision"),
         (["--steps", "0"], "--steps must be at least 1"),

@@ -4,13 +4,14 @@ range check, torch.compile without recompiles, fused GQA attention."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from extract_helpers import TINY, quiet_machine
+from extract_helpers import FAST, TINY, extract, quiet_machine
 from hostile_corpus import DATA
 
 from sapiens2_cli.errors import Sapiens2Error
@@ -26,6 +27,7 @@ from sapiens2_cli.pipeline.forward import (
 from sapiens2_cli.pipeline.profile import STAGES
 from sapiens2_cli.pipeline.sources import list_images
 from sapiens2_cli.pipeline.weights import resolve_weights
+from sapiens2_cli.writers import open_features
 
 SIZE = (64, 48)
 GRID = (4, 3)
@@ -159,20 +161,35 @@ def _extract(out: Path, **run):
     ).run(progress=False)
 
 
+def test_extract_profile_and_bf16_weights_from_the_command_line(tmp_path):
+    out = tmp_path / "f.h5"
+    flags = ["--precision", "bf16", "--batch-size", "auto", "--profile", "--json"]
+    result = extract(DATA, "-o", out, *FAST, *flags)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["images"] == len(PHOTOS) and "compile_s" not in summary
+    assert set(summary["profile"]["stages_s"]) == set(STAGES)
+    with open_features(out) as f:
+        assert (f.settings["precision"], f.settings["weights_dtype"]) == ("bf16", "bf16")
+    result = extract(DATA, "-o", tmp_path / "g.h5", *FAST, "--weights-dtype", "bf16")
+    assert "--weights-dtype fp32 or auto" in str(result.exception)
+
+
 @pytest.mark.slow
-def test_compile_pads_the_last_batch_instead_of_recompiling():
+def test_compile_pads_the_last_batch_instead_of_recompiling(tmp_path):
     import torch._dynamo
 
     torch._dynamo.reset()
-    pixels = _photos()
-    device = _device_model(load_backbone(TINY), batch_size=3, compile="default")
-    device.warm_up(SIZE)
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        got = np.concatenate(
-            [device.submit(pixels[:3]).result(), device.submit(pixels[3:]).result()]
-        )
-    assert got.shape == (4, 2, 12, 32)
-    cosine = _cosines(got, _reference(pixels))
+    out = tmp_path / "f.h5"
+    flags = ["--compile", "--batch-size", "3", "--layers", "8,17", "--dtype", "float32", "--json"]
+    with torch._dynamo.config.patch(error_on_recompile=True):  # 4 images: batches of 3 and 1
+        result = extract(*PHOTOS, "-o", out, *FAST, *flags)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["compile_s"] > 0
+    with open_features(out) as f:
+        got = f.read(slice(None))
+        order = [PHOTOS.index(p) for p in f.paths]
+    cosine = _cosines(got, _reference(_photos())[order])
     assert cosine.min() >= 0.99999, cosine
 
 

@@ -25,10 +25,10 @@ from sapiens2_cli.cli.options import (
     JsonOption,
     PrecisionOption,
     SizeOption,
+    parse_batch_size,
     parse_size,
 )
 from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
-from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import Sapiens2Config, build_backbone, get_config
 from sapiens2_cli.pipeline.profile import describe as describe_profile
 
@@ -101,7 +101,7 @@ def bench_command(
     }
     report = cost.as_dict() | {"flops_convention": FLOPS_CONVENTION}
     if not count_only:
-        batch = _batch_size(batch_size)
+        batch = parse_batch_size(batch_size)
         timing = _run(
             config, (height, width), target, dtype, batch, steps, warmup, compile, pipeline
         )
@@ -135,15 +135,6 @@ def bench_command(
         typer.echo(json.dumps(report))
     else:
         _print(report)
-
-
-def _batch_size(text: str) -> int | None:
-    """A positive count, or None for auto."""
-    if text.strip().lower() == "auto":
-        return None
-    if text.strip().isdigit() and int(text) > 0:
-        return int(text)
-    raise Sapiens2Error(f"--batch-size {text!r} is neither a positive number nor auto")
 
 
 def _run(

@@ -18,13 +18,15 @@ from sapiens2_cli.cli.options import (
     PrecisionOption,
     QuietOption,
     SizeOption,
+    parse_batch_size,
     parse_size,
 )
-from sapiens2_cli.device import resolve_device, resolve_precision
+from sapiens2_cli.device import resolve_device, resolve_precision, resolve_weights_dtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ResizeMode
 from sapiens2_cli.pipeline.distributed import RankGroup, Ranks
 from sapiens2_cli.pipeline.extract import (
+    CompileMode,
     FeatureSpec,
     Interrupted,
     Layout,
@@ -120,12 +122,46 @@ def extract_command(
         int | None,
         typer.Option(help="npy only: rows per shard (default: about 256 MiB of features)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            help="Images per forward pass, or auto: the largest of 256, 128, ... that fits "
+            "in GPU memory (1 on CPU)."
+        ),
+    ] = "8",
     workers: Annotated[
-        int, typer.Option(help="Decode processes (0: decode in the main process).")
-    ] = 2,
+        int | None,
+        typer.Option(
+            help="Decode processes; 0 decodes in the main process (default: 0 on CPU, "
+            "where the forward uses every core; all cores but two with a GPU).",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
+    weights_dtype: Annotated[
+        str,
+        typer.Option(
+            help="auto, fp32, bf16 or fp16: the dtype the weights are loaded in (auto: bf16 "
+            "under bf16 precision, else fp32; fp32 keeps them float32 under autocast)."
+        ),
+    ] = "auto",
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile", help="torch.compile the forward (compile time shown apart; slow start)."
+        ),
+    ] = False,
+    compile_mode: Annotated[
+        str,
+        typer.Option(
+            help="With --compile: default, reduce-overhead (adds CUDA graphs) or max-autotune."
+        ),
+    ] = "default",
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="Time each stage and show where the time went."),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT instead of resuming it.")] = False,
     shard: Annotated[
         str | None,
@@ -170,11 +206,16 @@ def extract_command(
         _positive("--rows-per-shard", rows_per_shard, 1)
     ranks = Ranks.from_env()
     run_device = ranks.pin(resolve_device(device))
+    compute = resolve_precision(precision, run_device)
+    compile_as = _choice("--compile-mode", compile_mode, get_args(CompileMode)) if compile else None
     run = RunOptions(
         device=run_device,
-        precision=resolve_precision(precision, run_device),
-        batch_size=_positive("--batch-size", batch_size, 1),
-        workers=_positive("--workers", workers, 0),
+        precision=compute,
+        batch_size=parse_batch_size(batch_size),
+        workers=None if workers is None else _positive("--workers", workers, 0),
+        weights_dtype=resolve_weights_dtype(weights_dtype, compute),
+        compile=compile_as,  # type: ignore[arg-type]
+        profile=profile,
     )
     out = OutputSpec(output, fmt, overwrite, compression, rows_per_shard, retry_failed)
     with RankGroup(ranks, run_device) as group:

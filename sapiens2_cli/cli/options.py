@@ -53,3 +53,14 @@ def parse_size(text: str) -> tuple[int, int]:
     if not match:
         raise Sapiens2Error(f"--size {text!r} is not HxW: write it like 1024x768")
     return int(match[1]), int(match[2])
+
+
+def parse_batch_size(text: str) -> int | None:
+    """A positive count, or None for auto (the largest that fits in GPU memory)."""
+    if text.strip().lower() == "auto":
+        return None
+    if not text.strip().isdigit():
+        raise Sapiens2Error(f"--batch-size {text!r} is neither a positive number nor auto")
+    if int(text) < 1:
+        raise Sapiens2Error(f"--batch-size must be at least 1 (or auto), not {int(text)}")
+    return int(text)
