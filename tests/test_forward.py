@@ -150,14 +150,14 @@ def test_batch_size_auto_runs_on_the_cpu(tmp_path):
     assert _extract(tmp_path / "auto.h5", batch_size=None).images == len(PHOTOS)
 
 
-def _extract(out: Path, **run):
+def _extract(out: Path, device: str = "cpu", **run):
     options = {"batch_size": 3, "workers": 0} | run
     return prepare(
         list_images([str(DATA)]),
         resolve_weights(None, TINY),
         FeatureSpec(size=SIZE),
         OutputSpec(out, "h5"),
-        RunOptions(torch.device("cpu"), torch.float32, **options),
+        RunOptions(torch.device(device), torch.float32, **options),
     ).run(progress=False)
 
 
@@ -213,7 +213,7 @@ def test_every_zoo_attention_shape_has_a_fused_bf16_kernel_on_the_gpu(arch):
 
 
 @requires_cuda
-def test_the_gpu_path_matches_the_cpu_one_and_overlaps_copies():
+def test_the_gpu_path_with_side_streams_matches_the_cpu_one():
     pixels = _photos()
     cpu = _device_model(load_backbone(TINY), 3).submit(pixels).result()
     gpu_model = load_backbone(TINY, device="cuda")
@@ -244,3 +244,12 @@ def test_cuda_graphs_through_reduce_overhead_give_the_eager_features():
     got = np.concatenate([job.result() for job in jobs])
     want = np.concatenate([eager.submit(pixels[:3]).result(), eager.submit(pixels[3:]).result()])
     assert _cosines(got, want).min() >= 0.99999
+
+
+@requires_cuda
+def test_extract_on_the_gpu_profiles_every_device_stage_with_an_auto_batch(tmp_path):
+    summary = _extract(tmp_path / "g.h5", "cuda", batch_size=None, workers=1, profile=True)
+    assert summary.images == len(PHOTOS)
+    stages = summary.profile["stages_s"]
+    assert stages["upload"] > 0 and stages["forward"] > 0 and stages["download"] > 0
+    assert 0 <= summary.profile["device_idle_share"] <= 1

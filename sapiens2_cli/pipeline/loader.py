@@ -94,6 +94,19 @@ def default_workers(device: torch.device) -> int:
     return max(1, min(32, (cores or 1) - 2))
 
 
+#: Decoded pixels the workers may hold ahead of the loop, across all of them.
+PREFETCH_BYTES = 4 << 30
+
+
+def _prefetch_factor(workers: int, batch_bytes: int) -> int:
+    """Batches each worker decodes ahead: 4, fewer when that would pass PREFETCH_BYTES.
+
+    Each worker decodes whole batches, so many workers with large batches (16 workers x
+    4 batches of 128 images at 1024x768 is 19 GB) would otherwise fill host memory.
+    """
+    return max(1, min(4, PREFETCH_BYTES // (workers * batch_bytes)))
+
+
 def iter_batches(
     paths: Sequence[str],
     size: tuple[int, int],
@@ -103,6 +116,7 @@ def iter_batches(
     pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Batches of `batch_size` consecutive paths (the last may be short), in order."""
+    batch_bytes = batch_size * size[0] * size[1] * 3
     loader = DataLoader(
         _Images(paths, size, resize),
         batch_size=batch_size,
@@ -110,6 +124,6 @@ def iter_batches(
         num_workers=workers,
         collate_fn=_Collate(size, resize == "letterbox"),
         pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=_prefetch_factor(workers, batch_bytes) if workers else None,
     )
     return iter(loader)
