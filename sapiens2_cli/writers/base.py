@@ -31,6 +31,11 @@ RESUME_KEYS: dict[str, str] = {
 }
 
 
+class OutputFull(OSError):
+    """No room for the next write, found before any of it was made: the output is as the
+    last commit left it and can still be closed normally."""
+
+
 @dataclass
 class RowBatch:
     """One batch on its way to disk: rows for the images that worked, reasons for the rest."""
@@ -75,13 +80,29 @@ class FeatureWriter(ABC):
     def __init__(self, path: Path, failed: dict[str, str]) -> None:
         self.path = path
         self.failed = dict(failed)
+        self.broken = False  # a write failed: nothing more is written (see close)
 
     def write(self, batch: RowBatch) -> None:
         """Append `batch`: its rows, and its failures (a path that now worked is cleared)."""
         for p in batch.paths:
             self.failed.pop(p, None)
         self.failed.update(batch.failures)
-        self._append(batch)
+        try:
+            self._append(batch)
+        except OutputFull:
+            raise
+        except BaseException:
+            self.broken = True
+            raise
+
+    def close(self, complete: bool) -> None:
+        """Make everything written so far durable and record whether the run is complete.
+
+        After a failed write this does nothing: the library may hold half-written state,
+        and the last commit on disk is what a rerun resumes from.
+        """
+        if not self.broken:
+            self._close(complete)
 
     @property
     @abstractmethod
@@ -92,5 +113,4 @@ class FeatureWriter(ABC):
     def _append(self, batch: RowBatch) -> None: ...
 
     @abstractmethod
-    def close(self, complete: bool) -> None:
-        """Make everything written so far durable and record whether the run is complete."""
+    def _close(self, complete: bool) -> None: ...

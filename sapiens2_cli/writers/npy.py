@@ -130,7 +130,7 @@ class NpyWriter(FeatureWriter):
         self._manifest["failed"] = [{"path": p, "error": e} for p, e in self.failed.items()]
         write_manifest(self.path, self._manifest)
 
-    def close(self, complete: bool) -> None:
+    def _close(self, complete: bool) -> None:
         pending = sum(map(len, self._pending))
         if pending:
             self._flush_shard(pending)
