@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,20 @@ if not any(c.name == "extract" for c in app.registered_commands):
     _register_commands()
 
 
+@contextlib.contextmanager
+def quiet_machine(monkeypatch, cache: Path) -> Iterator[None]:
+    """A private checkpoint-hash cache, and one torch thread: the tiny model is faster alone
+    than fighting other processes for two shared cores (subprocesses inherit it)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def extract(*args: str, stdin: str | None = None):
     """Run the command in this process; returns click's Result (exception kept, not raised)."""
     return CliRunner().invoke(app, ["extract", *map(str, args)], input=stdin)
@@ -30,14 +46,9 @@ def extract(*args: str, stdin: str | None = None):
 
 def extract_subprocess(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     """Start the real command line (for exit codes, signals and kills)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "sapiens2_cli", "extract", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-        **kw,
-    )
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
+    command = [sys.executable, "-m", "sapiens2_cli", "extract", *map(str, args)]
+    return subprocess.Popen(command, env={**os.environ, **(env or {})}, **options)
 
 
 _MODEL: dict = {}

@@ -17,6 +17,7 @@ from extract_helpers import (
     TINY,
     extract,
     extract_subprocess,
+    quiet_machine,
     reference_features,
 )
 from hostile_corpus import DATA, make_corpus
@@ -27,9 +28,10 @@ from sapiens2_cli.pipeline.extract import to_storage
 from sapiens2_cli.writers import open_features
 
 
-@pytest.fixture(autouse=True)
-def hash_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+@pytest.fixture(scope="module", autouse=True)
+def isolated(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
+        yield
 
 
 @pytest.fixture(scope="module")

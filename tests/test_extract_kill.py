@@ -1,0 +1,181 @@
+"""Nothing lost: kill -9 at several moments, Ctrl-C, and a full disk, for both formats.
+
+Each case runs the real command line in a subprocess, interrupts it, checks that OUT still
+reads, reruns the same command, and compares with an uninterrupted run: every image
+exactly once, features identical.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from extract_helpers import TINY, extract, extract_subprocess, quiet_machine
+from PIL import Image
+
+from sapiens2_cli.writers import open_features
+
+N_IMAGES = 150
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
+        yield
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("many") / "in"
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        h, w = rng.integers(24, 96, 2)
+        folder = root / f"part{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (h, w, 3), np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:03d}_é.png")
+    (root / "part0/broken.jpg").write_text("not an image")
+    return root
+
+
+def args_for(fmt: str, images, out) -> list:
+    extra = ["--rows-per-shard", "3"] if fmt == "npy" else []
+    return [
+        images, "-o", out, "--checkpoint", TINY, "--size", "64x48",
+        "--batch-size", "1", "--workers", "1", "-q", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(images, tmp_path_factory):
+    """Uninterrupted runs: {fmt: {path: features}}."""
+    refs = {}
+    for fmt in ("h5", "npy"):
+        out = tmp_path_factory.mktemp("ref") / ("f.h5" if fmt == "h5" else "f")
+        result = extract(*args_for(fmt, images, out))
+        assert result.exit_code == 0, result.output
+        refs[fmt] = as_dict(out)
+    return refs
+
+
+def as_dict(out) -> dict[str, np.ndarray]:
+    with open_features(out) as f:
+        assert len(set(f.paths)) == len(f.paths), "an image appears twice"
+        assert f.settings["complete"] is True
+        return dict(zip(f.paths, f.read(slice(None)), strict=True))
+
+
+def committed_rows(out) -> int:
+    """Rows a reader sees now (-1 while OUT is absent or mid-creation)."""
+    try:
+        with open_features(out) as f:
+            return len(f)
+    except Exception:
+        return -1
+
+
+def wait_for_rows(proc: subprocess.Popen, out, rows: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while committed_rows(out) < rows:
+        assert proc.poll() is None, "the run ended before the moment to interrupt it"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def finish_and_compare(fmt: str, images, out, reference) -> None:
+    result = extract(*args_for(fmt, images, out))
+    assert result.exit_code == 0, result.output
+    got = as_dict(out)
+    assert got.keys() == reference[fmt].keys()
+    for path, features in reference[fmt].items():
+        np.testing.assert_array_equal(got[path], features, err_msg=path)
+    with open_features(out) as f:
+        assert [p for p, _ in f.failed] == [str(images / "part0/broken.jpg")]
+
+
+@pytest.mark.parametrize("fmt", ["h5", "npy"])
+def test_kill_9_at_several_moments_then_resume(images, reference, tmp_path, fmt):
+    out = tmp_path / ("f.h5" if fmt == "h5" else "f")
+    rng = random.Random(fmt)
+    moments = [
+        ("during start-up", lambda proc: time.sleep(rng.uniform(0.2, 1.0))),
+        ("after the first commit", lambda proc: wait_for_rows(proc, out, 1)),
+        ("a third of the way", lambda proc: wait_for_rows(proc, out, N_IMAGES // 3)),
+        ("at a random moment", lambda proc: time.sleep(rng.uniform(0, 0.5))),
+        ("most of the way", lambda proc: wait_for_rows(proc, out, 3 * N_IMAGES // 4)),
+    ]
+    seen = []
+    for name, wait in moments:
+        proc = extract_subprocess(*args_for(fmt, images, out), stdout=subprocess.DEVNULL)
+        wait(proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        rows = committed_rows(out)
+        seen.append((name, rows))
+        if rows >= 0:  # OUT exists: it must read, with each image once
+            with open_features(out) as f:
+                assert len(set(f.paths)) == len(f.paths), name
+                f.read(slice(None))
+    assert max(rows for _, rows in seen) < N_IMAGES, f"never killed mid-run: {seen}"
+    finish_and_compare(fmt, images, out, reference)
+
+
+@pytest.mark.parametrize("fmt", ["h5", "npy"])
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(images, reference, tmp_path, fmt):
+    out = tmp_path / ("f.h5" if fmt == "h5" else "f")
+    proc = extract_subprocess(*args_for(fmt, images, out))
+    wait_for_rows(proc, out, 10)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+    with open_features(out) as f:
+        assert 10 <= len(f) < N_IMAGES and f.settings["complete"] is False
+    finish_and_compare(fmt, images, out, reference)
+
+
+@pytest.mark.parametrize(("fmt", "limit"), [("h5", 2**20 + 350_000), ("npy", 6_000)])
+def test_a_full_disk_stops_with_a_message_and_a_readable_output(
+    images, reference, tmp_path, fmt, limit
+):
+    """RLIMIT_FSIZE makes writes past `limit` bytes fail (EFBIG), as a full disk would.
+
+    Decoding stays in-process: the limit would also stop decode workers from handing
+    batches over through shared-memory files, which a full disk does not.
+    """
+    out = tmp_path / ("f.h5" if fmt == "h5" else "f")
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    args = [*args_for(fmt, images, out), "--workers", "0"]
+    proc = extract_subprocess(*args, preexec_fn=small_disk)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    assert stderr.startswith("error: writing") and "free space" in stderr
+    assert "Traceback" not in stderr
+    with open_features(out) as f:
+        assert 0 < len(f) < N_IMAGES and f.settings["complete"] is False
+        f.read(slice(None))
+    finish_and_compare(fmt, images, out, reference)
+
+
+def test_workers_are_gone_after_a_kill(images, tmp_path):
+    """Decode workers notice their parent died and exit, leaving no orphans behind."""
+    out = tmp_path / "f.h5"
+    proc = extract_subprocess(*args_for("h5", images, out), stdout=subprocess.DEVNULL)
+    wait_for_rows(proc, out, 1)
+    children = [int(p) for p in os.popen(f"pgrep -P {proc.pid}").read().split()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(f"/proc/{pid}") for pid in children):
+        assert time.monotonic() < deadline, "decode workers outlived the killed run"
+        time.sleep(0.2)
