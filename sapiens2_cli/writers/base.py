@@ -7,6 +7,7 @@ later `merge` all build on these pieces: a writer is told its path, never guesse
 
 from __future__ import annotations
 
+import fcntl
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sapiens2_cli.errors import Sapiens2Error
+
 FORMAT_VERSION = 1
+LOCK_NAME = "sapiens2.lock"  # inside an npy output folder
 
 #: Settings that change the numbers in `features`, with the flag that sets each: a run
 #: that resumes an existing output must agree on all of them.
@@ -68,6 +72,22 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lock_file(path: Path) -> int:
+    """An open descriptor holding an exclusive POSIX lock on `path`, so one writer at a time
+    appends to an output. The lock belongs to this process only (decode workers forked
+    later do not inherit it) and goes when the process does, however it ends."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        owner = path.parent if path.name == LOCK_NAME else path
+        raise Sapiens2Error(
+            f"{owner} is being written by another process: wait for it or choose another -o"
+        ) from None
+    return fd
 
 
 class FeatureWriter(ABC):

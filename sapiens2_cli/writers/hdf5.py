@@ -23,7 +23,6 @@ while after a kill -9).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import h5py
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers.base import FeatureWriter, OutputFull, RowBatch, fsync_dir
+from sapiens2_cli.writers.base import FeatureWriter, OutputFull, RowBatch, fsync_dir, lock_file
 
 ROW_DATASETS = ("features", "paths", "original_size", "content_box")
 META_CHUNK = 1024  # rows per chunk of the small per-row datasets
@@ -81,26 +80,12 @@ def _no_evictions(f: h5py.File) -> None:
     f.id.set_mdc_config(config)
 
 
-def _lock(path: Path) -> int:
-    """An exclusive POSIX lock on `path`, held by this process only (forks do not inherit
-    it) and released when it exits, however it exits."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise Sapiens2Error(
-            f"{path} is open for writing in another process: wait for it or choose another -o"
-        ) from None
-    return fd
-
-
 class H5Writer(FeatureWriter):
     """Appends rows to an HDF5 file; see the module docstring for the commit protocol."""
 
     def __init__(self, path: Path, failed: dict[str, str]) -> None:
         super().__init__(path, failed)
-        self._lock = _lock(path)
+        self._lock = lock_file(path)
         try:
             with h5py.File(path, "r", locking=False) as f:
                 self._rows = int(f.attrs["rows"])

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sapiens2_cli.writers.base import FORMAT_VERSION, FeatureWriter, RowBatch, fsync_dir
+from sapiens2_cli.writers.base import (
+    FORMAT_VERSION,
+    LOCK_NAME,
+    FeatureWriter,
+    RowBatch,
+    fsync_dir,
+    lock_file,
+)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "sapiens2-features-npy"
@@ -29,7 +36,7 @@ def default_shard_rows(row_bytes: int) -> int:
 
 def is_own_file(name: str) -> bool:
     """Files this writer makes inside OUT (the only ones --overwrite may delete)."""
-    return name == MANIFEST or name.startswith(("shard-", MANIFEST + "."))
+    return name in (MANIFEST, LOCK_NAME) or name.startswith(("shard-", MANIFEST + "."))
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -50,8 +57,9 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 class NpyWriter(FeatureWriter):
     """Appends rows as shards in a folder; see the module docstring for the commit protocol."""
 
-    def __init__(self, path: Path, manifest: dict, shard_rows: int) -> None:
+    def __init__(self, path: Path, manifest: dict, shard_rows: int, lock: int) -> None:
         super().__init__(path, {item["path"]: item["error"] for item in manifest["failed"]})
+        self._lock = lock
         self._manifest = manifest
         self._shard_rows = shard_rows
         self._pending: list[RowBatch] = []
@@ -61,6 +69,7 @@ class NpyWriter(FeatureWriter):
     def create(cls, path: Path, settings: dict, shard_rows: int) -> NpyWriter:
         """A new, empty output folder at `path`."""
         path.mkdir(parents=True, exist_ok=True)
+        lock = lock_file(path / LOCK_NAME)
         manifest = {
             "format": MANIFEST_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -70,13 +79,14 @@ class NpyWriter(FeatureWriter):
             "complete": False,
         }
         write_manifest(path, manifest)
-        return cls(path, manifest, shard_rows)
+        return cls(path, manifest, shard_rows, lock)
 
     @classmethod
     def resume(cls, path: Path, shard_rows: int) -> NpyWriter:
         """Reopen an existing output folder, removing files no manifest lists."""
+        lock = lock_file(path / LOCK_NAME)
         manifest = json.loads((path / MANIFEST).read_text())
-        listed = {MANIFEST} | {
+        listed = {MANIFEST, LOCK_NAME} | {
             name for shard in manifest["shards"] for key, name in shard.items() if key != "index"
         }
         for leftover in path.iterdir():
@@ -84,7 +94,7 @@ class NpyWriter(FeatureWriter):
                 leftover.unlink()
         manifest["complete"] = manifest["settings"]["complete"] = False
         write_manifest(path, manifest)
-        return cls(path, manifest, shard_rows)
+        return cls(path, manifest, shard_rows, lock)
 
     @property
     def rows(self) -> int:
@@ -131,11 +141,14 @@ class NpyWriter(FeatureWriter):
         write_manifest(self.path, self._manifest)
 
     def _close(self, complete: bool) -> None:
-        pending = sum(map(len, self._pending))
-        if pending:
-            self._flush_shard(pending)
-        self._manifest["complete"] = self._manifest["settings"]["complete"] = complete
-        self._write_manifest()
+        try:
+            pending = sum(map(len, self._pending))
+            if pending:
+                self._flush_shard(pending)
+            self._manifest["complete"] = self._manifest["settings"]["complete"] = complete
+            self._write_manifest()
+        finally:
+            os.close(self._lock)
 
 
 def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
