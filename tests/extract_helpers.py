@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from sapiens2_cli.cli import _register_commands, app
 from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
+from sapiens2_cli.writers import open_features
 
 GOLDEN = Path(__file__).parent / "golden"
 TINY = GOLDEN / "tiny_weights.safetensors"
@@ -49,6 +51,24 @@ def extract_subprocess(*args: str, env: dict | None = None, **kw) -> subprocess.
     options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
     command = [sys.executable, "-m", "sapiens2_cli", "extract", *map(str, args)]
     return subprocess.Popen(command, env={**os.environ, **(env or {})}, **options)
+
+
+def committed_rows(out) -> int:
+    """Rows a reader sees now (-1 while OUT is absent or mid-creation)."""
+    try:
+        with open_features(out) as f:
+            return len(f)
+    except Exception:
+        return -1
+
+
+def wait_for_rows(proc: subprocess.Popen, out, rows: int, timeout: float = 60) -> None:
+    """Wait until OUT holds `rows` committed rows, while `proc` still runs."""
+    deadline = time.monotonic() + timeout
+    while committed_rows(out) < rows:
+        assert proc.poll() is None, "the run ended before the moment to interrupt it"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 _MODEL: dict = {}

@@ -16,7 +16,14 @@ import time
 
 import numpy as np
 import pytest
-from extract_helpers import TINY, extract, extract_subprocess, quiet_machine
+from extract_helpers import (
+    TINY,
+    committed_rows,
+    extract,
+    extract_subprocess,
+    quiet_machine,
+    wait_for_rows,
+)
 from PIL import Image
 
 from sapiens2_cli.writers import open_features
@@ -70,23 +77,6 @@ def as_dict(out) -> dict[str, np.ndarray]:
         assert len(set(f.paths)) == len(f.paths), "an image appears twice"
         assert f.settings["complete"] is True
         return dict(zip(f.paths, f.read(slice(None)), strict=True))
-
-
-def committed_rows(out) -> int:
-    """Rows a reader sees now (-1 while OUT is absent or mid-creation)."""
-    try:
-        with open_features(out) as f:
-            return len(f)
-    except Exception:
-        return -1
-
-
-def wait_for_rows(proc: subprocess.Popen, out, rows: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while committed_rows(out) < rows:
-        assert proc.poll() is None, "the run ended before the moment to interrupt it"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 def finish_and_compare(fmt: str, images, out, reference) -> None:

@@ -13,13 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from extract_helpers import TINY, extract, extract_subprocess
+from extract_helpers import TINY, committed_rows, extract, extract_subprocess, wait_for_rows
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -231,7 +230,7 @@ def test_a_killed_shard_job_is_reported_incomplete_and_rerunning_finishes_it(
     assert extract(*args(images, out, "--shard", "0/2", *slow)).exit_code == 0
     part = tmp_path / "f.parts/part-00001-of-00002"
     proc = extract_subprocess(*args(images, out, "--shard", "1/2", *slow))
-    wait_for_rows(proc, part, 4)
+    wait_for_rows(proc, part, 4, timeout=120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     result = merge("-o", out)
@@ -239,22 +238,6 @@ def test_a_killed_shard_job_is_reported_incomplete_and_rerunning_finishes_it(
     assert extract(*args(images, out, "--shard", "1/2", *slow)).exit_code == 0
     assert merge("-o", out).exit_code == 0
     assert_same_as_single_run(out, reference["npy"])
-
-
-def committed_rows(out) -> int:
-    try:
-        with open_features(out) as f:
-            return len(f)
-    except Exception:
-        return -1
-
-
-def wait_for_rows(proc: subprocess.Popen, out, rows: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while committed_rows(out) < rows:
-        assert proc.poll() is None, "the run ended before the moment to kill it"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 # ---- torchrun, two ranks on gloo -----------------------------------------------------
@@ -310,7 +293,7 @@ def test_killing_one_rank_then_rerunning_completes_every_image_once(images, refe
     slow = ["--batch-size", "1"]
     proc = torchrun(*args(images, out, *slow), stdout=subprocess.DEVNULL)
     part = tmp_path / "f.h5.parts/part-00001-of-00002.h5"
-    wait_for_rows(proc, part, 3)
+    wait_for_rows(proc, part, 3, timeout=120)
     rank1 = next(pid for pid in children(proc.pid) if environ(pid).get("RANK") == "1")
     os.kill(rank1, signal.SIGKILL)
     proc.communicate(timeout=120)
