@@ -32,6 +32,7 @@ RESUME_KEYS: dict[str, str] = {
     "layout": "--layout",
     "dtype": "--dtype",
     "precision": "--precision",
+    "weights_dtype": "--weights-dtype",
 }
 
 
