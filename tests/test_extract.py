@@ -192,6 +192,9 @@ def test_bad_inputs_and_outputs_stop_before_any_work(tmp_path):
     assert "no images found" in str(result.exception)
     result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f.h5", "--arch", "2b")
     assert "unknown arch" in str(result.exception)
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f.h5", "--arch", "0.1b")
+    assert "sapiens2 download" in str(result.exception)  # offline, not cached: resolved
+    assert not (tmp_path / "f.h5").exists()  # through the hub cache, before any work
     (tmp_path / "taken.h5").write_text("someone's notes")
     result = extract(DATA / "coffee.jpg", "-o", tmp_path / "taken.h5", *FAST)
     assert "--overwrite" in str(result.exception)
