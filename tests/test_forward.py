@@ -117,6 +117,21 @@ def test_float16_overflow_and_nan_are_errors_naming_the_fix():
             check_range(peak.item(), "float32")
 
 
+def test_float16_overflow_stops_the_run_before_the_batch_is_written(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(TINY)
+    state["ln1.weight"] = state["ln1.weight"] * 1e6  # the final norm: last-layer features huge
+    loud = tmp_path / "loud.safetensors"
+    save_file(state, str(loud))
+    out = tmp_path / "f.h5"
+    result = extract(DATA, "-o", out, "--checkpoint", loud, *FAST[2:], "--batch-size", "2")
+    assert isinstance(result.exception, Sapiens2Error), result.output
+    assert "--dtype float32" in str(result.exception)
+    with open_features(out) as f:
+        assert len(f.paths) == 0
+
+
 def test_map_layout_comes_back_contiguous():
     device = _device_model(load_backbone(TINY), 4, layout="map")
     got = device.submit(_photos()).result()
@@ -138,7 +153,8 @@ def test_profile_reports_every_stage_through_the_real_pipeline(tmp_path):
     summary = _extract(tmp_path / "on.h5", profile=True)
     profile = summary.profile
     assert set(profile["stages_s"]) == set(STAGES)
-    assert profile["images"] == len(PHOTOS)
+    assert (profile["images"], profile["batch_size"]) == (len(PHOTOS), 3)
+    assert profile["peak_device_memory_bytes"] is None  # CPU
     assert profile["stages_s"]["decode"] > 0 and profile["stages_s"]["forward"] > 0
     assert 0 <= profile["device_idle_share"] <= 1
     assert summary.to_json()["profile"] == profile
@@ -146,8 +162,10 @@ def test_profile_reports_every_stage_through_the_real_pipeline(tmp_path):
     assert off.profile is None and "profile" not in off.to_json()
 
 
-def test_batch_size_auto_runs_on_the_cpu(tmp_path):
-    assert _extract(tmp_path / "auto.h5", batch_size=None).images == len(PHOTOS)
+def test_batch_size_auto_is_one_on_the_cpu_and_reported(tmp_path):
+    summary = _extract(tmp_path / "auto.h5", batch_size=None)
+    assert summary.images == len(PHOTOS)
+    assert summary.batch_size == 1 and summary.to_json()["batch_size"] == 1
 
 
 def _extract(out: Path, device: str = "cpu", **run):

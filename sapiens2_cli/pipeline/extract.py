@@ -113,10 +113,10 @@ class Extraction:
         clock = StageClock(self.run_options.device, self.run_options.profile)
         sink = BackgroundWriter(self.writer)
         bar = bar or Progress(len(self.pending), progress)
-        compile_s = None
+        compile_s, batch_size = None, self.run_options.batch_size
         try:
             if self.pending:
-                compile_s = self._process(sink, bar, counts, clock)
+                compile_s, batch_size = self._process(sink, bar, counts, clock)
         except KeyboardInterrupt:
             bar.close()
             sink.close(complete=False)
@@ -132,13 +132,14 @@ class Extraction:
         with clock.host("write_wait"):
             sink.close(complete=True)
         clock.add("write", sink.busy_s)
-        profile = clock.report(counts["done"]) if clock.enabled else None
-        return self._summary(counts, start, True, compile_s, profile)
+        profile = clock.report(counts["done"], batch_size) if clock.enabled else None
+        return self._summary(counts, start, True, compile_s, profile, batch_size)
 
     def _process(
         self, sink: BackgroundWriter, bar: Progress, counts: dict[str, int], clock: StageClock
-    ) -> float | None:
-        """The loop; returns the compile warm-up's seconds (None without --compile).
+    ) -> tuple[float | None, int]:
+        """The loop; returns the compile warm-up's seconds (None without --compile) and the
+        batch size used.
 
         Batch i+1 is submitted to the device before batch i's features are collected, so
         a GPU has work queued while the host waits for, checks and queues batch i.
@@ -180,7 +181,7 @@ class Extraction:
             queued = (batch, job)
         if queued is not None:
             self._collect(*queued, sink, bar, counts, clock)
-        return compile_s
+        return compile_s, batch_size
 
     def _batches(self, batch_size: int) -> Iterator[Batch]:
         """Batches in input order; with decode workers, they start decoding now."""
@@ -227,6 +228,7 @@ class Extraction:
         complete: bool,
         compile_s: float | None = None,
         profile: dict | None = None,
+        batch_size: int | None = None,
     ) -> Summary:
         return Summary(
             images=counts["done"],
@@ -240,6 +242,7 @@ class Extraction:
             complete=complete,
             compile_s=compile_s,
             profile=profile,
+            batch_size=batch_size,
         )
 
 
@@ -314,12 +317,3 @@ def prepare(
         weights, spec, output, run, settings, grid, writer, pending, len(images) - len(pending)
     )
 
-
-def to_storage(features: torch.Tensor, dtype: StorageDtype) -> torch.Tensor:  # TEMP shim
-    """TEMP: the old synchronous check, kept until tests/test_extract.py moves to forward."""
-    from sapiens2_cli.pipeline.forward import check_range
-    from sapiens2_cli.pipeline.forward import to_storage as _to_storage
-
-    stored, peak = _to_storage(features, dtype)
-    check_range(peak.item(), dtype)
-    return features if dtype == "float32" else stored

@@ -95,8 +95,9 @@ class StageClock:
         if self.enabled:
             self._spans.append(_Span(stage, start, end))
 
-    def report(self, images: int) -> dict:
-        """Seconds and shares per stage, and the device idle share, for `images` done.
+    def report(self, images: int, batch_size: int | None = None) -> dict:
+        """Seconds and shares per stage, the device idle share and peak device memory,
+        for `images` done at `batch_size`.
 
         Synchronises the device once (the events must have completed).
         """
@@ -115,9 +116,11 @@ class StageClock:
         busy = seconds["forward"]
         gaps = sum(max(0.0, b[0] - a[1]) for a, b in itertools.pairwise(forwards))
         steady = forwards[-1][1] - forwards[0][0] if forwards else 0.0
+        cuda = self.device.type == "cuda"
         return {
             "device": str(self.device),
             "images": images,
+            "batch_size": batch_size,
             "wall_s": round(wall, 4),
             "stages_s": {k: round(v, 4) for k, v in seconds.items()},
             "ms_per_image": {
@@ -126,6 +129,10 @@ class StageClock:
             "device_idle_share": round(max(0.0, 1 - busy / wall), 4) if wall > 0 else None,
             # between the first forward's start and the last one's end: start-up excluded
             "device_idle_share_steady": round(gaps / steady, 4) if steady > 0 else None,
+            # the whole process on this GPU, model load included; None on the CPU
+            "peak_device_memory_bytes": torch.cuda.max_memory_allocated(self.device)
+            if cuda
+            else None,
         }
 
 
@@ -139,7 +146,10 @@ def _elapsed(start, end) -> float:
 def describe(profile: dict) -> str:
     """The profile as a few lines for stderr."""
     wall = profile["wall_s"]
-    lines = [f"profile ({profile['device']}, {profile['images']} images, {wall:.2f} s wall):"]
+    lines = [
+        f"profile ({profile['device']}, {profile['images']} images, batch "
+        f"{profile['batch_size']}, {wall:.2f} s wall):"
+    ]
     for stage in STAGES:
         s = profile["stages_s"][stage]
         per = profile["ms_per_image"][stage]
@@ -150,4 +160,6 @@ def describe(profile: dict) -> str:
     if idle is not None:
         between = "" if steady is None else f", {100 * steady:.1f} % between forwards"
         lines.append(f"  device idle {100 * idle:.1f} % of wall{between}")
+    if profile["peak_device_memory_bytes"] is not None:
+        lines.append(f"  peak device memory {profile['peak_device_memory_bytes'] / 2**30:.2f} GiB")
     return "\n".join(lines)

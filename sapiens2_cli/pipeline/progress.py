@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from sapiens2_cli.pipeline.profile import describe as describe_profile
 
-_OPTIONAL = ("compile_s", "profile")  # left out of --json when not asked for
+_OPTIONAL = ("compile_s", "profile", "batch_size")  # left out of --json when not asked for
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Summary:
     complete: bool  # every input has a row or a failure record
     compile_s: float | None = None  # --compile: the warm-up compile (inside `seconds`)
     profile: dict | None = None  # --profile: seconds per stage (pipeline/profile.py)
+    batch_size: int | None = None  # images per forward pass (what --batch-size auto chose)
 
     @property
     def images_per_s(self) -> float:
