@@ -316,4 +316,3 @@ def prepare(
     return Extraction(
         weights, spec, output, run, settings, grid, writer, pending, len(images) - len(pending)
     )
-
