@@ -28,8 +28,10 @@ from sapiens2_cli.model import PIXEL_MEAN
 
 ResizeMode = Literal["stretch", "letterbox"]
 
-#: Largest image accepted, in pixels (about 16k x 16k); bigger headers are refused unread.
-MAX_PIXELS = 2**28
+#: Largest image accepted, in pixels: the point where Pillow itself refuses to open a file
+#: (twice its warning limit, 178,956,970 by default, about 13k x 13k), so one limit holds
+#: whichever check meets the file first.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 #: Letterbox padding and the colour alpha is composited onto: the mean, which normalizes to 0.
 FILL = tuple(round(m) for m in PIXEL_MEAN)
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
