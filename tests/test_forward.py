@@ -271,3 +271,17 @@ def test_extract_on_the_gpu_profiles_every_device_stage_with_an_auto_batch(tmp_p
     stages = summary.profile["stages_s"]
     assert stages["upload"] > 0 and stages["forward"] > 0 and stages["download"] > 0
     assert 0 <= summary.profile["device_idle_share"] <= 1
+
+
+@requires_cuda
+def test_submitting_a_batch_never_waits_for_the_gpu():
+    """No blocking copy or stream sync while queueing: the host runs ahead of the device."""
+    pixels = _photos()
+    device = _device_model(load_backbone(TINY, device="cuda"), 2, "cuda", torch.bfloat16)
+    device.submit(pixels[:2].pin_memory()).result()  # warm-up: allocators, kernels
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        jobs = [device.submit(pixels[:2].pin_memory()), device.submit(pixels[2:].pin_memory())]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(len(job.result()) == 2 for job in jobs)
