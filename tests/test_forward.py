@@ -279,9 +279,10 @@ def test_submitting_a_batch_never_waits_for_the_gpu():
     pixels = _photos()
     device = _device_model(load_backbone(TINY, device="cuda"), 2, "cuda", torch.bfloat16)
     device.submit(pixels[:2].pin_memory()).result()  # warm-up: allocators, kernels
+    first, second = pixels[:2].pin_memory(), pixels[2:].pin_memory()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        jobs = [device.submit(pixels[:2].pin_memory()), device.submit(pixels[2:].pin_memory())]
+        jobs = [device.submit(first), device.submit(second)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(len(job.result()) == 2 for job in jobs)
