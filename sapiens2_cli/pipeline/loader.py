@@ -9,6 +9,8 @@ its batch, never a row.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -79,6 +81,23 @@ class _Collate:
         )
 
 
+def _init_worker(_: int) -> None:
+    """Leave Ctrl-C to the main process, which stops the workers and keeps what was written.
+
+    A handover of pixels cut short by that stop resets the connection of the worker's
+    fd-sharing thread (multiprocessing.resource_sharer, which reports through
+    sys.excepthook); that is the stop working, not an error, so it gets no traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    report = sys.excepthook
+
+    def quiet_when_cut_off(kind, error, tb) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            report(kind, error, tb)
+
+    sys.excepthook = quiet_when_cut_off
+
+
 def default_workers(device: torch.device) -> int:
     """Decode processes when --workers is not given.
 
@@ -124,6 +143,7 @@ def iter_batches(
         num_workers=workers,
         collate_fn=_Collate(size, resize == "letterbox"),
         pin_memory=pin_memory,
+        worker_init_fn=_init_worker if workers else None,
         prefetch_factor=_prefetch_factor(workers, batch_bytes) if workers else None,
     )
     return iter(loader)
