@@ -202,6 +202,9 @@ def test_bad_inputs_and_outputs_stop_before_any_work(tmp_path):
         locked.mkdir(mode=0o500)
         result = extract(DATA / "coffee.jpg", "-o", locked / "f.h5", *FAST)
         assert "not writable" in str(result.exception)
+    if Path("/proc/self").exists():  # no one, root included, creates files in /proc
+        result = extract(DATA / "coffee.jpg", "-o", "/proc/f.h5", *FAST)
+        assert "not writable" in str(result.exception)
 
 
 def test_the_command_line_prints_one_line_and_no_traceback(tmp_path):

@@ -6,7 +6,7 @@ it was made with the same settings.
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -54,8 +54,13 @@ def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
             "or pass --overwrite to replace it"
         )
     folder = next(p for p in (path, *path.parents) if p.is_dir())
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise Sapiens2Error(f"cannot write {path}: {folder} is not writable; choose another -o")
+    try:  # a real file, since permission bits say nothing of /proc, read-only mounts, quotas
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise Sapiens2Error(
+            f"cannot write {path}: {folder} is not writable ({e.strerror}); choose another -o"
+        ) from None
 
 
 def remove_output(path: Path) -> None:
