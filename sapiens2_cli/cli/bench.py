@@ -68,7 +68,7 @@ def bench_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Decode processes for --pipeline (default: 0 on CPU, where the forward "
+            help="Decode processes for --pipeline (default: 1 on CPU, where the forward "
             "already uses every core; all cores but two on a GPU).",
             show_default=False,
         ),

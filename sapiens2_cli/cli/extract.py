@@ -132,7 +132,7 @@ def extract_command(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Decode processes; 0 decodes in the main process (default: 0 on CPU, "
+            help="Decode processes; 0 decodes in the main process (default: 1 on CPU, "
             "where the forward uses every core; all cores but two with a GPU).",
             show_default=False,
         ),

@@ -101,14 +101,15 @@ def _init_worker(_: int) -> None:
 def default_workers(device: torch.device) -> int:
     """Decode processes when --workers is not given.
 
-    CPU: none. The forward already uses every core, so decode processes would only take
-    cycles from it (decoding is under 1 % of a CPU forward's time) and each costs a torch
-    import at start (1-2 s on two cores, measured in docs/performance.md). GPU: every core
-    but two (the loop and the writer thread), at most 32: decoding is then what keeps the
-    GPU fed, about 10-100 ms per image by JPEG size.
+    CPU: one. It overlaps decoding with the forward (in the main process decoding adds its
+    own time, about 1 % of a small model's forward: docs/performance.md), and more would
+    only take cycles from the forward's threads, since decoding needs a small share of a
+    core there. GPU: every core but two (the loop and the writer thread), at most 32:
+    decoding is then what keeps the GPU fed, ~10 ms per 1024x768 JPEG and ~130 ms per
+    12 MP one on one core.
     """
     if device.type == "cpu":
-        return 0
+        return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(32, (cores or 1) - 2))
 
