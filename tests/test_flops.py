@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from zoo_spec import ZOO
 
 from sapiens2_cli.bench import count_cost
-from sapiens2_cli.model import ARCHS, get_config
-
-# SAPIENS2_SPEC.md: exact parameters, and FLOPs per image at the training size
-# (FlopCounterMode, 2 per multiply-add, attention included).
-SPEC = {
-    "0.1b": (113_993_472, 1.051e12),
-    "0.4b": (395_450_368, 3.367e12),
-    "0.8b": (814_283_520, 6.569e12),
-    "1b": (1_455_474_176, 11.296e12),
-    "1b-4k": (1_606_588_928, 27.197e12),
-    "5b": (5_066_902_976, 36.380e12),
-}
+from sapiens2_cli.model import get_config
 
 
-def test_the_table_covers_the_zoo():
-    assert list(SPEC) == list(ARCHS)
-
-
-@pytest.mark.parametrize("arch", list(SPEC))
+@pytest.mark.parametrize("arch", list(ZOO))
 def test_params_exact_and_flops_within_one_percent_at_training_size(arch):
     config = get_config(arch)
     cost = count_cost(config, *config.image_size)
-    params, flops = SPEC[arch]
+    params, _, flops = ZOO[arch]
     assert cost.parameters == params
     assert cost.flops_per_image == pytest.approx(flops, rel=0.01)
     assert cost.tokens == 3081

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_spec import ZOO
 
 from sapiens2_cli import ARCHS, Sapiens2Config, Sapiens2Error, build_backbone, get_config
 
-# SAPIENS2_SPEC.md, model zoo: (params, state-dict keys)
-SPEC = {
-    "0.1b": (113_993_472, 210),
-    "0.4b": (395_450_368, 414),
-    "0.8b": (814_283_520, 550),
-    "1b": (1_455_474_176, 686),
-    "1b-4k": (1_606_588_928, 744),
-    "5b": (5_066_902_976, 958),
-}
-
 
 def test_zoo_lists_the_six_archs():
-    assert list(ARCHS) == list(SPEC)
+    assert list(ARCHS) == list(ZOO)
 
 
-@pytest.mark.parametrize("arch", list(SPEC))
+@pytest.mark.parametrize("arch", list(ZOO))
 def test_params_and_keys_match_spec_on_meta(arch):
     model = build_backbone(arch, device="meta")
-    params, keys = SPEC[arch]
+    params, keys, _ = ZOO[arch]
     assert sum(p.numel() for p in model.parameters()) == params
     assert len(model.state_dict()) == keys
     assert all(p.is_meta for p in model.parameters())
