@@ -34,7 +34,7 @@ from PIL import Image
 
 from sapiens2_cli.bench import environment
 from sapiens2_cli.bench.pipeline import random_checkpoint, time_extract
-from sapiens2_cli.cli.options import parse_size
+from sapiens2_cli.cli.options import parse_batch_size, parse_size
 from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
 from sapiens2_cli.model import get_config, inspect_checkpoint, load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.extract import RunOptions
@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="real weights instead (.safetensors)")
     parser.add_argument("--size", help="HxW (default: the arch's training size)")
     parser.add_argument("--batch-size", default="8", help="the tool's batch size, or auto")
-    parser.add_argument("--workers", type=int, default=2, help="the tool's decode processes")
+    parser.add_argument(
+        "--workers", type=int, help="the tool's decode processes (default: extract's)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", help="the tool's compute precision")
     parser.add_argument("--weights-dtype", default="fp32", help="the tool's: fp32 or bf16/fp16")
@@ -87,7 +89,7 @@ def main() -> None:
         inspect_checkpoint(args.checkpoint).config if args.checkpoint else get_config(args.arch)
     )
     size = parse_size(args.size) if args.size else config.image_size
-    batch = None if args.batch_size == "auto" else int(args.batch_size)
+    batch = parse_batch_size(args.batch_size)
     run = RunOptions(device, precision, batch, args.workers, weights_dtype, args.compile)
     with contextlib.ExitStack() as stack:
         checkpoint = args.checkpoint or stack.enter_context(random_checkpoint(config))
@@ -111,7 +113,7 @@ def main() -> None:
         return
     print(
         f"tool           {tool['images_per_s']:8.2f} images/s ({tool['images']} images, "
-        f"{tool['seconds']:.1f} s, load {tool['load_s']:.1f} s, batch {args.batch_size})\n"
+        f"{tool['seconds']:.1f} s, load {tool['load_s']:.1f} s, batch {tool['batch_size']})\n"
         f"upstream-style {loop['images_per_s']:8.2f} images/s ({loop['images']} images, "
         f"{loop['seconds']:.1f} s)\n"
         f"ratio          {report['ratio']:8.2f}x (steady, load and compile out: "

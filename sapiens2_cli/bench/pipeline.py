@@ -31,7 +31,7 @@ class PipelineTiming:
     images: int  # rows written
     failed: int  # images that could not be decoded
     workers: int  # decode processes
-    batch_size: int | None  # None: auto
+    batch_size: int | None  # the one used (what auto chose); None if nothing was pending
     seconds: float  # the whole run, one model load (and compile warm-up) included
     load_s: float  # loading the same checkpoint alone, timed before the run
     compile_s: float | None  # --compile warm-up inside `seconds`
@@ -75,7 +75,7 @@ def time_extract(
         images=summary.images,
         failed=summary.failed,
         workers=run.decode_workers,
-        batch_size=run.batch_size,
+        batch_size=summary.batch_size,
         seconds=summary.seconds,
         load_s=load_s,
         compile_s=summary.compile_s,

@@ -1,0 +1,38 @@
+"""The performance scripts run end to end on the tiny weights (CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from extract_helpers import TINY
+from hostile_corpus import DATA
+
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+
+
+def _run(script: str, *args: str) -> dict:
+    command = [sys.executable, str(SCRIPTS / script), *map(str, args), "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_upstream_style_comparison_reports_both_speeds_and_the_ratio():
+    flags = ["--size", "64x48", "--batch-size", "2", "--device", "cpu", "--workers", "0"]
+    report = _run("bench_upstream_style.py", DATA, "--checkpoint", TINY, *flags)
+    tool, loop = report["tool"], report["upstream_style"]
+    assert tool["images"] == loop["images"] == 4 and tool["batch_size"] == 2
+    assert report["ratio"] == pytest.approx(tool["images_per_s"] / loop["images_per_s"])
+    assert report["environment"]["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_weights_dtype_check_holds_the_tolerance_on_the_tiny_weights():
+    flags = ["--size", "128x96", "--layers", "8,17", "--device", "cpu"]
+    report = _run("check_weights_dtype.py", DATA, "--checkpoint", TINY, *flags)
+    assert report["within_tolerance"] and len(report["cosine_per_image"]) == 4
