@@ -153,7 +153,10 @@ class RankGroup:
     ) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None  # holds the store, which must not outlive the process group
         if dist.is_initialized():
+            if kind is None:  # tear gloo down together, not while a peer still uses it
+                dist.barrier(group=self._group)
             dist.destroy_process_group()
 
 
