@@ -50,10 +50,8 @@ class Summary:
             lines.append(describe_profile(self.profile))
         if self.failed_total:
             where = "failed_paths/failed_errors" if self.format == "h5" else "manifest.json"
-            lines.append(
-                f"{self.failed_total} images have no row; their reasons are in {where} "
-                f"of {self.output}"
-            )
+            images = "1 image has" if self.failed_total == 1 else f"{self.failed_total} images have"
+            lines.append(f"{images} no row; their reasons are in {where} of {self.output}")
         return "\n".join(lines)
 
 
