@@ -276,8 +276,10 @@ def prepare(
     spec = replace(spec, size=tuple(size), layers=resolve_layers(spec.layers, config.num_layers))
     grid = config.grid_size(*size)
     # The shape one row will have, found by running the token selection on the meta device.
-    tokens = torch.empty(1, config.num_prefix_tokens + grid[0] * grid[1], config.embed_dim)
-    row = select_tokens([tokens.to("meta")] * len(spec.layers), spec.tokens, spec.layout, grid)
+    tokens = torch.empty(
+        1, config.num_prefix_tokens + grid[0] * grid[1], config.embed_dim, device="meta"
+    )
+    row = select_tokens([tokens] * len(spec.layers), spec.tokens, spec.layout, grid)
     settings = {
         "arch": weights.arch,
         "checkpoint": weights.path.name,

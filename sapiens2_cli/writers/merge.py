@@ -32,12 +32,12 @@ import numpy as np
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers import remove_output
 from sapiens2_cli.writers.base import FeatureWriter, RowBatch, fsync_dir, settings_difference
-from sapiens2_cli.writers.hdf5 import H5Writer, to_attr
+from sapiens2_cli.writers.hdf5 import H5Writer, string_dtype, to_attr
 from sapiens2_cli.writers.npy import (
     MANIFEST,
-    MANIFEST_FORMAT,
     NpyWriter,
     default_shard_rows,
+    new_manifest,
     write_manifest,
 )
 from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
@@ -363,7 +363,7 @@ def _put_strings(f: h5py.File, name: str, values: list[str]) -> None:
     """Fixed-width UTF-8, as the extract writer stores strings."""
     encoded = [v.encode("utf-8") for v in values]
     width = max(map(len, encoded), default=0) or 1
-    f[name] = np.array(encoded, dtype=h5py.string_dtype("utf-8", length=width)).reshape(-1)
+    f[name] = np.array(encoded, dtype=string_dtype(width)).reshape(-1)
 
 
 def _write_npy_manifest(
@@ -379,15 +379,7 @@ def _write_npy_manifest(
                     entry[key] = os.path.relpath(s.path / name, out)
             shards.append(entry)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "format_version": settings["format_version"],
-        "settings": settings,
-        "shards": shards,
-        "failed": [{"path": p, "error": e} for p, e in failed.items()],
-        "complete": True,
-    }
-    write_manifest(out, manifest)
+    write_manifest(out, new_manifest(settings, shards, failed, complete=True))
     for leftover in out.iterdir():  # shards of an earlier --merge copy into this folder
         if leftover.name.startswith("shard-"):
             leftover.unlink()

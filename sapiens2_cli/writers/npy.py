@@ -54,6 +54,20 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     fsync_dir(folder)
 
 
+def new_manifest(
+    settings: dict, shards: list[dict], failed: dict[str, str], complete: bool
+) -> dict:
+    """The manifest.json an output folder holds (docs/format.md)."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "settings": settings,
+        "shards": shards,
+        "failed": [{"path": p, "error": e} for p, e in failed.items()],
+        "complete": complete,
+    }
+
+
 class NpyWriter(FeatureWriter):
     """Appends rows as shards in a folder; see the module docstring for the commit protocol."""
 
@@ -70,14 +84,7 @@ class NpyWriter(FeatureWriter):
         """A new, empty output folder at `path`."""
         path.mkdir(parents=True, exist_ok=True)
         lock = lock_file(path / LOCK_NAME)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "settings": dict(settings),
-            "shards": [],
-            "failed": [],
-            "complete": False,
-        }
+        manifest = new_manifest(dict(settings), [], {}, complete=False)
         write_manifest(path, manifest)
         return cls(path, manifest, shard_rows, lock)
 
