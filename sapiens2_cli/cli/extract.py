@@ -39,7 +39,7 @@ from sapiens2_cli.pipeline.extract import (
 from sapiens2_cli.pipeline.parts import PartJob, parse_shard
 from sapiens2_cli.pipeline.progress import Summary
 from sapiens2_cli.pipeline.sources import list_images
-from sapiens2_cli.pipeline.weights import resolve_weights
+from sapiens2_cli.pipeline.weights import Weights, checkpoint_sha256, resolve_weights
 from sapiens2_cli.writers import check_output_path, infer_format
 from sapiens2_cli.writers.merge import merge_mode
 
@@ -222,9 +222,8 @@ def extract_command(
         job = PartJob.plan(group, out, shard and parse_shard(shard), merge_mode(merge))
         images = group.first(lambda: list_images(inputs or [], files_from or [], sys.stdin))
         check_output_path(job.output.path, fmt, overwrite)
-        extraction = prepare(
-            job.take(images), resolve_weights(arch, checkpoint), spec, job.output, run
-        )
+        weights = group.first(lambda: _resolve_and_hash(arch, checkpoint))
+        extraction = prepare(job.take(images), weights, spec, job.output, run)
         bar = group.progress(len(extraction.pending), not quiet)
         try:
             summary = extraction.run(bar=bar)
@@ -241,6 +240,15 @@ def extract_command(
         _report(summary, as_json, quiet)
         if job.next_step() and not quiet:
             typer.echo(job.next_step(), err=True)
+
+
+def _resolve_and_hash(arch: str | None, checkpoint: Path | None) -> Weights:
+    """Under torchrun, rank 0 alone downloads and hashes the weights; the other ranks on its
+    machine (or sharing its cache folder) then read the sha256 from the hash cache instead
+    of hashing the same file at the same time."""
+    weights = resolve_weights(arch, checkpoint)
+    checkpoint_sha256(weights.path)
+    return weights
 
 
 def _report(summary: Summary, as_json: bool, quiet: bool) -> None:
