@@ -1,0 +1,326 @@
+"""Video files -> frames, with PyAV (FFmpeg's demuxers and decoders, codecs in the wheel).
+
+Two steps, so a frame's key is known before any pixel is decoded (resume filters keys that
+are done; a long video is split into chunks that several workers decode):
+
+* `probe` demuxes the packets of the first video stream, without decoding, and lists the
+  frames to keep, in presentation order, from their timestamps alone.
+* `decode` takes a run of consecutive kept frames, seeks to the keyframe before the first
+  and decodes forward (FFmpeg's own threads on), yielding each wanted frame as RGB with
+  the display matrix (rotation, flips) applied, as EXIF orientation is for photos.
+
+Times: a frame's `timestamp` is its presentation time in seconds from the stream's first
+frame (players and `ffmpeg -ss` count from there too). Sampling at F per second keeps, for
+each k = 0, 1, ..., the first frame whose timestamp is >= k/F (a frame that is first for
+several k is kept once). Keys are `VIDEO#t=SECONDS` with three decimals, the W3C media
+fragment syntax; if two frames of a video round to the same millisecond, every frame of
+that millisecond becomes `VIDEO#t=SECONDS&frame=INDEX`, so keys stay unique whatever the
+sampling.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+from PIL import Image
+
+from sapiens2_cli.pipeline.decode import FILL, Decoded, ResizeMode, resize_to
+
+#: Containers picked up when walking a folder (case-insensitive).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
+#: Frames kept per second unless --fps / --every-frame say otherwise. One a second keeps
+#: distinct poses and scenes of human video (people move on that scale) at 1/25-1/60 of the
+#: cost of every frame, and gives a row count anyone can predict (one per second of video).
+DEFAULT_FPS = 1.0
+#: A stream that stops this much (seconds) before the duration its container declares is
+#: reported as truncated; less than this is taken as the container's rounding.
+_SHORT_BY = 1.0
+#: Demuxers that read still images: such a file is an image, not a video.
+_IMAGE_DEMUXERS = re.compile(r"^(image2|.*_pipe)$")
+
+
+class VideoError(Exception):
+    """A file that cannot be read as a video; the message is the one-line reason recorded."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # position among all frames of the stream, in presentation order
+    pts: int  # presentation timestamp, in the stream's time base
+    timestamp: float  # seconds since the stream's first frame
+    fragment: str  # key suffix after '#': "t=1.000", or "t=1.000&frame=30" on a tie
+
+    def key(self, video_key: str) -> str:
+        return f"{video_key}#{self.fragment}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    frames: list[Frame]  # the frames to keep, in presentation order
+    total: int  # frames found in the stream (kept or not)
+    damage: str | None  # why the stream ended early (its frames after that are lost), or None
+
+
+def probe(path: str, fps: float | None = DEFAULT_FPS) -> Probe:
+    """List the frames to keep (`fps` per second, or all with None) without decoding.
+
+    Raises VideoError for a file FFmpeg cannot open or that has no video stream.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        pts: list[int] = []
+        packets = 0
+        damage = None
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                packets += 1
+                if packet.is_corrupt:
+                    damage = "corrupt or truncated data"
+                    break
+                t = packet.pts if packet.pts is not None else packet.dts
+                if t is not None and not packet.is_discard:
+                    pts.append(t)
+        except av.FFmpegError as e:
+            damage = _one_line(e)
+        if not pts:
+            if damage or not packets:
+                raise VideoError(f"no readable video frames ({damage or 'empty stream'})")
+            raise VideoError(
+                "video frames without timestamps (a raw stream, not in a container): "
+                "remux it first, e.g. ffmpeg -i IN -c copy OUT.mkv"
+            )
+        pts.sort()
+        damage = damage or _short(stream, pts)
+    base = stream.time_base or Fraction(1, 1)
+    times = [(p - pts[0]) * base for p in pts]
+    keep = range(len(pts)) if fps is None else _sample(times, Fraction(fps).limit_denominator())
+    tags = [f"t={float(t):.3f}" for t in times]
+    ties = {tag for tag, n in _counts(tags).items() if n > 1}
+    frames = [
+        Frame(i, pts[i], float(times[i]), tags[i] + (f"&frame={i}" if tags[i] in ties else ""))
+        for i in keep
+    ]
+    if damage:
+        damage = f"video stops at t={float(times[-1]):.3f} s after {len(pts)} frames: {damage}"
+    return Probe(frames, len(pts), damage)
+
+
+FrameResult = tuple[Frame, np.ndarray | str]  # pixels, or why this frame has none
+
+
+def decode(path: str, frames: Sequence[Frame], threads: int = 0) -> Iterator[FrameResult | str]:
+    """RGB frames (H, W, 3) uint8 for `frames` (consecutive kept frames), never raising.
+
+    Yields (frame, pixels) for each frame decoded, in order; a frame the decoder skipped
+    or flagged corrupt gets (frame, reason); if the stream ends or breaks before the last
+    wanted frame, one final reason string stands for all the frames not produced.
+    """
+    wanted = deque(frames)
+    if not wanted:
+        return
+    try:
+        for start in _seek_targets(path, wanted[0]):
+            overshot = yield from _decode_from(path, start, wanted, threads)
+            if not overshot:
+                break
+    except (av.FFmpegError, VideoError, OSError, MemoryError) as e:
+        if wanted:
+            yield f"video decoding failed: {_one_line(e)}"
+        return
+    if wanted:
+        yield (
+            f"video ends early (truncated or corrupt): {len(wanted)} frames from "
+            f"t={wanted[0].timestamp:.3f} s were not decoded"
+        )
+
+
+def _seek_targets(path: str, first: Frame) -> list[int | None]:
+    """Where to seek for `first`: at it, then earlier and earlier, then the file's start.
+
+    Containers without a frame index (MPEG-TS, MPEG-PS, FLV) seek by byte estimates and
+    can land after the wanted frame; stepping back keeps a late chunk of a long video from
+    decoding everything before it.
+    """
+    if first.index == 0:
+        return [None]
+    with _open(path) as container:
+        base = container.streams.video[0].time_base or Fraction(1, 1)
+    return [first.pts - int(back / base) for back in (0, 2, 10, 60)] + [None]
+
+
+def _decode_from(
+    path: str, start: int | None, wanted: deque[Frame], threads: int
+) -> Generator[FrameResult, None, bool]:
+    """Decode from the keyframe before `start` (None: the file's start), popping `wanted`.
+
+    Returns True, having yielded nothing, if the seek failed or went past the first wanted
+    frame.
+    """
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        codec.thread_type = "AUTO"  # frame and slice threads inside FFmpeg
+        codec.thread_count = threads  # 0: FFmpeg picks from the core count
+        if start is not None:
+            try:
+                container.seek(start, stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                return True  # e.g. before the first indexed frame: try the next target
+        rotate = _legacy_rotation(stream)
+        first = True
+        for packet in container.demux(stream):
+            if packet.is_corrupt:
+                continue  # probe did not list its frame; decoding it would only conceal
+            try:
+                pictures = codec.decode(packet)
+            except av.InvalidDataError:
+                continue  # one bad packet: the frames after it may still decode
+            for picture in pictures:
+                pts = picture.pts if picture.pts is not None else picture.dts
+                if pts is None:
+                    continue
+                if first and start is not None and pts > wanted[0].pts:
+                    return True
+                first = False
+                while wanted and wanted[0].pts < pts:
+                    yield wanted.popleft(), "the decoder produced no picture for this frame"
+                if not wanted or pts != wanted[0].pts:
+                    continue
+                frame = wanted.popleft()
+                if picture.is_corrupt:
+                    yield frame, "corrupt frame (damaged data)"
+                else:
+                    rgb = picture.to_ndarray(format="rgb24")
+                    yield frame, orient(rgb, _display_matrix(picture), rotate)
+                if not wanted:
+                    return False
+    return first and start is not None  # the seek landed past the last picture
+
+
+def orient(rgb: np.ndarray, matrix: np.ndarray | None, legacy_rotate: int = 0) -> np.ndarray:
+    """Apply a display matrix as `ffmpeg` (autorotate) does: right angles and flips.
+
+    `matrix` is FFmpeg's 3x3 int32 display matrix (16.16 fixed point); without one, the old
+    `rotate` tag (clockwise degrees) is used. Other angles than right ones are left as is.
+    """
+    if matrix is None:
+        turns = {90: -1, 180: 2, 270: 1}.get(legacy_rotate % 360, 0)
+        return np.ascontiguousarray(np.rot90(rgb, turns))
+    m = matrix.astype(np.float64) / 65536
+    scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if scale0 == 0 or scale1 == 0:
+        return rgb
+    theta = round(math.degrees(math.atan2(m[1] / scale1, m[0] / scale0)))  # clockwise
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        out = rgb.transpose(1, 0, 2) if m[3] > 0 else np.rot90(rgb, -1)
+    elif abs(theta - 180) < 1:
+        out = rgb[:, ::-1] if m[0] < 0 else rgb
+        out = out[::-1] if m[4] < 0 else out
+    elif abs(theta - 270) < 1:
+        out = np.rot90(rgb, -1)[::-1] if m[3] < 0 else np.rot90(rgb, 1)
+    elif abs(theta) < 1:
+        out = rgb[::-1] if m[4] < 0 else rgb
+    else:
+        out = rgb
+    return np.ascontiguousarray(out)
+
+
+def fit(rgb: np.ndarray, size: tuple[int, int], resize: ResizeMode = "stretch") -> Decoded:
+    """RGB array -> the model's (H, W) input, exactly as decode.py resizes photos.
+
+    Belongs in decode.py (its `_decode` would call it after `to_rgb`); kept here until
+    that file's owner moves it.
+    """
+    height, width = size
+    im = Image.fromarray(rgb)
+    original = (im.height, im.width)
+    if resize == "stretch":
+        return Decoded(np.asarray(resize_to(im, width, height)), original, None)
+    scale = min(height / im.height, width / im.width)
+    h = min(height, max(1, round(im.height * scale)))
+    w = min(width, max(1, round(im.width * scale)))
+    top, left = (height - h) // 2, (width - w) // 2
+    canvas = Image.new("RGB", (width, height), FILL)
+    canvas.paste(resize_to(im, w, h), (left, top))
+    return Decoded(np.asarray(canvas), original, (top, left, h, w))
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        container = av.open(path, "r")
+    except FileNotFoundError:
+        raise VideoError("file not found") from None
+    except IsADirectoryError:
+        raise VideoError("is a folder, not a video file") from None
+    except PermissionError:
+        raise VideoError("permission denied") from None
+    except (av.FFmpegError, OSError) as e:
+        raise VideoError(f"not a video, or truncated before its index: {_one_line(e)}") from None
+    name, has_video = container.format.name, bool(container.streams.video)
+    if _IMAGE_DEMUXERS.match(name) or not has_video:
+        container.close()
+        what = "a still image" if has_video else "no video stream"
+        raise VideoError(f"not a video ({what}, format {name})")
+    return container
+
+
+def _sample(times: list[Fraction], fps: Fraction) -> list[int]:
+    """For each target k/fps, the first frame at or after it, each frame once."""
+    keep, target = [], Fraction(0)
+    for i, t in enumerate(times):
+        if t >= target:
+            keep.append(i)
+            target = (math.floor(t * fps) + 1) / fps
+    return keep
+
+
+def _short(stream: av.video.stream.VideoStream, pts: list[int]) -> str | None:
+    """A reason if the stream holds clearly fewer frames than its container declares."""
+    if stream.frames and len(pts) < stream.frames:
+        return f"the container lists {stream.frames} frames"
+    duration = None
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif m := re.fullmatch(r"(\d+):(\d+):([\d.]+)", stream.metadata.get("DURATION", "")):
+        duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+    if duration is None or not stream.time_base:
+        return None
+    last = float((pts[-1] - pts[0]) * stream.time_base)
+    if last + _SHORT_BY < duration:
+        return f"the container declares {duration:.3f} s"
+    return None
+
+
+def _display_matrix(picture: av.VideoFrame) -> np.ndarray | None:
+    for side in picture.side_data:
+        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            return np.frombuffer(bytes(side), dtype=np.int32)
+    return None
+
+
+def _legacy_rotation(stream: av.video.stream.VideoStream) -> int:
+    try:
+        return int(float(stream.metadata.get("rotate", 0)))
+    except ValueError:
+        return 0
+
+
+def _counts(tags: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for tag in tags:
+        counts[tag] = counts.get(tag, 0) + 1
+    return counts
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
