@@ -1,0 +1,207 @@
+"""Tar shards: image members in stored order, others counted, damage, bytes, brace patterns.
+
+The shards are made here from the real photos in tests/data, laid out as img2dataset /
+WebDataset write them (KEY.jpg beside KEY.json, KEY.txt, KEY.cls).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_corpus import make_corpus
+from media import DATA, make_tar, webdataset_members
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.decode import ImageError, decode_image
+from sapiens2_cli.pipeline.tar import (
+    decode_bytes,
+    expand_braces,
+    read_member,
+    read_members,
+    scan,
+)
+
+
+@pytest.fixture
+def shard(tmp_path):
+    return make_tar(tmp_path / "00000.tar", webdataset_members(4))
+
+
+def test_image_members_in_stored_order_and_the_rest_counted(shard):
+    # Catches: sorting members (stored order is the sample order), taking .json/.txt/.cls
+    # as images or failing on them, a clean tar reported as damaged.
+    found = scan(str(shard))
+    assert [m.name for m in found.members] == [
+        "000000000.png", "000000001.jpg", "000000002.jpg", "000000003.jpg",
+    ]  # fmt: skip
+    assert found.skipped == 12 and found.damage is None
+
+
+def test_member_bytes_read_back_equal_the_files(shard):
+    # Catches: an offset of the header instead of the data, sizes off by the padding.
+    found = scan(str(shard))
+    photos = ["astronaut.png", "chelsea.jpg", "coffee.jpg", "hubble_deep_field.jpg"]
+    for member, photo in zip(found.members, photos, strict=True):
+        assert read_member(str(shard), member.offset, member.size) == (DATA / photo).read_bytes()
+    assert list(read_members(str(shard), found.members[2:])) == [
+        (DATA / p).read_bytes() for p in photos[2:]
+    ]
+
+
+def test_names_and_folders_inside_the_tar_are_kept(tmp_path):
+    # Long names (a pax header before the member) and folders inside the shard; upper-case
+    # extensions; a repeated name is kept once. Catches: offsets wrong after a pax header,
+    # extension matching that is case-sensitive, duplicate keys.
+    jpg = (DATA / "chelsea.jpg").read_bytes()
+    long_name = "a/" + "x" * 150 + ".JPG"
+    path = make_tar(tmp_path / "s.tar", [(long_name, jpg), ("b/c.jpeg", jpg), ("b/c.jpeg", jpg)])
+    found = scan(str(path))
+    assert [m.name for m in found.members] == [long_name, "b/c.jpeg"]
+    assert found.skipped == 1
+    assert read_member(str(path), found.members[0].offset, found.members[0].size) == jpg
+
+
+@pytest.mark.parametrize(
+    ("where", "kept"),
+    [("mid-member", 2), ("inside-a-header", 2), ("at-a-member-boundary", 2), ("first", 0)],
+)
+def test_a_truncated_tar_keeps_the_members_before_the_damage(shard, where, kept):
+    # Catches: tarfile's silent stop at the cut (the lost members would vanish without a
+    # failure record), the cut member listed with short bytes, the whole shard refused.
+    found = scan(str(shard))
+    third = found.members[2]
+    header = third.offset - 512
+    cut = {
+        "mid-member": third.offset + third.size // 2,
+        "inside-a-header": header + 100,
+        "at-a-member-boundary": header,
+        "first": 700,
+    }[where]
+    data = shard.read_bytes()
+    shard.write_bytes(data[:cut])
+    damaged = scan(str(shard))
+    assert [m.name for m in damaged.members] == [m.name for m in found.members[:kept]]
+    assert damaged.damage and damaged.damage.startswith(f"tar damaged after {kept} image")
+    assert "\n" not in damaged.damage
+
+
+def test_a_tar_cut_inside_its_first_members_long_name_is_damaged_not_refused(tmp_path):
+    # A name over 100 bytes goes in a pax header ahead of the member: tarfile fails on
+    # opening such a tar. Catches: calling it "not a tar" (no trace of its lost members).
+    jpg = (DATA / "chelsea.jpg").read_bytes()
+    whole = make_tar(tmp_path / "w.tar", [("x" * 150 + ".jpg", jpg)]).read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole[:700])
+    found = scan(str(cut))
+    assert found.members == [] and found.damage.startswith("tar damaged after 0 image")
+
+
+def test_a_tar_cut_after_its_last_member_but_before_the_end_block_is_damaged(tmp_path):
+    # Catches: a cut exactly at a member boundary passing as a complete shard.
+    jpg = (DATA / "chelsea.jpg").read_bytes()
+    whole = make_tar(tmp_path / "w.tar", [("a.jpg", jpg), ("b.jpg", jpg)])
+    last = scan(str(whole)).members[-1]
+    end = last.offset + last.size
+    end += -end % 512  # the member's padding, not the end-of-archive blocks
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:end])
+    found = scan(str(cut))
+    assert len(found.members) == 2 and "end-of-archive" in (found.damage or "")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"hello" * 300, "not an uncompressed tar"), (None, "file not found"), ("gz", "not an")],
+)
+def test_a_file_that_is_not_a_tar_is_refused_in_one_line(tmp_path, shard, content, reason):
+    # Catches: a non-tar read as an empty shard (no failure record), a gzipped shard
+    # half-read.
+    path = tmp_path / "x.tar"
+    if content == "gz":
+        import gzip
+
+        path.write_bytes(gzip.compress(shard.read_bytes()))
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ImageError) as caught:
+        scan(str(path))
+    assert reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_every_member_decodes_as_the_same_file_on_disk(tmp_path, resize):
+    # The hostile corpus (EXIF rotation, alpha, 16-bit, CMYK, palette, truncated, empty,
+    # text, a bomb header) tarred up. Catches: the bytes path skipping or reordering a
+    # step of decode_image, or giving another reason for a bad file.
+    good, bad = make_corpus(tmp_path / "corpus")
+    files = sorted(good) + sorted(bad)
+    shard = make_tar(
+        tmp_path / "c.tar",
+        [(f"{i}{Path(f).suffix}", Path(f).read_bytes()) for i, f in enumerate(files)],
+    )
+    members = scan(str(shard)).members
+    assert len(members) == len(files)
+    for member, data, path in zip(members, read_members(str(shard), members), files, strict=True):
+        try:
+            expected = decode_image(path, (64, 48), resize)
+        except ImageError as e:
+            with pytest.raises(ImageError) as caught:
+                decode_bytes(data, (64, 48), resize)
+            assert str(caught.value).split(":")[0] == str(e).split(":")[0], member.name
+            continue
+        got = decode_bytes(data, (64, 48), resize)
+        np.testing.assert_array_equal(got.pixels, expected.pixels, err_msg=path)
+        assert (got.original_size, got.content_box) == (
+            expected.original_size,
+            expected.content_box,
+        )
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [(b"", "empty file"), (b"{json}", "not an image"), (None, "truncated or corrupt")],
+)
+def test_bad_member_bytes_give_one_line_reasons(data, reason):
+    if data is None:
+        data = (DATA / "chelsea.jpg").read_bytes()[:3000]
+    with pytest.raises(ImageError, match=reason):
+        decode_bytes(data, (64, 48))
+
+
+def test_reading_members_of_a_shard_cut_since_the_scan_gives_reasons(shard):
+    # Catches: short bytes handed to the decoder as if whole, or an exception escaping.
+    members = scan(str(shard)).members
+    shard.write_bytes(shard.read_bytes()[: members[1].offset + 10])
+    got = list(read_members(str(shard), members))
+    assert isinstance(got[0], bytes)
+    assert all(isinstance(r, str) and "cut off" in r for r in got[1:])
+    shard.unlink()
+    assert [r[:20] for r in read_members(str(shard), members[:2])] == ["cannot read tar file"] * 2
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("shards/{00000..00003}.tar", [f"shards/{n:05d}.tar" for n in range(4)]),
+        ("s/{8..11}.tar", ["s/8.tar", "s/9.tar", "s/10.tar", "s/11.tar"]),
+        ("s/{098..101}.tar", ["s/098.tar", "s/099.tar", "s/100.tar", "s/101.tar"]),
+        ("{3..1}", ["3", "2", "1"]),
+        ("{0..10}", [str(n) for n in range(11)]),  # a lone 0 is not zero padding
+        ("{8..010}", ["008", "009", "010"]),
+        ("{a,b}/{0..1}.tar", ["a/0.tar", "a/1.tar", "b/0.tar", "b/1.tar"]),
+        ("{train,val}.tar", ["train.tar", "val.tar"]),
+        ("plain.tar", ["plain.tar"]),
+    ],
+)
+def test_brace_patterns_expand_as_webdataset_does(pattern, expected):
+    # Catches: zero padding lost (00001 -> 1), padding added where none was asked for,
+    # only the first brace expanded, the order of combinations.
+    assert expand_braces(pattern) == expected
+
+
+@pytest.mark.parametrize("pattern", ["s/{0..3.tar", "s/}0.tar", "s/{x}.tar", "s/{}.tar"])
+def test_malformed_brace_patterns_say_how_to_write_them(pattern):
+    with pytest.raises(Sapiens2Error, match=r"\{0\.\.9\}"):
+        expand_braces(pattern)
