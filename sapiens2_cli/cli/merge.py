@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
+from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.cli.options import JsonOption, QuietOption
 from sapiens2_cli.writers import check_output_path
-from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.writers.merge import merge_outputs
 from sapiens2_cli.writers.parts import check_join_target, find_parts, parts_in
 from sapiens2_cli.writers.reader import detect_format
