@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.distributed import Ranks
-from sapiens2_cli.pipeline.parts import parse_shard, part_index
+from sapiens2_cli.writers.parts import parse_shard, part_index
 from sapiens2_cli.writers import open_features
 
 DATA = Path(__file__).parent / "data"
