@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.sources import walk_images
+from sapiens2_cli.pipeline.sources import walk
 
 BoxLayout = Literal["coco", "coco-results", "jsonl", "csv"]
 #: The person category in COCO (and in detection results, which carry no category list).
@@ -337,7 +337,7 @@ def _coco_numbered(image_root: str, name: str) -> dict[int, str]:
             "image folder to find images by id: give a folder as INPUT"
         )
     found: dict[int, str] = {}
-    for path in walk_images(image_root):
+    for path in walk(image_root):
         match = _COCO_NAME.fullmatch(Path(path).stem)
         if match:
             found.setdefault(int(match[1]), os.path.relpath(path, image_root))
