@@ -163,8 +163,8 @@ def test_a_shrinking_crop_samples_where_the_inverse_matrix_points(astronaut):
     for v, u in [(0, 0), (10, 5), (31, 23), (32, 24), (50, 40), (63, 47), (20, 33)]:
         x, y, _ = inverse @ (u, v, 1)
         diffs.append(np.abs(bilinear(astronaut, x, y) - crop.pixels[v, u]).max())
-    # OpenCV quantizes positions to 1/32 pixel and weights to 1/1024: a grey level or two
-    assert max(diffs) <= 3, diffs
+    # OpenCV quantizes positions to 1/32 pixel and weights to 1/1024, then rounds
+    assert max(diffs) <= 1, diffs
 
 
 def test_known_points_land_where_udp_puts_them(astronaut):
