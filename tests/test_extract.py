@@ -187,7 +187,7 @@ def test_bad_flags_stop_before_any_work(tmp_path, flags, message):
 def test_bad_inputs_and_outputs_stop_before_any_work(tmp_path):
     (tmp_path / "empty").mkdir()
     result = extract(tmp_path / "empty", "-o", tmp_path / "f.h5", *FAST)
-    assert "no images found" in str(result.exception)
+    assert "no input files found" in str(result.exception)
     result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f.h5", "--arch", "2b")
     assert "unknown arch" in str(result.exception)
     result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f.h5", "--arch", "0.1b")

@@ -240,7 +240,10 @@ class DeviceModel:
     def _device_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, 3) uint8 on the device -> (features in the storage dtype, peak)."""
         with autocast(self.device, self.precision):
-            x = normalize_pixels(pixels.permute(0, 3, 1, 2))  # (B, 3, H, W)
+            # Contiguous NCHW, as upstream's transforms give it: a channels-last input takes
+            # another convolution kernel, and its last-bit differences in the patch embedding
+            # grow through the bf16 RoPE to ~2e-3 by the last block.
+            x = normalize_pixels(pixels.permute(0, 3, 1, 2)).contiguous()  # (B, 3, H, W)
             outputs = self.model.forward_layers(x, self.layers)
             kept = select_tokens(outputs, self.tokens, self.layout, self.grid)
         return to_storage(kept, self.dtype)

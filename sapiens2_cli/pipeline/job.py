@@ -43,6 +43,7 @@ from sapiens2_cli.device import (
 )
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS, PIXEL_MEAN, PIXEL_STD
+from sapiens2_cli.model.backbone import resolve_layers
 from sapiens2_cli.pipeline.distributed import RankGroup, Ranks
 from sapiens2_cli.pipeline.extract import (
     Extraction,
@@ -352,15 +353,9 @@ def _resolve_and_hash(opts: ExtractOptions) -> Weights:
     return weights
 
 
-def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
-    """Block indices as non-negative numbers, checked against the model's depth, each once."""
-    for i in layers:
-        if not -num_layers <= i < num_layers:
-            raise Sapiens2Error(
-                f"--layers {i} is out of range: this model has blocks 0..{num_layers - 1} "
-                f"(or -1..-{num_layers} from the end)"
-            )
-    resolved = tuple(i % num_layers for i in layers)
+def _layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """The model's block indices, each kept once (a row holds each block once)."""
+    resolved = resolve_layers(layers, num_layers)
     if len(set(resolved)) != len(resolved):
         raise Sapiens2Error(f"--layers names a block twice ({list(layers)}): list each once")
     return resolved
@@ -380,7 +375,7 @@ def _prepare(
     config = weights.info.config
     size = opts.size or config.image_size
     config.check_image_size(*size)
-    layers = resolve_layers(opts.layers, config.num_layers)
+    layers = _layers(opts.layers, config.num_layers)
     grid = config.grid_size(*size)
     spec = FeatureSpec(
         Preprocess(tuple(size), opts.resize, opts.jpeg_draft),
