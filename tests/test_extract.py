@@ -202,6 +202,11 @@ def test_bad_inputs_and_outputs_stop_before_any_work(tmp_path):
         locked.mkdir(mode=0o500)
         result = extract(DATA / "coffee.jpg", "-o", locked / "f.h5", *FAST)
         assert "not writable" in str(result.exception)
+    (tmp_path / "plain").write_text("a file, not a folder")
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "plain" / "f.h5", *FAST)
+    assert "is a file, not a folder" in str(result.exception)  # was a FileExistsError
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "s.h5", *FAST, "--shard", "")
+    assert "is not I/N" in str(result.exception)  # was an AttributeError
     if Path("/proc/self").exists():  # no one, root included, creates files in /proc
         result = extract(DATA / "coffee.jpg", "-o", "/proc/f.h5", *FAST)
         assert "not writable" in str(result.exception)

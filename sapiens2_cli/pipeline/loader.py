@@ -104,7 +104,9 @@ class _Collate:
         results = [r for unit, _ in units for r in unit]
         rows = [r for r in results if isinstance(r, Row)]
         pixels = np.stack([r.pixels for r in rows]) if rows else np.empty((0, *self.size, 3))
-        columns = concat_columns([(1, {k: v[None] for k, v in r.columns.items()}) for r in rows])
+        columns = concat_columns(
+            [(1, {k: np.asarray(v)[None] for k, v in r.columns.items()}) for r in rows]
+        )
         return Batch(
             pixels=torch.from_numpy(pixels.astype(np.uint8, copy=False)),
             rows=RowBatch(

@@ -59,6 +59,11 @@ def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
             "or pass --overwrite to replace it"
         )
     folder = next(p for p in (path, *path.parents) if p.is_dir())
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise Sapiens2Error(
+            f"cannot write {path}: {blocking} is a file, not a folder; choose another -o"
+        )
     try:  # a real file, since permission bits say nothing of /proc, read-only mounts, quotas
         with tempfile.TemporaryFile(dir=folder):
             pass

@@ -143,22 +143,19 @@ def _check(sources: list[_Source], out: Path) -> str:
 
 
 def _check_split(sources: list[_Source], out: Path, fmt: str) -> None:
-    """Parts of a split must all be there, once each; outputs that are not parts pass."""
-    split = [s for s in sources if s.part]
-    if not split:
-        return
-    if len(split) != len(sources):
-        loose = next(s for s in sources if not s.part)
-        raise Sapiens2Error(
-            f"{loose.path} is not a part of a split but {split[0].path} is: merge the parts "
-            "of one split, or whole outputs"
-        )
-    count = split[0].part.count
+    """Every input must be a part of one split, all of its parts there, once each."""
+    for s in sources:
+        if s.part is None:
+            raise Sapiens2Error(
+                f"{s.path} is the output of a single run, not a part of a split job: merge "
+                "joins the parts that extract --shard I/N or torchrun wrote"
+            )
+    count = sources[0].part.count
     seen: dict[int, Path] = {}
-    for s in split:
+    for s in sources:
         if s.part.count != count:
             raise Sapiens2Error(
-                f"{s.path} is {s.part} but {split[0].path} is {split[0].part}: merge the parts "
+                f"{s.path} is {s.part} but {sources[0].path} is {sources[0].part}: merge the parts "
                 "of one split"
             )
         if s.part.index in seen:
