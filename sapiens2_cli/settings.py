@@ -61,6 +61,16 @@ class OutputSettings:
     weights_dtype: str = field(
         default=None, metadata=_meta("dtype the weights were loaded in", "--weights-dtype")
     )
+    boxes: str | None = field(
+        default=None,
+        metadata=_meta("file name of the --boxes file: rows are person crops, one per box"),
+    )
+    boxes_sha256: str | None = field(
+        default=None, metadata=_meta("sha256 of the --boxes file", "--boxes")
+    )
+    box_padding: float | None = field(
+        default=None, metadata=_meta("--box-padding: box size factor of each crop", "--box-padding")
+    )
     tool_version: str = field(
         default=None, metadata=_meta("sapiens2-cli version that created the output")
     )

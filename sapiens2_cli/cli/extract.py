@@ -67,6 +67,33 @@ def extract_command(
             "(names starting with a dot: .thumbnails/, macOS ._ files).",
         ),
     ] = False,
+    boxes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Person boxes (COCO annotations or results JSON, JSONL or CSV path,x,y,w,h"
+            "[,score]): one row per box, cropped as upstream's pose pipeline does; INPUT is "
+            "the folder the box file's image names are relative to.",
+            show_default=False,
+        ),
+    ] = None,
+    box_padding: Annotated[
+        float | None,
+        typer.Option(
+            help="With --boxes: crop size as a factor of the box (default 1.25).",
+            show_default=False,
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="With --boxes: leave out boxes scored below this (unscored kept).",
+            show_default=False,
+        ),
+    ] = None,
+    include_crowd: Annotated[
+        bool,
+        typer.Option("--include-crowd", help="With --boxes: keep COCO crowd boxes (iscrowd 1)."),
+    ] = False,
     arch: Annotated[str | None, ArchOption.__metadata__[0]] = None,
     checkpoint: CheckpointOption = None,
     size: SizeOption = None,
@@ -240,6 +267,10 @@ def extract_command(
         files_from=tuple(files_from or ()),
         hidden=hidden,
         null=null,
+        boxes=boxes,
+        box_padding=box_padding,
+        min_score=min_score,
+        include_crowd=include_crowd,
     )
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)

@@ -70,6 +70,7 @@ DEFAULTS = {
     "layout": Layout.TOKENS,
     "dtype": StorageDtype.FLOAT16,
     "jpeg_draft": False,
+    "box_padding": 1.25,
 }
 
 
@@ -113,6 +114,11 @@ class ExtractOptions:
     files_from: tuple[Path, ...] = ()
     hidden: bool = False
     null: bool = False
+    # person crops: one row per box of a box file (pipeline/crop.py), INPUT its image folder
+    boxes: Path | None = None
+    box_padding: float | None = None  # default 1.25, or OUT's on a resume
+    min_score: float | None = None
+    include_crowd: bool = False
     #: extra sources, in front of the plain image source (see pipeline/sources.py)
     sources: tuple[Source, ...] = field(default=(), compare=False)
 
@@ -193,6 +199,7 @@ class _Job:
 
     def run(self, progress: bool | Callable[[int, int], None]) -> Summary | None:
         opts = self.opts
+        _check_box_options(opts)
         fmt = infer_format(self.output, opts.format)
         if opts.compression is not None and fmt != OutputFormat.H5:
             raise Sapiens2Error("--compression applies to HDF5 output only: drop it or use -o x.h5")
@@ -213,13 +220,18 @@ class _Job:
             check_output_path(job.output.path, fmt, opts.overwrite)
             existing = None if opts.overwrite else existing_settings(job.output.path)
             opts = _settle(opts, existing, device)
-            sources = opts.source_list()
-            listing = Listing(
-                frozenset().union(*(s.extensions for s in sources)), opts.hidden, opts.null
-            )
-            files = group.first(
-                lambda: list_files(self.inputs, opts.files_from, self._stdin(), listing)
-            )
+            if opts.boxes is None:
+                sources = opts.source_list()
+                listing = Listing(
+                    frozenset().union(*(s.extensions for s in sources)), opts.hidden, opts.null
+                )
+                files = group.first(
+                    lambda: list_files(self.inputs, opts.files_from, self._stdin(), listing)
+                )
+            else:
+                crops = group.first(lambda: _box_source(opts, self.inputs))
+                sources, files = [*opts.sources, crops], crops.files
+            _check_boxes_resume(existing, sources, job.output.path)
             weights = group.first(lambda: _resolve_and_hash(opts))
             extraction = _prepare(opts, weights, existing, job, files, sources, device)
             bar = _progress(group, len(extraction.pending), progress)
@@ -232,6 +244,48 @@ class _Job:
         if self.stdin is not None:
             return self.stdin
         return sys.stdin.buffer if sys.stdin is not None and "-" in self.inputs else None
+
+
+def _check_box_options(opts: ExtractOptions) -> None:
+    """Box options need --boxes; crops have no letterbox and decode JPEGs in full."""
+    if opts.boxes is None:
+        given = [
+            flag
+            for flag, value in (
+                ("--box-padding", opts.box_padding),
+                ("--min-score", opts.min_score),
+                ("--include-crowd", opts.include_crowd or None),
+            )
+            if value is not None
+        ]
+        if given:
+            raise Sapiens2Error(f"{given[0]} applies to person crops: add --boxes FILE")
+        return
+    if opts.resize == ResizeMode.LETTERBOX or opts.jpeg_draft:
+        flag = "--resize letterbox" if opts.resize == ResizeMode.LETTERBOX else "--jpeg-draft"
+        raise Sapiens2Error(f"{flag} does not apply to --boxes crops (upstream's crop): drop it")
+    if opts.files_from or opts.null:
+        raise Sapiens2Error("--boxes takes its images from the box file: drop --files-from/--null")
+
+
+def _box_source(opts: ExtractOptions, inputs: list[str]) -> Source:
+    from sapiens2_cli.pipeline.crop import load_box_source
+
+    return load_box_source(opts.boxes, inputs, opts.box_padding, opts.min_score, opts.include_crowd)
+
+
+def _check_boxes_resume(existing: dict | None, sources: list[Source], output: Path) -> None:
+    """Rows of another kind (plain images, other boxes or padding) cannot share OUT."""
+    if not existing:
+        return
+    from sapiens2_cli.pipeline.crop import box_settings_problem
+
+    now = {k: v for s in sources for k, v in s.settings().items() if k.startswith("box")}
+    problem = box_settings_problem(existing, now)
+    if problem:
+        raise Sapiens2Error(
+            f"{output} cannot be resumed: {problem}, or pass --overwrite to start again"
+        )
 
 
 def _settle(opts: ExtractOptions, existing: dict | None, device: torch.device) -> ExtractOptions:
