@@ -8,15 +8,11 @@ from typing import Annotated
 
 import typer
 
+from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.cli.options import JsonOption, QuietOption
 from sapiens2_cli.writers import check_output_path
-from sapiens2_cli.writers.merge import (
-    check_join_target,
-    find_parts,
-    merge_mode,
-    merge_outputs,
-    parts_in,
-)
+from sapiens2_cli.writers.merge import merge_outputs
+from sapiens2_cli.writers.parts import check_join_target, find_parts, parts_in
 from sapiens2_cli.writers.reader import detect_format
 
 
@@ -48,7 +44,7 @@ def merge_command(
     quiet: QuietOption = False,
 ) -> None:
     """Join the parts written by `extract --shard I/N` jobs (checks settings, overlaps, gaps)."""
-    mode = merge_mode(merge)
+    mode = MergeMode.parse(merge, "--merge")
     paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
     if paths:
         check_output_path(output, detect_format(paths[0]) or "h5", overwrite)
