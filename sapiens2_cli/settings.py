@@ -71,6 +71,13 @@ class OutputSettings:
     box_padding: float | None = field(
         default=None, metadata=_meta("--box-padding: box size factor of each crop", "--box-padding")
     )
+    video_fps: float = field(
+        default=1.0,
+        metadata=_meta(
+            "video frames kept per second of presentation time; 0: every frame",
+            "--fps/--every-frame",
+        ),
+    )
     tool_version: str = field(
         default=None, metadata=_meta("sapiens2-cli version that created the output")
     )

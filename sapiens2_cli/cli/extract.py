@@ -38,7 +38,8 @@ def extract_command(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Image files, folders (walked recursively) or - to read paths from stdin.",
+            help="Image, video or .tar files, folders (walked recursively), brace patterns "
+            "(shards/{00000..00099}.tar) or - to read paths from stdin.",
             show_default=False,
         ),
     ] = None,
@@ -93,6 +94,19 @@ def extract_command(
     include_crowd: Annotated[
         bool,
         typer.Option("--include-crowd", help="With --boxes: keep COCO crowd boxes (iscrowd 1)."),
+    ] = False,
+    fps: Annotated[
+        float | None,
+        typer.Option(
+            "--fps",
+            help="Videos: frames kept per second, by presentation time (default 1, or OUT's "
+            "on a resume).",
+            show_default=False,
+        ),
+    ] = None,
+    every_frame: Annotated[
+        bool,
+        typer.Option("--every-frame", help="Videos: keep every frame (instead of --fps)."),
     ] = False,
     arch: Annotated[str | None, ArchOption.__metadata__[0]] = None,
     checkpoint: CheckpointOption = None,
@@ -240,6 +254,11 @@ def extract_command(
     from sapiens2_cli.pipeline.extract import Interrupted
     from sapiens2_cli.pipeline.job import ExtractOptions, extract
 
+    if every_frame and fps is not None:
+        raise Sapiens2Error("--fps and --every-frame both choose the frames: give one")
+    if fps is not None and not fps > 0:
+        raise Sapiens2Error(f"--fps {fps} must be a positive number, like 1 or 2.5")
+
     options = ExtractOptions(
         arch=arch,
         checkpoint=checkpoint,
@@ -271,6 +290,7 @@ def extract_command(
         box_padding=box_padding,
         min_score=min_score,
         include_crowd=include_crowd,
+        video_fps=0.0 if every_frame else fps,
     )
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)

@@ -13,6 +13,7 @@ Order matters, so that nothing is lost and nothing heavy starts before a mistake
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,7 @@ DEFAULTS = {
     "dtype": StorageDtype.FLOAT16,
     "jpeg_draft": False,
     "box_padding": 1.25,
+    "video_fps": 1.0,  # pipeline/video.py DEFAULT_FPS (not imported: it loads PyAV)
 }
 
 
@@ -114,6 +116,8 @@ class ExtractOptions:
     files_from: tuple[Path, ...] = ()
     hidden: bool = False
     null: bool = False
+    # videos: frames kept per second (0: every frame; default 1, or OUT's on a resume)
+    video_fps: float | None = None
     # person crops: one row per box of a box file (pipeline/crop.py), INPUT its image folder
     boxes: Path | None = None
     box_padding: float | None = None  # default 1.25, or OUT's on a resume
@@ -155,6 +159,8 @@ class ExtractOptions:
         ):
             if value is not None and value < least:
                 raise Sapiens2Error(f"{flag} must be at least {least}, not {value}")
+        if self.video_fps is not None and not (0 <= self.video_fps < math.inf):
+            raise Sapiens2Error(f"--fps {self.video_fps} must be a positive number, like 1 or 2.5")
         tokens, layout = self.tokens or DEFAULTS["tokens"], self.layout or DEFAULTS["layout"]
         if layout == Layout.MAP and tokens != TokenMode.PATCH:
             raise Sapiens2Error(
@@ -162,7 +168,11 @@ class ExtractOptions:
             )
 
     def source_list(self) -> list[Source]:
-        return [*self.sources, *default_sources()]
+        from sapiens2_cli.pipeline.tar import TarSource
+        from sapiens2_cli.pipeline.video import VideoSource
+
+        fps = DEFAULTS["video_fps"] if self.video_fps is None else self.video_fps
+        return [*self.sources, VideoSource(fps), TarSource(), *default_sources()]
 
 
 def extract(
@@ -198,7 +208,10 @@ class _Job:
         self.opts, self.inputs, self.output, self.stdin = opts, inputs, output, stdin
 
     def run(self, progress: bool | Callable[[int, int], None]) -> Summary | None:
+        from sapiens2_cli.pipeline.tar import expand_patterns
+
         opts = self.opts
+        self.inputs = expand_patterns(self.inputs)  # shards/{00000..00099}.tar
         _check_box_options(opts)
         fmt = infer_format(self.output, opts.format)
         if opts.compression is not None and fmt != OutputFormat.H5:

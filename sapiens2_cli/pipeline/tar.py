@@ -23,7 +23,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import MAX_PIXELS, Decoded, ImageError, ResizeMode, to_rgb
-from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS
+from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
+from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
 from sapiens2_cli.pipeline.video import fit
 
 
@@ -204,3 +205,66 @@ def _end_damage(tar_path: str, offset: int, size: int) -> str | None:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+@dataclass(frozen=True)
+class TarReader(Reader):
+    """Reads and decodes a run of a tar file's image members with one open file."""
+
+    #: Members per decode call at most (the loader also caps it at the batch size).
+    chunk_rows = 64
+
+    def read(self, items: Sequence[Item], prep: Preprocess) -> Iterator[Row | Failure]:
+        members = read_members(items[0].file, [item.locator for item in items])
+        for item, data in zip(items, members, strict=True):
+            if isinstance(data, str):
+                yield Failure(item.key, data)
+                continue
+            try:
+                decoded = decode_bytes(data, prep.size, prep.resize)
+            except ImageError as e:
+                yield Failure(item.key, str(e))
+                continue
+            yield Row(item.key, decoded.pixels, image_columns(decoded, prep))
+
+
+class TarSource(Source):
+    """Each uncompressed tar file gives its image members, keyed SHARD.tar/MEMBER."""
+
+    extensions = frozenset({".tar"})
+
+    def expand(self, files: Sequence[str]) -> Expansion:
+        reader, out = TarReader(), Expansion()
+        for file in files:
+            try:
+                found = scan(file)
+            except ImageError as e:
+                out.failures.append(Failure(file, str(e)))
+                continue
+            out.items += [Item(f"{file}/{m.name}", file, reader, m) for m in found.members]
+            out.ignored += found.skipped
+            if found.damage:
+                out.failures.append(Failure(file, found.damage))
+        return out
+
+
+def expand_patterns(inputs: Sequence[str]) -> list[str]:
+    """INPUT arguments with brace patterns (`shards/{00000..00099}.tar`) expanded.
+
+    An argument that exists as a path is taken as is, braces or not; every path a pattern
+    gives must exist, as any INPUT must.
+    """
+    out: list[str] = []
+    for item in inputs:
+        if "{" not in item or os.path.lexists(item):
+            out.append(item)
+            continue
+        paths = expand_braces(item)
+        missing = [p for p in paths if not os.path.lexists(p)]
+        if missing:
+            raise Sapiens2Error(
+                f"input {missing[0]} (from {item}, {len(missing)} of {len(paths)} missing) "
+                "does not exist: check the pattern"
+            )
+        out += paths
+    return out

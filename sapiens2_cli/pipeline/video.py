@@ -33,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 from sapiens2_cli.pipeline.decode import FILL, Decoded, ResizeMode, resize_to
+from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
+from sapiens2_cli.pipeline.sources import Expansion, Source
 
 #: Containers picked up when walking a folder (case-insensitive).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
@@ -349,3 +351,57 @@ def _counts(tags: list[str]) -> dict[str, int]:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+@dataclass(frozen=True)
+class VideoReader(Reader):
+    """Decodes a run of a video's frames (the items' locators) from one seek."""
+
+    #: Frames per decode call at most (the loader also caps it at the batch size): enough
+    #: to spread a seek over many frames, few enough to keep a long video from holding a
+    #: worker, or its memory, for long.
+    chunk_rows = 256
+
+    def read(self, items: Sequence[Item], prep: Preprocess) -> Iterator[Row | Failure]:
+        by_index = {item.locator.index: item for item in items}
+        for result in decode(items[0].file, [item.locator for item in items]):
+            if isinstance(result, str):  # the video broke off: one record for the rest
+                yield Failure(items[0].file, result)
+                return
+            frame, pixels = result
+            item = by_index[frame.index]
+            if isinstance(pixels, str):
+                yield Failure(item.key, pixels)
+                continue
+            decoded = fit(pixels, prep.size, prep.resize)
+            yield Row(item.key, decoded.pixels, {**item.columns, **image_columns(decoded, prep)})
+
+
+class VideoSource(Source):
+    """Each video file gives its kept frames, keyed VIDEO#t=SECONDS (see the module doc)."""
+
+    extensions = VIDEO_EXTENSIONS
+
+    def __init__(self, fps: float = DEFAULT_FPS) -> None:
+        self.fps = fps  # frames kept per second; 0: every frame
+
+    def expand(self, files: Sequence[str]) -> Expansion:
+        reader, out = VideoReader(), Expansion()
+        for file in files:
+            try:
+                found = probe(file, self.fps or None)
+            except VideoError as e:
+                out.failures.append(Failure(file, str(e)))
+                continue
+            for frame in found.frames:
+                columns = {
+                    "frame_index": np.asarray(frame.index, np.int64),
+                    "timestamp": np.asarray(frame.timestamp, np.float64),
+                }
+                out.items.append(Item(frame.key(file), file, reader, frame, columns))
+            if found.damage:
+                out.failures.append(Failure(file, found.damage))
+        return out
+
+    def settings(self) -> dict[str, object]:
+        return {"video_fps": float(self.fps)}

@@ -1,0 +1,210 @@
+"""`extract` on videos and tar shards: rows, keys, columns, damage, resume, parts, parity.
+
+The command runs in-process (tests/extract_helpers.py) on clips and shards made here from
+the real photos in tests/data (tests/media.py), except the kills, which need a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+from extract_helpers import (
+    FAST,
+    committed_rows,
+    extract,
+    extract_subprocess,
+    quiet_machine,
+    wait_for_rows,
+)
+from media import DATA, make_tar, make_video, plain_decode, webdataset_members
+from PIL import Image
+
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.writers import open_features
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch, tmp_path_factory):
+    with quiet_machine(monkeypatch, tmp_path_factory.mktemp("cache")):
+        yield
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder of one photo, one clip (40 frames at 10 fps) and two shards."""
+    root = tmp_path / "in"
+    root.mkdir()
+    shutil.copy(DATA / "coffee.jpg", root / "coffee.jpg")
+    make_video(root / "clip.mp4")
+    make_tar(root / "00000.tar", webdataset_members(3))
+    make_tar(root / "00001.tar", webdataset_members(2))
+    return root.resolve()
+
+
+def run(*args, fast: bool = True) -> dict:
+    """The command's JSON summary (FAST flags added unless the args have them)."""
+    result = extract(*args, *(FAST if fast else []), "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def refused(*args) -> str:
+    """The one-line error (exit 2 at the command line) a run stops with before any work."""
+    result = extract(*args, *FAST)
+    assert isinstance(result.exception, Sapiens2Error), result.output
+    assert "\n" not in str(result.exception)
+    return str(result.exception)
+
+
+def rows(out) -> tuple[list[str], dict[str, np.ndarray], list[tuple[str, str]]]:
+    with open_features(out) as f:
+        return f.paths, f.columns, f.failed
+
+
+def test_a_folder_of_photos_videos_and_shards_in_one_run(inputs, tmp_path):
+    # Catches: videos or tars left out of a folder walk, wrong keys, columns misaligned
+    # with rows (frame_index on a photo), non-image members counted as failures.
+    summary = run(inputs, "-o", tmp_path / "f.h5")
+    keys, columns, failed = rows(tmp_path / "f.h5")
+    clip, t0, t1 = str(inputs / "clip.mp4"), str(inputs / "00000.tar"), str(inputs / "00001.tar")
+    assert keys == [
+        f"{t0}/000000000.png", f"{t0}/000000001.jpg", f"{t0}/000000002.jpg",
+        f"{t1}/000000000.png", f"{t1}/000000001.jpg",
+        f"{clip}#t=0.000", f"{clip}#t=1.000", f"{clip}#t=2.000", f"{clip}#t=3.000",
+        str(inputs / "coffee.jpg"),
+    ]  # fmt: skip
+    assert columns["frame_index"].tolist() == [-1] * 5 + [0, 10, 20, 30] + [-1]
+    np.testing.assert_array_equal(columns["timestamp"][5:9], [0.0, 1.0, 2.0, 3.0])
+    assert np.isnan(columns["timestamp"][[0, 9]]).all()
+    assert columns["frame_index"].dtype == np.int64 and columns["timestamp"].dtype == np.float64
+    assert columns["original_size"][5].tolist() == [96, 128]  # a frame's (H, W)
+    assert columns["original_size"][0].tolist() == [128, 128]  # astronaut.png in the tar
+    assert failed == []
+    assert summary["ignored"] == 15 and summary["rows"] == 10
+
+
+def test_every_frame_and_a_rate_and_resume_cannot_mix_them(inputs, tmp_path):
+    # Catches: --every-frame/--fps ignored, a resume at another rate mixing two samplings
+    # in one output, a resume without the flag not taking OUT's rate.
+    out = tmp_path / "f.h5"
+    clip = inputs / "clip.mp4"
+    run(clip, "-o", out, "--every-frame")
+    keys, columns, _ = rows(out)
+    assert columns["frame_index"].tolist() == list(range(40)) and len(set(keys)) == 40
+    with open_features(out) as f:
+        assert f.settings["video_fps"] == 0.0
+    assert "--fps/--every-frame (video_fps is 0.0 there, 2.0 now)" in refused(
+        clip, "-o", out, "--fps", "2"
+    )
+    assert run(clip, "-o", out)["skipped"] == 40  # OUT's rate: every frame, all done
+    other = tmp_path / "g.h5"
+    run(clip, "-o", other, "--fps", "2.5")
+    assert rows(other)[1]["frame_index"].tolist() == list(range(0, 40, 4))
+
+
+def test_the_rate_flags_are_checked_before_any_work(inputs, tmp_path):
+    assert "give one" in refused(inputs, "-o", tmp_path / "f.h5", "--fps", "2", "--every-frame")
+    assert "positive" in refused(inputs, "-o", tmp_path / "f.h5", "--fps", "0")
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_damaged_videos_and_shards_keep_what_came_before_with_one_failure(inputs, tmp_path):
+    # Catches: a damaged file losing its good rows, or recorded once per lost row, or not
+    # at all; a file that is not a video / tar stopping the run.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    whole = make_video(tmp_path / "whole.mkv").read_bytes()
+    (damaged / "cut.mkv").write_bytes(whole[: len(whole) * 6 // 10])
+    shard = (inputs / "00000.tar").read_bytes()
+    (damaged / "cut.tar").write_bytes(shard[: len(shard) * 2 // 3])
+    (damaged / "text.mp4").write_text("not a video\n" * 50)
+    (damaged / "text.tar").write_text("not a tar\n" * 100)
+    out = tmp_path / "f.h5"
+    result = extract(damaged, "-o", out, "--every-frame", *FAST)
+    assert result.exit_code == 0, result.output
+    keys, _, failed = rows(out)
+    frames = [k for k in keys if "cut.mkv#t=" in k]
+    members = [k for k in keys if "cut.tar/" in k]
+    assert 10 < len(frames) < 40 and 1 <= len(members) < 3
+    reasons = dict(failed)
+    assert sorted(reasons) == sorted(str((damaged / n).resolve()) for n in (
+        "cut.mkv", "cut.tar", "text.mp4", "text.tar"
+    ))  # fmt: skip
+    assert "video stops at t=" in reasons[str((damaged / "cut.mkv").resolve())]
+    assert "tar damaged after" in reasons[str((damaged / "cut.tar").resolve())]
+    assert "not a video" in reasons[str((damaged / "text.mp4").resolve())]
+    assert "not an uncompressed tar" in reasons[str((damaged / "text.tar").resolve())]
+
+
+def test_brace_patterns_name_shards(inputs, tmp_path):
+    # Catches: a pattern taken as a missing file, shards left out, a missing shard passing.
+    out = tmp_path / "f.h5"
+    run(f"{inputs}/{{00000..00001}}.tar", "-o", out)
+    assert len(rows(out)[0]) == 5
+    reason = refused(f"{inputs}/{{00000..00002}}.tar", "-o", tmp_path / "g.h5")
+    assert "00002.tar" in reason and "does not exist" in reason
+
+
+def test_shards_of_a_job_take_whole_videos_and_tars(inputs, tmp_path):
+    # Catches: a video's frames or a tar's members split between parts (two processes
+    # decoding one file, rows of one file in two outputs).
+    out = tmp_path / "f.h5"
+    for part in ("0/2", "1/2"):
+        run(inputs, "-o", out, "--shard", part, "--every-frame")
+    files_by_part = []
+    for path in sorted((tmp_path / "f.h5.parts").iterdir()):
+        keys = rows(path)[0]
+        files_by_part.append({k.split("#t=")[0].rsplit(".tar/", 1)[0] for k in keys})
+    assert len(files_by_part) == 2  # which part gets a file goes by a hash of its path
+    assert not files_by_part[0] & files_by_part[1]
+    assert sum(len(rows(p)[0]) for p in (tmp_path / "f.h5.parts").iterdir()) == 5 + 40 + 1
+
+
+def test_a_frame_has_the_features_of_the_same_frame_saved_as_a_photo(inputs, tmp_path):
+    # Catches: frames preprocessed differently from photos (colour conversion, resize,
+    # orientation) - the same pixels must give the same features.
+    clip = inputs / "clip.mp4"
+    frame = plain_decode(clip)[20]
+    Image.fromarray(frame).save(tmp_path / "frame20.png")
+    for name, args in (("v.h5", [clip]), ("p.h5", [tmp_path / "frame20.png"])):
+        run(*args, "-o", tmp_path / name, "--dtype", "float32", "--batch-size", "1")
+    with open_features(tmp_path / "v.h5") as video, open_features(tmp_path / "p.h5") as photo:
+        row = video.paths.index(f"{clip}#t=2.000")
+        np.testing.assert_array_equal(video.read([row]), photo.read([0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["video", "tar"])
+def test_killed_in_the_middle_of_a_file_resumes_within_it(tmp_path, kind):
+    # Catches: a resume that starts the video / tar again (rows twice, or the work redone),
+    # or loses the rows after the kill point.
+    if kind == "video":
+        source = make_video(tmp_path / "long.mkv", frames=40)
+        flags = ["--every-frame"]
+        total = 40
+    else:
+        members = [(f"{n:05d}.jpg", (DATA / "chelsea.jpg").read_bytes()) for n in range(40)]
+        source = make_tar(tmp_path / "big.tar", members)
+        flags, total = [], 40
+    reference = tmp_path / "ref.h5"
+    run(source, "-o", reference, *flags, "--batch-size", "1", "--dtype", "float32")
+    out = tmp_path / "f.h5"
+    args = [source, "-o", out, *flags, *FAST, "--batch-size", "1", "--dtype", "float32"]
+    args[args.index("--workers") + 1] = "1"
+    proc = extract_subprocess(*args, stdout=subprocess.DEVNULL)
+    wait_for_rows(proc, out, 10)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = committed_rows(out)
+    assert 10 <= done < total, "the run was not killed in the middle of the file"
+    summary = run(*args, fast=False)
+    assert summary["skipped"] == done and summary["images"] == total - done
+    with open_features(out) as got, open_features(reference) as ref:
+        assert sorted(got.paths) == sorted(ref.paths) and len(set(got.paths)) == total
+        order = [got.paths.index(p) for p in ref.paths]
+        np.testing.assert_array_equal(got.read(order), ref.read(slice(None)))
