@@ -8,10 +8,10 @@ keyframe every 2 s, as phone and web video is), then in the same run times:
   too when one is on PATH;
 * the same plus conversion to RGB (`to_ndarray("rgb24")`), what any loop feeding a model
   pays;
-* this module: probe (demux only) and decode of every frame: in one run; in runs of at
-  least --chunk frames cut at keyframes (split_runs, as decode workers are handed them);
-  in naive chunks of --chunk frames cut anywhere, each decoding from the keyframe before
-  it; and sampling at --fps (frames between kept ones are decoded but not converted).
+* this module: probe (demux only), and decode of every frame in one run and in runs of
+  --chunks frames, each from its own seek to the keyframe before it (extract hands decode
+  workers runs of at most the batch size, default 8); and sampling at --fps (frames
+  between kept ones are decoded, not converted).
 
 Reported per method: frames/s (wall clock, best of --repeat, methods taken in turn) and
 CPU ms per frame (all of this process's threads, FFmpeg's included), which a busy machine
@@ -38,7 +38,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from sapiens2_cli.pipeline.video import decode, probe, split_runs
+from sapiens2_cli.pipeline.video import decode, probe
 
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "coffee.jpg"
 
@@ -78,17 +78,14 @@ def plain(path: Path, rgb: bool) -> int:
     return n
 
 
-def ours(path: Path, fps: float | None, chunk: int | None, naive: bool = False) -> int:
+def ours(path: Path, fps: float | None, chunk: int | None) -> int:
+    """Frames decoded by this module: in one run, or in runs of `chunk` consecutive frames,
+    each from its own seek, as the extract loader hands them to decode workers."""
     frames = probe(str(path), fps).frames
-    if chunk is None:
-        runs = [frames]
-    elif naive:  # cut every `chunk` frames, wherever the keyframes are
-        runs = [frames[i : i + chunk] for i in range(0, len(frames), chunk)]
-    else:
-        runs = split_runs(frames, chunk)
+    size = chunk or len(frames)
     n = 0
-    for run in runs:
-        for result in decode(str(path), run):
+    for start in range(0, len(frames), size):
+        for result in decode(str(path), frames[start : start + size]):
             assert isinstance(result, tuple) and not isinstance(result[1], str), result
             n += 1
     return n
@@ -110,7 +107,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=30, help="frames per second of the clip")
     parser.add_argument("--fps", type=float, default=1.0, help="sampling rate to time")
-    parser.add_argument("--chunk", type=int, default=32, help="frames per decode call")
+    parser.add_argument("--chunks", default="8,64", help="frames per decode call, to time")
     parser.add_argument("--repeat", type=int, default=3, help="best of N for each timing")
     parser.add_argument("--clip", type=Path, help="time this file instead of making one")
     parser.add_argument("--json", action="store_true")
@@ -129,10 +126,10 @@ def main() -> None:
             "pyav_plus_rgb": lambda: plain(clip, rgb=True),
             "probe_only": lambda: len(probe(str(clip), None).frames),
             "ours_every_frame": lambda: ours(clip, None, None),
-            f"ours_every_frame_runs_of_{args.chunk}+": lambda: ours(clip, None, args.chunk),
-            f"ours_every_frame_naive_chunks_of_{args.chunk}": lambda: ours(
-                clip, None, args.chunk, naive=True
-            ),
+            **{
+                f"ours_every_frame_runs_of_{n}": (lambda n=n: ours(clip, None, n))
+                for n in (int(c) for c in args.chunks.split(","))
+            },
             f"ours_sampled_{args.fps:g}fps": lambda: ours(clip, args.fps, None),
         }
         # Round-robin, best of --repeat: load that comes and goes hits every method alike.

@@ -16,7 +16,7 @@ from media import frame_pixels, index_of, make_video, plain_decode
 from PIL import Image
 
 from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.pipeline.video import DEFAULT_FPS, VideoError, decode, fit, probe, split_runs
+from sapiens2_cli.pipeline.video import DEFAULT_FPS, VideoError, decode, fit, probe
 
 
 @pytest.fixture(scope="module")
@@ -218,23 +218,3 @@ def test_fit_resizes_a_frame_as_a_photo_of_the_same_pixels(tmp_path, resize):
     frame = fit(rgb, (64, 48), resize)
     np.testing.assert_array_equal(frame.pixels, photo.pixels)
     assert (frame.original_size, frame.content_box) == (photo.original_size, photo.content_box)
-
-
-def test_runs_split_only_where_a_keyframe_starts_a_stretch(clips):
-    # Keyframes every 12 frames. Catches: runs cut inside a stretch between keyframes
-    # (two decode calls decode the same frames: 2-3x the work for chunks smaller than the
-    # keyframe interval), frames lost or repeated at cuts.
-    every = probe(str(clips["mp4"]), fps=None).frames
-    assert [f.index for f in every[1:] if f.gop != every[f.index - 1].gop] == [12, 24, 36]
-    runs = split_runs(every, 5)
-    assert [[f.index for f in run][::11] for run in runs] == [[0, 11], [12, 23], [24, 35], [36]]
-    assert [len(run) for run in split_runs(every, 20)] == [24, 16]
-    sampled = probe(str(clips["mp4"]), fps=3).frames
-    runs = split_runs(sampled, 2)
-    assert [[f.index for f in run] for run in runs] == [
-        [0, 4, 7, 10], [14, 17, 20], [24, 27, 30, 34], [37],
-    ]  # fmt: skip
-    full = plain_decode(clips["mp4"])
-    for run in runs:
-        for i, rgb in pixels(decode(str(clips["mp4"]), run)).items():
-            np.testing.assert_array_equal(rgb, full[i])

@@ -248,8 +248,8 @@ def extract_command(
     """Extract features of every input into OUT; rerun the same command to resume.
 
     Settings left out (--size, --resize, --layers, --tokens, --layout, --dtype,
-    --precision, --arch) are taken from OUT when it exists, so a resume needs only the
-    inputs and -o.
+    --precision, --arch, --fps/--every-frame) are taken from OUT when it exists, so a
+    resume needs only the inputs and -o.
     """
     from sapiens2_cli.pipeline.extract import Interrupted
     from sapiens2_cli.pipeline.job import ExtractOptions, extract

@@ -20,7 +20,6 @@ sampling.
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from collections import deque
@@ -59,7 +58,6 @@ class Frame:
     pts: int  # presentation timestamp, in the stream's time base
     timestamp: float  # seconds since the stream's first frame
     fragment: str  # key suffix after '#': "t=1.000", or "t=1.000&frame=30" on a tie
-    gop: int  # keyframes at or before it, in presentation order: its seek point's number
 
     def key(self, video_key: str) -> str:
         return f"{video_key}#{self.fragment}"
@@ -79,7 +77,7 @@ def probe(path: str, fps: float | None = DEFAULT_FPS) -> Probe:
     """
     with _open(path) as container:
         stream = container.streams.video[0]
-        pts: list[tuple[int, bool]] = []  # (presentation time, keyframe)
+        pts: list[int] = []
         packets = 0
         damage = None
         try:
@@ -92,7 +90,7 @@ def probe(path: str, fps: float | None = DEFAULT_FPS) -> Probe:
                     break
                 t = packet.pts if packet.pts is not None else packet.dts
                 if t is not None and not packet.is_discard:
-                    pts.append((t, packet.is_keyframe))
+                    pts.append(t)
         except av.FFmpegError as e:
             damage = _one_line(e)
         if not pts:
@@ -103,42 +101,24 @@ def probe(path: str, fps: float | None = DEFAULT_FPS) -> Probe:
                 "remux it first, e.g. ffmpeg -i IN -c copy OUT.mkv"
             )
         pts.sort()
-        damage = damage or _short(stream, [p for p, _ in pts])
+        damage = damage or _short(stream, pts)
     base = stream.time_base or Fraction(1, 1)
-    times = [(p - pts[0][0]) * base for p, _ in pts]
-    gops = list(itertools.accumulate(int(key) for _, key in pts))
+    times = [(p - pts[0]) * base for p in pts]
     keep = range(len(pts)) if fps is None else _sample(times, Fraction(fps).limit_denominator())
     tags = [f"t={float(t):.3f}" for t in times]
     ties = {tag for tag, n in _counts(tags).items() if n > 1}
     frames = [
         Frame(
             i,
-            pts[i][0],
+            pts[i],
             float(times[i]),
             tags[i] + (f"&frame={i}" if tags[i] in ties else ""),
-            gops[i],
         )
         for i in keep
     ]
     if damage:
         damage = f"video stops at t={float(times[-1]):.3f} s after {len(pts)} frames: {damage}"
     return Probe(frames, len(pts), damage)
-
-
-def split_runs(frames: Sequence[Frame], size: int) -> list[list[Frame]]:
-    """Consecutive runs of about `size` frames, each for one `decode` call (one seek).
-
-    Runs end only where the next frame has another keyframe before it, so no two runs
-    decode the same stretch of video; a video with few keyframes gives longer runs (one,
-    if it has a single keyframe) rather than decoding its start over and over.
-    """
-    runs: list[list[Frame]] = []
-    for frame in frames:
-        if runs and (len(runs[-1]) < size or runs[-1][-1].gop == frame.gop):
-            runs[-1].append(frame)
-        else:
-            runs.append([frame])
-    return runs
 
 
 FrameResult = tuple[Frame, np.ndarray | str]  # pixels, or why this frame has none
