@@ -9,9 +9,10 @@ keyframe every 2 s, as phone and web video is), then in the same run times:
 * the same plus conversion to RGB (`to_ndarray("rgb24")`), what any loop feeding a model
   pays;
 * this module: probe (demux only), and decode of every frame in one run and in runs of
-  --chunks frames, each from its own seek to the keyframe before it (extract hands decode
-  workers runs of at most the batch size, default 8); and sampling at --fps (frames
-  between kept ones are decoded, not converted).
+  --chunks frames (extract hands decode workers runs of at most the batch size, default
+  8), all to one worker (which decodes on from one run to the next) or round-robin to
+  --workers workers (each run then seeks to the keyframe before it and decodes from
+  there); and sampling at --fps (frames between kept ones are decoded, not converted).
 
 Reported per method: frames/s (wall clock, best of --repeat, methods taken in turn) and
 CPU ms per frame (all of this process's threads, FFmpeg's included), which a busy machine
@@ -38,7 +39,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from sapiens2_cli.pipeline.video import decode, probe
+from sapiens2_cli.pipeline.video import close_decoder, decode, probe
 
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "coffee.jpg"
 
@@ -78,16 +79,21 @@ def plain(path: Path, rgb: bool) -> int:
     return n
 
 
-def ours(path: Path, fps: float | None, chunk: int | None) -> int:
-    """Frames decoded by this module: in one run, or in runs of `chunk` consecutive frames,
-    each from its own seek, as the extract loader hands them to decode workers."""
+def ours(path: Path, fps: float | None, chunk: int | None, workers: int = 1) -> int:
+    """Frames decoded by this module: in one run, or in runs of `chunk` consecutive frames
+    as the extract loader hands them out, round-robin to `workers` decode processes (each
+    keeping its own open decoder; simulated one after the other here)."""
     frames = probe(str(path), fps).frames
     size = chunk or len(frames)
+    runs = [frames[i : i + size] for i in range(0, len(frames), size)]
     n = 0
-    for start in range(0, len(frames), size):
-        for result in decode(str(path), frames[start : start + size]):
-            assert isinstance(result, tuple) and not isinstance(result[1], str), result
-            n += 1
+    for worker in range(workers):
+        close_decoder()  # a process of its own
+        for run in runs[worker::workers]:
+            for result in decode(str(path), run):
+                assert isinstance(result, tuple) and not isinstance(result[1], str), result
+                n += 1
+    close_decoder()
     return n
 
 
@@ -108,6 +114,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=30, help="frames per second of the clip")
     parser.add_argument("--fps", type=float, default=1.0, help="sampling rate to time")
     parser.add_argument("--chunks", default="8,64", help="frames per decode call, to time")
+    parser.add_argument("--workers", type=int, default=4, help="decode processes to model")
     parser.add_argument("--repeat", type=int, default=3, help="best of N for each timing")
     parser.add_argument("--clip", type=Path, help="time this file instead of making one")
     parser.add_argument("--json", action="store_true")
@@ -127,8 +134,11 @@ def main() -> None:
             "probe_only": lambda: len(probe(str(clip), None).frames),
             "ours_every_frame": lambda: ours(clip, None, None),
             **{
-                f"ours_every_frame_runs_of_{n}": (lambda n=n: ours(clip, None, n))
+                f"ours_every_frame_runs_of_{n}_{w}_worker{'s' * (w > 1)}": (
+                    lambda n=n, w=w: ours(clip, None, n, w)
+                )
                 for n in (int(c) for c in args.chunks.split(","))
+                for w in (1, args.workers)
             },
             f"ours_sampled_{args.fps:g}fps": lambda: ours(clip, args.fps, None),
         }

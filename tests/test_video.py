@@ -7,6 +7,7 @@ B-frames (decode order != presentation order) and a keyframe every 12 frames.
 
 from __future__ import annotations
 
+import shutil
 from fractions import Fraction
 
 import av
@@ -15,6 +16,7 @@ import pytest
 from media import frame_pixels, index_of, make_video, plain_decode
 from PIL import Image
 
+from sapiens2_cli.pipeline import video
 from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.pipeline.video import DEFAULT_FPS, VideoError, decode, fit, probe
 
@@ -218,3 +220,53 @@ def test_fit_resizes_a_frame_as_a_photo_of_the_same_pixels(tmp_path, resize):
     frame = fit(rgb, (64, 48), resize)
     np.testing.assert_array_equal(frame.pixels, photo.pixels)
     assert (frame.original_size, frame.content_box) == (photo.original_size, photo.content_box)
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv", "avi", "ts"])
+def test_runs_in_sequence_decode_on_from_where_the_last_stopped(clips, container):
+    # As one decode worker gets a video's frames: runs of 5, in order, sometimes cut short
+    # by its reader. Catches: a frame lost or repeated where a run continues the last one,
+    # the kept decoder not used (each run seeking back and decoding its stretch again).
+    path = str(clips[container])
+    full = plain_decode(clips[container])
+    frames = probe(path, fps=None).frames
+    got = {}
+    for start in range(0, 40, 5):
+        results = decode(path, frames[start : start + 5])
+        got.update(pixels([next(results)]))  # the reader may stop after any frame...
+        if start == 10:
+            results.close()  # ...as when its worker stops, and the run comes again:
+            got.update(pixels(decode(path, frames[start : start + 5])))  # from a new seek
+        else:
+            got.update(pixels(results))
+        if start in (0, 10):
+            cursor = video._cursor
+        assert video._cursor is cursor, f"the open decoder was not reused at frame {start}"
+    assert list(got) == list(range(40))
+    for i, rgb in got.items():
+        np.testing.assert_array_equal(rgb, full[i])
+
+
+def test_the_kept_decoder_is_not_used_for_another_file_or_going_back(clips, tmp_path):
+    # Catches: pictures of the previous file, or of later frames, returned for a run
+    # that does not follow the last one; a file replaced under the same name.
+    mp4, mkv = str(clips["mp4"]), str(clips["mkv"])
+    mp4_frames, mkv_frames = probe(mp4, None).frames, probe(mkv, None).frames
+    full = plain_decode(clips["mp4"])
+    order = [(mp4, 20, 24), (mkv, 24, 28), (mp4, 24, 28), (mp4, 2, 6), (mp4, 36, 40)]
+    for path, start, stop in order:
+        frames = (mp4_frames if path == mp4 else mkv_frames)[start:stop]
+        got = pixels(decode(path, frames))
+        assert list(got) == list(range(start, stop))
+        for i, rgb in got.items():
+            assert index_of(rgb) == i
+            if path == mp4:
+                np.testing.assert_array_equal(rgb, full[i])
+    copy = tmp_path / "v.mp4"
+    shutil.copy(clips["mp4"], copy)
+    frames = probe(str(copy), None).frames
+    assert list(pixels(decode(str(copy), frames[:3]))) == [0, 1, 2]
+    make_video(copy, frames=40, gop=40)  # rewritten in place: another file now
+    frames = probe(str(copy), None).frames
+    got = pixels(decode(str(copy), frames[3:6]))
+    np.testing.assert_array_equal(got[3], plain_decode(copy)[3])

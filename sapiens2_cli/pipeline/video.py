@@ -20,10 +20,12 @@ sampling.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -130,19 +132,40 @@ def decode(path: str, frames: Sequence[Frame], threads: int = 0) -> Iterator[Fra
     Yields (frame, pixels) for each frame decoded, in order; a frame the decoder skipped
     or flagged corrupt gets (frame, reason); if the stream ends or breaks before the last
     wanted frame, one final reason string stands for all the frames not produced.
+
+    The decoder stays open afterwards (one per process): a next call for frames shortly
+    after these in the same file decodes on from there instead of seeking back to a
+    keyframe and decoding that stretch again, which made runs of 8 frames cost 5x.
     """
+    global _cursor
     wanted = deque(frames)
     if not wanted:
         return
     try:
-        for start in _seek_targets(path, wanted[0]):
-            overshot = yield from _decode_from(path, start, wanted, threads)
-            if not overshot:
-                break
+        if _cursor is None or not _cursor.leads_to(path, wanted[0]):
+            close_decoder()
+            _cursor = _Cursor.at(path, wanted[0], threads)
+        cursor = _cursor
+        for pts, picture in cursor.pictures:
+            cursor.position = pts
+            while wanted and wanted[0].pts < pts:
+                yield wanted.popleft(), "the decoder produced no picture for this frame"
+            if not wanted or pts != wanted[0].pts:
+                continue
+            frame = wanted.popleft()
+            if picture.is_corrupt:
+                yield frame, "corrupt frame (damaged data)"
+            else:
+                rgb = picture.to_ndarray(format="rgb24")
+                yield frame, orient(rgb, _display_matrix(picture), cursor.rotate)
+            if not wanted:
+                return
     except (av.FFmpegError, VideoError, OSError, MemoryError) as e:
+        close_decoder()
         if wanted:
             yield f"video decoding failed: {_one_line(e)}"
         return
+    close_decoder()  # the stream ended
     if wanted:
         yield (
             f"video ends early (truncated or corrupt): {len(wanted)} frames from "
@@ -150,41 +173,74 @@ def decode(path: str, frames: Sequence[Frame], threads: int = 0) -> Iterator[Fra
         )
 
 
-def _seek_targets(path: str, first: Frame) -> list[int | None]:
-    """Where to seek for `first`: at it, then earlier and earlier, then the file's start.
-
-    Containers without a frame index (MPEG-TS, MPEG-PS, FLV) seek by byte estimates and
-    can land after the wanted frame; stepping back keeps a late chunk of a long video from
-    decoding everything before it.
-    """
-    if first.index == 0:
-        return [None]
-    with _open(path) as container:
-        base = container.streams.video[0].time_base or Fraction(1, 1)
-    return [first.pts - int(back / base) for back in (0, 2, 10, 60)] + [None]
+def close_decoder() -> None:
+    """Close the video this process keeps open between `decode` calls, if any."""
+    global _cursor
+    if _cursor is not None:
+        _cursor.container.close()
+        _cursor = None
 
 
-def _decode_from(
-    path: str, start: int | None, wanted: deque[Frame], threads: int
-) -> Generator[FrameResult, None, bool]:
-    """Decode from the keyframe before `start` (None: the file's start), popping `wanted`.
+class _Cursor:
+    """An open video decoding forward, picture by picture, in presentation order."""
 
-    Returns True, having yielded nothing, if the seek failed or went past the first wanted
-    frame.
-    """
-    with _open(path) as container:
-        stream = container.streams.video[0]
+    #: A next run starting at most this far (seconds) past the last picture decodes on
+    #: rather than seeking: about one keyframe interval of common video, which is what a
+    #: seek would decode again anyway.
+    CONTINUE_WITHIN = 2.0
+
+    def __init__(self, path: str, start: int | None, threads: int) -> None:
+        self.path, self.stat = path, _stat(path)
+        self.container = _open(path)
+        stream = self.container.streams.video[0]
+        self.time_base = stream.time_base or Fraction(1, 1)
+        self.rotate = _legacy_rotation(stream)
         codec = stream.codec_context
         codec.thread_type = "AUTO"  # frame and slice threads inside FFmpeg
         codec.thread_count = threads  # 0: FFmpeg picks from the core count
         if start is not None:
+            self.container.seek(start, stream=stream, backward=True, any_frame=False)
+        self.pictures = self._decode(stream)
+        self.position: int | None = None  # pts of the last picture taken from `pictures`
+
+    @classmethod
+    def at(cls, path: str, first: Frame, threads: int) -> _Cursor:
+        """A cursor whose next picture is `first` or one before it.
+
+        Containers without a frame index (MPEG-TS, MPEG-PS, FLV) seek by byte estimates and
+        can land after the frame asked for (or nowhere): then seek again earlier, 2, 10,
+        60 s, then decode from the start; a late run of a long video does not decode
+        everything before it.
+        """
+        targets: list[int | None] = [None]
+        if first.index > 0:
+            with _open(path) as container:
+                base = container.streams.video[0].time_base or Fraction(1, 1)
+            targets = [first.pts - int(back / base) for back in (0, 2, 10, 60)] + [None]
+        for target in targets:
+            cursor = None
             try:
-                container.seek(start, stream=stream, backward=True, any_frame=False)
+                cursor = cls(path, target, threads)
+                head = next(cursor.pictures, None)
             except av.FFmpegError:
-                return True  # e.g. before the first indexed frame: try the next target
-        rotate = _legacy_rotation(stream)
-        first = True
-        for packet in container.demux(stream):
+                head = None  # e.g. a seek before the first indexed frame
+            if head is not None and (target is None or head[0] <= first.pts):
+                cursor.pictures = itertools.chain([head], cursor.pictures)
+                return cursor
+            if cursor is not None:
+                cursor.container.close()
+        raise VideoError("no picture could be decoded")
+
+    def leads_to(self, path: str, first: Frame) -> bool:
+        """Whether decoding on from here reaches `first` soon (same file, not past it)."""
+        if path != self.path or self.position is None or _stat(path) != self.stat:
+            return False
+        gap = (first.pts - self.position) * self.time_base
+        return 0 < gap <= self.CONTINUE_WITHIN
+
+    def _decode(self, stream: av.video.stream.VideoStream) -> Iterator[tuple[int, av.VideoFrame]]:
+        codec = stream.codec_context
+        for packet in self.container.demux(stream):
             if packet.is_corrupt:
                 continue  # probe did not list its frame; decoding it would only conceal
             try:
@@ -193,24 +249,16 @@ def _decode_from(
                 continue  # one bad packet: the frames after it may still decode
             for picture in pictures:
                 pts = picture.pts if picture.pts is not None else picture.dts
-                if pts is None:
-                    continue
-                if first and start is not None and pts > wanted[0].pts:
-                    return True
-                first = False
-                while wanted and wanted[0].pts < pts:
-                    yield wanted.popleft(), "the decoder produced no picture for this frame"
-                if not wanted or pts != wanted[0].pts:
-                    continue
-                frame = wanted.popleft()
-                if picture.is_corrupt:
-                    yield frame, "corrupt frame (damaged data)"
-                else:
-                    rgb = picture.to_ndarray(format="rgb24")
-                    yield frame, orient(rgb, _display_matrix(picture), rotate)
-                if not wanted:
-                    return False
-    return first and start is not None  # the seek landed past the last picture
+                if pts is not None:
+                    yield pts, picture
+
+
+_cursor: _Cursor | None = None  # this process's open video, see decode()
+
+
+def _stat(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns
 
 
 def orient(rgb: np.ndarray, matrix: np.ndarray | None, legacy_rotate: int = 0) -> np.ndarray:
