@@ -392,7 +392,8 @@ class VideoReader(Reader):
 
     def read(self, items: Sequence[Item], prep: Preprocess) -> Iterator[Row | Failure]:
         by_index = {item.locator.index: item for item in items}
-        for result in decode(items[0].file, [item.locator for item in items]):
+        frames = [item.locator for item in items]
+        for result in decode(items[0].file, frames, _decode_threads()):
             if isinstance(result, str):  # the video broke off: one record for the rest
                 yield Failure(items[0].file, result)
                 return
@@ -403,6 +404,18 @@ class VideoReader(Reader):
                 continue
             decoded = fit(pixels, prep.size, prep.resize)
             yield Row(item.key, decoded.pixels, {**item.columns, **image_columns(decoded, prep)})
+
+
+def _decode_threads() -> int:
+    """FFmpeg threads for this decode worker: its share of the cores. Many workers are
+    already parallel (more threads each would only contend); one worker alone gets them
+    all, so a video is not decoded on one core while the rest wait."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    workers = info.num_workers if info is not None else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // workers)
 
 
 class VideoSource(Source):
