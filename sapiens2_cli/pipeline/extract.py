@@ -206,9 +206,9 @@ class Extraction:
     ) -> None:
         """Hand a submitted batch's features (range-checked) and failures to the writer."""
         features = job.result() if job is not None else None
-        row = RowBatch(
-            batch.paths, features, batch.original_size, batch.content_box, batch.failures
-        )
+        columns = {"original_size": batch.original_size, "content_box": batch.content_box}
+        columns = {name: values for name, values in columns.items() if values is not None}
+        row = RowBatch(batch.paths, features, columns, batch.failures)
         with clock.host("write_wait"):
             sink.put(row)
         counts["done"] += len(batch.paths)
