@@ -125,8 +125,6 @@ def test_a_second_writer_stops_while_the_first_runs(out):
         second = child("try_open", str(path), fmt, stdout=subprocess.PIPE)
         lines = second.communicate(timeout=60)[0].splitlines()
         assert len(lines) == 2 and all("being written by another run" in m for m in lines)
-        with pytest.raises(Sapiens2Error, match="being written"):  # nor in the same process
-            open_writer(path, fmt, SETTINGS, ROW, np.float16)
         first.stdin.close()
         assert first.wait(timeout=60) == 0
     finally:
@@ -138,6 +136,25 @@ def test_a_second_writer_stops_while_the_first_runs(out):
     writer, done = open_writer(path, fmt, SETTINGS, ROW, np.float16)  # free again
     assert len(done) == 3
     writer.close(complete=True)
+
+
+def test_a_second_writer_in_the_same_process_stops(out):
+    """POSIX locks never conflict within one process: a second writer opened in the same
+    process (a notebook, a library caller) got the lock too, and closing it dropped the
+    first one's."""
+    path, fmt = out
+    writer, _ = open_writer(path, fmt, SETTINGS, ROW, np.float16)
+    with pytest.raises(Sapiens2Error, match="being written by another run"):
+        open_writer(path, fmt, SETTINGS, ROW, np.float16)
+    probe = (
+        "import fcntl, os, sys\n"
+        "fcntl.lockf(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    )
+    other = subprocess.run([sys.executable, "-c", probe, f"{path}.lock"], capture_output=True)
+    assert other.returncode != 0  # the refused one did not drop the holder's lock
+    writer.write(batch(0, 1))
+    writer.close(complete=True)
+    open_writer(path, fmt, SETTINGS, ROW, np.float16)[0].close(complete=True)
 
 
 # --- --overwrite replaces only our outputs -----------------------------------------------

@@ -109,6 +109,15 @@ def lock_path(out: Path) -> Path:
     return out.with_name(out.name + ".lock")
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`, None if there is none."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 class OutputLock:
     """One writer per output: an exclusive POSIX lock (`lockf`) on `OUT.lock`, beside OUT.
 
@@ -128,25 +137,21 @@ class OutputLock:
 
     def __init__(self, out: Path) -> None:
         self.path = lock_path(out)
+        busy = Sapiens2Error(
+            f"{out} is being written by another run: wait for it to end or choose another -o"
+        )
         for _ in range(100):
+            if _identity(self.path) in self._held:  # checked before opening: closing our
+                raise busy  # own descriptor of a file held here would drop its lock
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             stat = os.fstat(fd)
             ident = (stat.st_dev, stat.st_ino)
             try:
-                if ident in self._held:
-                    raise OSError
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                raise Sapiens2Error(
-                    f"{out} is being written by another run: wait for it to end or choose "
-                    "another -o"
-                ) from None
-            try:
-                now = os.stat(self.path)
-            except FileNotFoundError:
-                now = None
-            if now is not None and (now.st_dev, now.st_ino) == ident:
+                raise busy from None
+            if _identity(self.path) == ident:
                 self._fd, self._ident = fd, ident
                 self._held.add(ident)
                 return
