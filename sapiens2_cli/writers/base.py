@@ -159,10 +159,12 @@ class OutputLock:
         raise Sapiens2Error(f"cannot lock {self.path}: it keeps changing; choose another -o")
 
     def release(self) -> None:
-        """Delete the lock file (while still holding it), then let go."""
+        """Delete the lock file (while still holding it, and only if it is still ours: someone
+        may have deleted it by hand and another run locked a new one), then let go."""
         if self._fd < 0:
             return
-        self.path.unlink(missing_ok=True)
+        if _identity(self.path) == self._ident:
+            self.path.unlink()
         self._held.discard(self._ident)
         os.close(self._fd)
         self._fd = -1
