@@ -158,7 +158,9 @@ def test_the_joint_sample_is_bounded_and_spread_over_the_file(tmp_path, monkeypa
     writer, _ = open_writer(tmp_path / "f", "npy", settings, row_shape, np.dtype("float32"))
     features = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, *row_shape))
     sizes = np.tile(np.array([[96, 128]], np.int32), (n, 1))
-    writer.write(RowBatch([f"{i}.jpg" for i in range(n)], features.copy(), sizes, None))
+    writer.write(
+        RowBatch([f"{i}.jpg" for i in range(n)], features.copy(), {"original_size": sizes})
+    )
     writer.close(complete=True)
     with open_features(tmp_path / "f") as ff:
         spec = grid_spec(ff.settings, None, tmp_path / "f")
