@@ -85,16 +85,17 @@ def test_round_trip_resume_and_failures(out):
         assert f.content_box.shape == (5, 4)
 
 
-def test_a_different_setting_is_refused_by_name(out):
+def test_overwrite_replaces_our_output_with_other_settings(out):
+    """(Whether settings may differ is the pipeline's call: tests/test_settings.py.)"""
     path, fmt = out
     open_writer(path, fmt, SETTINGS, ROW, np.float16)[0].close(True)
-    with pytest.raises(Sapiens2Error, match=r"--dtype .*--overwrite"):
-        open_writer(path, fmt, {**SETTINGS, "dtype": "float32"}, ROW, np.float32)
     writer, done = open_writer(
         path, fmt, {**SETTINGS, "dtype": "float32"}, ROW, np.float32, overwrite=True
     )
     assert done == set()
     writer.close(True)
+    with open_features(path) as f:
+        assert f.settings["dtype"] == "float32" and len(f) == 0
 
 
 def test_rows_of_a_cut_off_batch_are_ignored_then_trimmed(tmp_path):

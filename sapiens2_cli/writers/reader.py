@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 
 import h5py
 import numpy as np
@@ -45,8 +45,9 @@ class FeatureFile(ABC):
         return len(self.paths)
 
     @property
-    def columns(self) -> list[str]:
-        return list(self._columns)
+    def columns(self) -> Mapping[str, np.ndarray]:
+        """Every per-row column by name, each (n, *shape), read-only."""
+        return MappingProxyType(self._columns)
 
     def column(self, name: str) -> np.ndarray:
         """Column `name` for every row, (n, *shape)."""
