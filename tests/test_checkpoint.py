@@ -198,7 +198,9 @@ def test_the_gpu_route_gives_the_cpu_tensors(tmp_path, tiny_checkpoint):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_weights_are_one_allocation_in_the_target_dtype_or_the_mapping(tiny_checkpoint, dtype):
+    threads = torch.get_num_threads()
     model = load_backbone(tiny_checkpoint, dtype=dtype)
+    assert torch.get_num_threads() == threads  # the one-thread conversion gives them back
     weights = [t for n, t in model.state_dict().items() if n != "rope_embed.periods"]
     storages = {t.untyped_storage().data_ptr() for t in weights}
     assert len(storages) == 1 and {t.dtype for t in weights} == {dtype}

@@ -202,7 +202,7 @@ def read_weights(
     The file is mapped once (copy-on-write, so nothing is read twice and nothing written
     back). On the CPU a tensor already in its target dtype is a view of the mapping (zero
     copy: its pages are the page cache); the others are converted into one allocation per
-    target dtype, each conversion running on torch's threads. On a GPU each tensor goes
+    target dtype. On a GPU each tensor goes
     through one reused pinned buffer, is copied to the device, and cast there.
     """
     entries = _entries(info, target)
@@ -210,6 +210,22 @@ def read_weights(
     data = torch.from_file(str(info.path), shared=False, size=size, dtype=torch.uint8)
     if device.type != "cpu":
         return _send(data, entries, target, device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _convert(data, entries, target)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _convert(
+    data: torch.Tensor, entries: list[_Entry], target: dict[str, torch.dtype]
+) -> dict[str, torch.Tensor]:
+    """CPU: views of the mapping, or copies into one allocation per target dtype.
+
+    Runs on one thread: the cost is first-touching the new memory, which the kernel
+    serializes; a second thread doubled the CPU time and lost wall time (docs/performance.md).
+    """
     state = {}
     for dtype in set(target.values()):
         converted = [e for e in entries if target[e.name] == dtype and e.dtype != dtype]
