@@ -57,7 +57,7 @@ class OutputSettings:
     video_fps: float = field(
         default=1.0,
         metadata=_meta(
-            "video frames kept per second of presentation time; 0: every frame",
+            "video frames kept per second of presentation time (0: every frame)",
             "--fps/--every-frame",
         ),
     )
