@@ -7,6 +7,7 @@ B-frames (decode order != presentation order) and a keyframe every 12 frames.
 
 from __future__ import annotations
 
+import os
 import shutil
 from fractions import Fraction
 
@@ -270,3 +271,21 @@ def test_the_kept_decoder_is_not_used_for_another_file_or_going_back(clips, tmp_
     frames = probe(str(copy), None).frames
     got = pixels(decode(str(copy), frames[3:6]))
     np.testing.assert_array_equal(got[3], plain_decode(copy)[3])
+
+
+def test_no_decoding_threads_survive_into_a_fork(clips):
+    # Decode workers are forked; a fork taken while FFmpeg's threads run can inherit a
+    # lock one of them held and hang (it did, at random, in this suite). Catches: the open
+    # decoder kept across a fork, or its threads left to the garbage collector.
+    def threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = threads()
+    path = str(clips["mkv"])
+    list(decode(path, probe(path, None).frames[:5], threads=4))
+    assert threads() > before and video._cursor is not None
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert video._cursor is None and threads() <= before

@@ -20,6 +20,7 @@ sampling.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import os
@@ -157,7 +158,7 @@ def decode(path: str, frames: Sequence[Frame], threads: int = 0) -> Iterator[Fra
                 yield frame, "corrupt frame (damaged data)"
             else:
                 rgb = picture.to_ndarray(format="rgb24")
-                yield frame, orient(rgb, _display_matrix(picture), cursor.rotate)
+                yield frame, orient(rgb, cursor.matrix(picture), cursor.rotate)
             if not wanted:
                 return
     except (av.FFmpegError, VideoError, OSError, MemoryError) as e:
@@ -177,8 +178,21 @@ def close_decoder() -> None:
     """Close the video this process keeps open between `decode` calls, if any."""
     global _cursor
     if _cursor is not None:
-        _cursor.container.close()
+        _cursor.close()
         _cursor = None
+
+
+def _before_fork() -> None:
+    """FFmpeg's decoding threads must not run when a process forks (decode workers are
+    forked): a child can inherit a lock one of them held, and hang. They end when their
+    codec is freed, which the one picture whose side data was read (`_Cursor.matrix`)
+    delays until the garbage collector breaks its reference cycle: so collect now."""
+    if _cursor is not None:
+        close_decoder()
+        gc.collect()
+
+
+os.register_at_fork(before=_before_fork)
 
 
 class _Cursor:
@@ -200,8 +214,10 @@ class _Cursor:
         codec.thread_count = threads  # 0: FFmpeg picks from the core count
         if start is not None:
             self.container.seek(start, stream=stream, backward=True, any_frame=False)
-        self.pictures = self._decode(stream)
+        self._decoding = _pictures(self.container, stream)
+        self.pictures: Iterator[tuple[int, av.VideoFrame]] = self._decoding
         self.position: int | None = None  # pts of the last picture taken from `pictures`
+        self._matrix: np.ndarray | bool | None = False  # False: not read yet
 
     @classmethod
     def at(cls, path: str, first: Frame, threads: int) -> _Cursor:
@@ -228,7 +244,7 @@ class _Cursor:
                 cursor.pictures = itertools.chain([head], cursor.pictures)
                 return cursor
             if cursor is not None:
-                cursor.container.close()
+                cursor.close()
         raise VideoError("no picture could be decoded")
 
     def leads_to(self, path: str, first: Frame) -> bool:
@@ -238,19 +254,37 @@ class _Cursor:
         gap = (first.pts - self.position) * self.time_base
         return 0 < gap <= self.CONTINUE_WITHIN
 
-    def _decode(self, stream: av.video.stream.VideoStream) -> Iterator[tuple[int, av.VideoFrame]]:
-        codec = stream.codec_context
-        for packet in self.container.demux(stream):
-            if packet.is_corrupt:
-                continue  # probe did not list its frame; decoding it would only conceal
-            try:
-                pictures = codec.decode(packet)
-            except av.InvalidDataError:
-                continue  # one bad packet: the frames after it may still decode
-            for picture in pictures:
-                pts = picture.pts if picture.pts is not None else picture.dts
-                if pts is not None:
-                    yield pts, picture
+    def matrix(self, picture: av.VideoFrame) -> np.ndarray | None:
+        """The display matrix, read from the first picture converted: it is the stream's,
+        which FFmpeg attaches to every picture. Once only, because reading a picture's side
+        data ties it in a reference cycle (PyAV), which keeps the picture and the decoder's
+        threads alive until the garbage collector runs."""
+        if self._matrix is False:
+            self._matrix = _display_matrix(picture)
+        return self._matrix
+
+    def close(self) -> None:
+        """Stop decoding now: FFmpeg's threads end with the codec, freed right here."""
+        self._decoding.close()
+        self.container.close()
+
+
+def _pictures(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(pts, picture) in presentation order, from wherever `container` is."""
+    codec = stream.codec_context
+    for packet in container.demux(stream):
+        if packet.is_corrupt:
+            continue  # probe did not list its frame; decoding it would only conceal
+        try:
+            pictures = codec.decode(packet)
+        except av.InvalidDataError:
+            continue  # one bad packet: the frames after it may still decode
+        for picture in pictures:
+            pts = picture.pts if picture.pts is not None else picture.dts
+            if pts is not None:
+                yield pts, picture
 
 
 _cursor: _Cursor | None = None  # this process's open video, see decode()
