@@ -7,9 +7,11 @@ the real photos in tests/data (tests/media.py), except the kills, which need a s
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +210,18 @@ def test_killed_in_the_middle_of_a_file_resumes_within_it(tmp_path, kind):
         assert sorted(got.paths) == sorted(ref.paths) and len(set(got.paths)) == total
         order = [got.paths.index(p) for p in ref.paths]
         np.testing.assert_array_equal(got.read(order), ref.read(slice(None)))
+
+
+def test_the_video_reading_example_in_format_docs_runs(inputs, tmp_path, monkeypatch):
+    # Catches: docs/format.md's example drifting from the datasets it reads.
+    monkeypatch.chdir(tmp_path)
+    run(inputs, "-o", tmp_path / "feats.h5")
+    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
+    (code,) = re.findall(r"```py\n(.*?)```", text, re.S)
+    scope: dict = {}
+    exec(
+        compile(code.replace("/data/talk.mp4", str(inputs / "clip.mp4")), "format.md", "exec"),
+        scope,
+    )
+    np.testing.assert_array_equal(scope["times"], [0.0, 1.0, 2.0, 3.0])
+    assert scope["frames"].shape[0] == 4
