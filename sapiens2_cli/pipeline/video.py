@@ -7,7 +7,11 @@ are done; a long video is split into chunks that several workers decode):
   frames to keep, in presentation order, from their timestamps alone.
 * `decode` takes a run of consecutive kept frames, seeks to the keyframe before the first
   and decodes forward (FFmpeg's own threads on), yielding each wanted frame as RGB with
-  the display matrix (rotation, flips) applied, as EXIF orientation is for photos.
+  the display matrix (rotation, flips) applied, as EXIF orientation is for photos. The
+  decoder stays open for the process's next run, which decodes on from there when it
+  follows closely in the same file.
+
+`VideoSource` and `VideoReader` plug these into extract's item pipeline.
 
 Times: a frame's `timestamp` is its presentation time in seconds from the stream's first
 frame (players and `ffmpeg -ss` count from there too). Sampling at F per second keeps, for
