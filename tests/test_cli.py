@@ -9,7 +9,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from extract_helpers import FAST, extract, quiet_machine
+from PIL import Image
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app, main
@@ -171,3 +174,17 @@ def test_plural(count, expected):
 def test_plural_irregular():
     assert plural(1, "patch", "patches") == "1 patch"
     assert plural(3, "patch", "patches") == "3 patches"
+
+
+@pytest.mark.slow  # extracts one image first
+def test_merge_counts_one_part_in_the_singular(tmp_path, monkeypatch):
+    """Bug: 'joined 1 parts (1 rows, ...)'."""
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
+    out = tmp_path / "f.h5"
+    with quiet_machine(monkeypatch, tmp_path / "cache"):
+        result = extract(image, "-o", out, *FAST, "--shard", "0/1")
+        assert result.exit_code == 0, result.output
+        merged = CliRunner().invoke(app, ["merge", "-o", str(out)])
+    assert merged.exit_code == 0, merged.output
+    assert f"joined 1 part (1 row, 0 failed) into {out}" in merged.stderr
