@@ -188,3 +188,10 @@ def test_merge_counts_one_part_in_the_singular(tmp_path, monkeypatch):
         merged = CliRunner().invoke(app, ["merge", "-o", str(out)])
     assert merged.exit_code == 0, merged.output
     assert f"joined 1 part (1 row, 0 failed) into {out}" in merged.stderr
+
+
+def test_bare_command_shows_the_help_not_an_error(monkeypatch, capsys):
+    code, out, err = _main(monkeypatch, capsys)
+    assert code == 2
+    assert "Usage:" in out + err and "extract" in out + err
+    assert "error" not in err and not err.startswith("\n")

@@ -122,7 +122,8 @@ def main() -> None:
         if debug:
             raise
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `sapiens2`: the help
-            print(e.format_message(), file=sys.stderr)
+            if e.format_message():  # rich has printed it already, on stdout
+                print(e.format_message(), file=sys.stderr)
             sys.exit(e.exit_code)
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
