@@ -2,15 +2,19 @@
 
 The Python API in one import::
 
-    from sapiens2_cli import load_backbone, normalize_pixels
+    from sapiens2_cli import extract, open_features  # whole jobs, as `sapiens2 extract`
+    from sapiens2_cli import load_backbone, normalize_pixels  # the model itself
 
-Names that need torch are imported on first use, so `import sapiens2_cli` (and the
-command line's start-up) stays light.
+Every name but the error is imported on first use, so `import sapiens2_cli` (and the
+command line's start-up) does not import torch.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+__version__ = "0.1.0"
+
+import importlib
+from typing import TYPE_CHECKING
 
 from sapiens2_cli.errors import Sapiens2Error
 
@@ -28,29 +32,56 @@ if TYPE_CHECKING:
         load_backbone,
         normalize_pixels,
     )
+    from sapiens2_cli.pipeline.extract import Interrupted
+    from sapiens2_cli.pipeline.job import ExtractOptions, extract
+    from sapiens2_cli.pipeline.progress import Summary
+    from sapiens2_cli.writers import open_features
 
-__version__ = "0.1.0"
+_MODEL = "sapiens2_cli.model"
+#: Where each name lives; the extraction engine pulls in the pipeline and writers.
+_LAZY = {
+    "ARCHS": _MODEL,
+    "PIXEL_MEAN": _MODEL,
+    "PIXEL_STD": _MODEL,
+    "CheckpointInfo": _MODEL,
+    "Sapiens2Backbone": _MODEL,
+    "Sapiens2Config": _MODEL,
+    "build_backbone": _MODEL,
+    "get_config": _MODEL,
+    "inspect_checkpoint": _MODEL,
+    "load_backbone": _MODEL,
+    "normalize_pixels": _MODEL,
+    "extract": "sapiens2_cli.pipeline.job",
+    "ExtractOptions": "sapiens2_cli.pipeline.job",
+    "Interrupted": "sapiens2_cli.pipeline.extract",
+    "Summary": "sapiens2_cli.pipeline.progress",
+    "open_features": "sapiens2_cli.writers",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sapiens2_cli' has no attribute {name!r}")
+
 
 __all__ = [
     "ARCHS",
     "PIXEL_MEAN",
     "PIXEL_STD",
     "CheckpointInfo",
+    "ExtractOptions",
+    "Interrupted",
     "Sapiens2Backbone",
     "Sapiens2Config",
     "Sapiens2Error",
+    "Summary",
     "__version__",
     "build_backbone",
+    "extract",
     "get_config",
     "inspect_checkpoint",
     "load_backbone",
     "normalize_pixels",
+    "open_features",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from sapiens2_cli import model
-
-        return getattr(model, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,8 @@
-"""Wording shared by messages, so counts read right whatever the number."""
+"""Wording shared by the commands' messages."""
 
 from __future__ import annotations
 
 
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """'1 part', '0 parts', '1,200 parts'; `nouns` for irregular plurals."""
-    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """'1 image', '2 images', '0 images' (`plural_form` for irregular nouns)."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"

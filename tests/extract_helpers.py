@@ -75,7 +75,8 @@ def reference_features(path: str, layers=(17,), size=(64, 48), resize="stretch")
     """Features of one image computed directly: decode, normalize, model in float32."""
     if "tiny" not in _MODEL:
         _MODEL["tiny"] = load_backbone(TINY)
-    pixels = torch.from_numpy(decode_image(path, size, resize).pixels.copy()).permute(2, 0, 1)[None]
+    pixels = torch.from_numpy(decode_image(path, size, resize).pixels).permute(2, 0, 1)[None]
+    pixels = pixels.contiguous()  # NCHW in memory, as upstream's transforms give it
     with torch.inference_mode():
         out = _MODEL["tiny"].forward_layers(normalize_pixels(pixels), list(layers))
     return torch.stack(out, dim=1)[0].numpy()  # (n_layers, 9 + h*w, D)

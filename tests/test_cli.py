@@ -165,7 +165,7 @@ def test_archs_json_counts_come_from_the_zoo_table():
 
 @pytest.mark.parametrize(
     ("count", "expected"),
-    [(0, "0 parts"), (1, "1 part"), (2, "2 parts"), (1200, "1,200 parts")],
+    [(0, "0 parts"), (1, "1 part"), (2, "2 parts"), (1200, "1200 parts")],
 )
 def test_plural(count, expected):
     assert plural(count, "part") == expected

@@ -187,7 +187,7 @@ def test_bad_flags_stop_before_any_work(tmp_path, flags, message):
 def test_bad_inputs_and_outputs_stop_before_any_work(tmp_path):
     (tmp_path / "empty").mkdir()
     result = extract(tmp_path / "empty", "-o", tmp_path / "f.h5", *FAST)
-    assert "no images found" in str(result.exception)
+    assert "no input files found" in str(result.exception)
     result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f.h5", "--arch", "2b")
     assert "unknown arch" in str(result.exception)
     result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f.h5", "--arch", "0.1b")
@@ -202,6 +202,11 @@ def test_bad_inputs_and_outputs_stop_before_any_work(tmp_path):
         locked.mkdir(mode=0o500)
         result = extract(DATA / "coffee.jpg", "-o", locked / "f.h5", *FAST)
         assert "not writable" in str(result.exception)
+    (tmp_path / "plain").write_text("a file, not a folder")
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "plain" / "f.h5", *FAST)
+    assert "is a file, not a folder" in str(result.exception)  # was a FileExistsError
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "s.h5", *FAST, "--shard", "")
+    assert "is not I/N" in str(result.exception)  # was an AttributeError
     if Path("/proc/self").exists():  # no one, root included, creates files in /proc
         result = extract(DATA / "coffee.jpg", "-o", "/proc/f.h5", *FAST)
         assert "not writable" in str(result.exception)

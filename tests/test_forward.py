@@ -17,16 +17,14 @@ from hostile_corpus import DATA
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.pipeline.extract import FeatureSpec, OutputSpec, RunOptions, prepare
 from sapiens2_cli.pipeline.forward import (
     DeviceModel,
     check_range,
     select_tokens,
     to_storage,
 )
+from sapiens2_cli.pipeline.job import extract as library_extract
 from sapiens2_cli.pipeline.profile import STAGES
-from sapiens2_cli.pipeline.sources import list_images
-from sapiens2_cli.pipeline.weights import resolve_weights
 from sapiens2_cli.writers import open_features
 
 SIZE = (64, 48)
@@ -63,10 +61,12 @@ def _device_model(
 
 
 def _reference(pixels: torch.Tensor, layers=(8, 17)) -> np.ndarray:
-    """The model run directly in float32: (B, n_layers, h*w, D)."""
+    """The model run directly in float32 on contiguous NCHW input, as upstream's transforms
+    give it (a channels-last view takes another convolution kernel): (B, n_layers, h*w, D)."""
     model = load_backbone(TINY)
+    x = normalize_pixels(pixels.permute(0, 3, 1, 2).contiguous())
     with torch.inference_mode():
-        outputs = model.forward_layers(normalize_pixels(pixels.permute(0, 3, 1, 2)), layers)
+        outputs = model.forward_layers(x, layers)
     return torch.stack(outputs, dim=1)[:, :, 9:].numpy()
 
 
@@ -169,14 +169,9 @@ def test_batch_size_auto_is_one_on_the_cpu_and_reported(tmp_path):
 
 
 def _extract(out: Path, device: str = "cpu", **run):
-    options = {"batch_size": 3, "workers": 0} | run
-    return prepare(
-        list_images([str(DATA)]),
-        resolve_weights(None, TINY),
-        FeatureSpec(size=SIZE),
-        OutputSpec(out, "h5"),
-        RunOptions(torch.device(device), torch.float32, **options),
-    ).run(progress=False)
+    """The library's extract (the whole job), in float32."""
+    options = {"batch_size": 3, "workers": 0, "precision": "fp32"} | run
+    return library_extract([DATA], out, checkpoint=TINY, size=SIZE, device=device, **options)
 
 
 def test_extract_profile_and_bf16_weights_from_the_command_line(tmp_path):

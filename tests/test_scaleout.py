@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.distributed import Ranks
-from sapiens2_cli.pipeline.parts import parse_shard, part_index
 from sapiens2_cli.writers import open_features
+from sapiens2_cli.writers.parts import parse_shard, part_index
 
 DATA = Path(__file__).parent / "data"
 N_GENERATED = 60
@@ -204,7 +204,9 @@ def test_merge_refuses_mismatched_overlapping_missing_and_moved_parts(images, tm
     for whole in ("a.h5", "b.h5"):
         assert extract(*args(photos, tmp_path / whole)).exit_code == 0
     result = merge(tmp_path / "a.h5", tmp_path / "b.h5", "-o", tmp_path / "ab.h5")
-    assert "the parts overlap" in str(result.exception)
+    assert "not a part of a split job" in str(result.exception)  # a plain output is no part
+    result = merge(tmp_path / "a.h5", "-o", tmp_path / "a2.h5")
+    assert "not a part of a split job" in str(result.exception)
     part = tmp_path / "f.h5.parts/part-00000-of-00002.h5"
     result = merge(part, part, "-o", tmp_path / "twice.h5")
     assert "given twice" in str(result.exception)

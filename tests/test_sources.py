@@ -1,4 +1,4 @@
-"""Which files a run covers, and in which order."""
+"""Which files a run covers, in which order, and what identifies each."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import os
 import pytest
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.sources import list_images, walk_images
+from sapiens2_cli.pipeline.sources import Listing, expand, list_files, walk
+from sapiens2_cli.pipeline.sources import default_sources as sources
 
 
 def touch(path):
@@ -20,34 +21,76 @@ def touch(path):
 def test_walk_is_recursive_sorted_and_case_insensitive(tmp_path):
     for name in ("b/z.PNG", "b/a.jpg", "a.b/c.jpeg", "a/x.Tif", "top.webp", "skip.txt", "c/d"):
         touch(tmp_path / name)
-    found = walk_images(str(tmp_path))
+    found = walk(str(tmp_path))
     rel = [os.path.relpath(p, tmp_path) for p in found]
     assert rel == ["a/x.Tif", "a.b/c.jpeg", "b/a.jpg", "b/z.PNG", "top.webp"]
-    assert found[0] == os.path.join(str(tmp_path), "a/x.Tif")  # the folder joined as given
 
 
-def test_paths_keep_the_folder_as_typed(tmp_path, monkeypatch):
-    touch(tmp_path / "photos/one.jpg")
+def test_hidden_files_and_folders_are_skipped_unless_asked(tmp_path):
+    """Catches: macOS ._ resource forks and .thumbnails/ caches extracted as photos."""
+    for name in ("a.jpg", "._a.jpg", ".thumbnails/t.jpg", "d/.hidden.png", "d/b.png"):
+        touch(tmp_path / name)
+    rel = [os.path.relpath(p, tmp_path) for p in walk(str(tmp_path))]
+    assert rel == ["a.jpg", "d/b.png"]
+    everything = walk(str(tmp_path), Listing(hidden=True))
+    assert len(everything) == 5
+
+
+def test_one_file_reached_by_several_spellings_is_one_input(tmp_path, monkeypatch):
+    """Catches: './a.jpg', 'a.jpg', an absolute path and a symlinked folder becoming four
+    rows, and a resume from another working folder redoing everything."""
+    real = touch(tmp_path / "photos/one.jpg")
+    os.symlink(tmp_path / "photos", tmp_path / "link")
     monkeypatch.chdir(tmp_path)
-    assert list_images(["photos/"]) == ["photos/one.jpg"]
-    assert list_images(["./photos"]) == ["./photos/one.jpg"]
+    got = list_files(["photos/one.jpg", "./photos/one.jpg", real, "link", "photos/"])
+    assert got == [os.path.realpath(real)]
+    monkeypatch.chdir(tmp_path / "photos")
+    assert list_files(["one.jpg"]) == got  # the same identity from elsewhere
 
 
 def test_files_stdin_and_lists_combine_without_duplicates(tmp_path):
     a, b = touch(tmp_path / "d/a.png"), touch(tmp_path / "b.gif")
     listed = tmp_path / "list.txt"
     listed.write_text(f"{b}\n\n{tmp_path / 'missing.jpg'}\n")
-    stdin = io.StringIO(f"{a}\n{tmp_path / 'd'}\n")
-    got = list_images([b, "-", str(tmp_path / "d")], [listed], stdin)
-    # listed paths are kept as given even if missing: they become failure records later
+    stdin = io.BytesIO(f"{a}\n{tmp_path / 'd'}\n".encode())
+    got = list_files([b, "-", str(tmp_path / "d")], [listed], stdin)
+    # listed paths are kept even if missing: they become failure records later
     assert got == [b, a, str(tmp_path / "missing.jpg")]
+
+
+def test_null_separated_lists_and_names_that_are_not_utf8(tmp_path):
+    """Catches: find -print0 input split on newlines, and non-UTF-8 names (which Linux
+    allows) raising UnicodeDecodeError or coming back as other bytes."""
+    odd = os.fsdecode(b"caf\xe9\nnew line.jpg")
+    touch(tmp_path / odd)
+    stdin = io.BytesIO(os.fsencode(str(tmp_path / odd)) + b"\0")
+    got = list_files(["-"], stdin=stdin, listing=Listing(null=True))
+    assert got == [str(tmp_path / odd)]
+    assert os.fsencode(got[0]).endswith(b"caf\xe9\nnew line.jpg")  # the same bytes back
+
+
+def test_a_binary_file_list_is_refused_in_one_line(tmp_path):
+    """Catches: --files-from given a binary file decoding to garbage paths or a traceback."""
+    binary = tmp_path / "list.bin"
+    binary.write_bytes(b"\x00\x01\x02\xff\xfe" * 10)
+    with pytest.raises(Sapiens2Error, match="NUL bytes"):
+        list_files([], [binary])
 
 
 def test_bad_inputs_stop_before_any_work(tmp_path):
     with pytest.raises(Sapiens2Error, match="does not exist"):
-        list_images([str(tmp_path / "nope")])
+        list_files([str(tmp_path / "nope")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(Sapiens2Error, match="no images found"):
-        list_images([str(tmp_path / "empty")])
+    with pytest.raises(Sapiens2Error, match="no input files found"):
+        list_files([str(tmp_path / "empty")])
     with pytest.raises(Sapiens2Error, match="cannot read --files-from"):
-        list_images([], [tmp_path / "no-list.txt"])
+        list_files([], [tmp_path / "no-list.txt"])
+    with pytest.raises(Sapiens2Error, match="no inputs given"):
+        list_files([])
+
+
+def test_each_image_file_is_one_item_keyed_by_its_identity(tmp_path):
+    files = [touch(tmp_path / "a.jpg"), touch(tmp_path / "b.png")]
+    expansion = expand(files, sources())
+    assert [(i.key, i.file) for i in expansion.items] == [(f, f) for f in files]
+    assert not expansion.failures and expansion.ignored == 0

@@ -2,8 +2,8 @@
 
 The pipeline reads its weights from a file like `extract` does, so random weights of the
 arch are saved to a temporary float32 checkpoint first (4 bytes per parameter). The run
-goes through `pipeline.extract.prepare(...).run()` unchanged: listing, decoding workers,
-batching, the model, token selection, float16 conversion, HDF5 writing.
+goes through the library's `extract` unchanged: listing, decoding workers, batching, the
+model, token selection, float16 conversion, HDF5 writing.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from sapiens2_cli.device import precision_name
 from sapiens2_cli.model import Sapiens2Config, build_backbone, load_backbone
-from sapiens2_cli.pipeline.extract import FeatureSpec, OutputSpec, RunOptions, prepare
+from sapiens2_cli.pipeline.extract import RunOptions
+from sapiens2_cli.pipeline.job import ExtractOptions, extract
 from sapiens2_cli.pipeline.sources import list_images
-from sapiens2_cli.pipeline.weights import resolve_weights
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,18 @@ def time_extract(
         torch.cuda.synchronize(run.device)
     load_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="sapiens2-bench-out-") as tmp:
-        extraction = prepare(
-            list(images),
-            resolve_weights(None, checkpoint),
-            FeatureSpec(size=size),
-            OutputSpec(Path(tmp) / "features.h5", "h5"),
-            run,
+        options = ExtractOptions(
+            checkpoint=checkpoint,
+            size=size,
+            device=str(run.device),
+            precision=precision_name(run.precision),
+            weights_dtype=precision_name(run.weights_dtype),
+            batch_size=run.batch_size,
+            workers=run.workers,
+            compile=run.compile,
+            profile=run.profile,
         )
-        summary = extraction.run(progress=False)
+        summary = extract(list(images), Path(tmp) / "features.h5", options)
     steady = summary.seconds - load_s - (summary.compile_s or 0.0)
     return PipelineTiming(
         images=summary.images,

@@ -15,42 +15,20 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperGroup
 
 from sapiens2_cli import __version__
-from sapiens2_cli.cli import archs, bench, download, inspect, merge, viz
+from sapiens2_cli.cli import archs, bench, download, extract, inspect, merge, viz
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.interrupt import exit_interrupted
-
-#: cli/extract.py still imports the pipeline (torch) at module level; until it does not,
-#: the app lists it from this summary and imports it only when it runs.
-_EXTRACT_HELP = "Extract features of every image into OUT; rerun the same command to resume."
 
 
 class _Interrupted(Exception):
     """Ctrl-C, carried past Typer (which would turn it into a silent exit 130) to main()."""
 
 
-class _Deferred(TyperCommand):
-    """Placeholder for `extract` in the command list, replaced when it is run."""
-
-
 class _Commands(TyperGroup):
-    """The root group: loads `extract` when it is used, and hands Ctrl-C to main()."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.commands = {"extract": _Deferred(name="extract", help=_EXTRACT_HELP), **self.commands}
-
-    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
-        name, command, rest = super().resolve_command(ctx, args)
-        if isinstance(command, _Deferred):
-            from sapiens2_cli.cli.extract import extract_command
-
-            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-            single.command("extract")(extract_command)
-            command = self.commands["extract"] = typer.main.get_command(single)
-        return name, command, rest
+    """The root group: hands Ctrl-C, wherever it lands, to main()."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         try:  # parsing imports pydantic on first use
@@ -92,6 +70,7 @@ def _root(
     """Dense per-patch features from Meta's Sapiens2 backbones."""
 
 
+app.command("extract")(extract.extract_command)
 app.command("download")(download.download_command)
 app.command("archs")(archs.archs_command)
 app.command("bench")(bench.bench_command)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated
 
 import typer
 
@@ -21,36 +20,7 @@ from sapiens2_cli.cli.options import (
     parse_batch_size,
     parse_size,
 )
-from sapiens2_cli.device import resolve_device, resolve_precision, resolve_weights_dtype
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.decode import ResizeMode
-from sapiens2_cli.pipeline.distributed import RankGroup, Ranks
-from sapiens2_cli.pipeline.extract import (
-    CompileMode,
-    FeatureSpec,
-    Interrupted,
-    Layout,
-    OutputSpec,
-    RunOptions,
-    StorageDtype,
-    TokenMode,
-    prepare,
-)
-from sapiens2_cli.pipeline.parts import PartJob, parse_shard
-from sapiens2_cli.pipeline.progress import Summary
-from sapiens2_cli.pipeline.sources import list_images
-from sapiens2_cli.pipeline.weights import Weights, checkpoint_sha256, resolve_weights
-from sapiens2_cli.writers import check_output_path, infer_format
-from sapiens2_cli.writers.merge import merge_mode
-
-COMPRESSIONS = ("gzip", "lzf")
-
-
-def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
-    value = value.strip().lower()
-    if value not in allowed:
-        raise Sapiens2Error(f"unknown {flag} {value!r}: use {', '.join(allowed)}")
-    return value
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -62,12 +32,6 @@ def parse_layers(text: str) -> tuple[int, ...]:
         raise Sapiens2Error(
             f"--layers {text!r} is not a list of block indices: write it like -1 or 8,17"
         ) from None
-
-
-def _positive(flag: str, value: int, minimum: int) -> int:
-    if value < minimum:
-        raise Sapiens2Error(f"{flag} must be at least {minimum}, not {value}")
-    return value
 
 
 def extract_command(
@@ -86,31 +50,100 @@ def extract_command(
         list[Path] | None,
         typer.Option("--files-from", help="A file listing image paths, one a line."),
     ] = None,
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null",
+            "-0",
+            help="Paths on stdin and in --files-from end with NUL "
+            "bytes (find -print0), not newlines.",
+        ),
+    ] = False,
+    hidden: Annotated[
+        bool,
+        typer.Option(
+            "--hidden",
+            help="Also walk hidden folders and take hidden files "
+            "(names starting with a dot: .thumbnails/, macOS ._ files).",
+        ),
+    ] = False,
+    boxes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Person boxes (COCO annotations or results JSON, JSONL or CSV path,x,y,w,h"
+            "[,score]): one row per box, cropped as upstream's pose pipeline does; INPUT is "
+            "the folder the box file's image names are relative to.",
+            show_default=False,
+        ),
+    ] = None,
+    box_padding: Annotated[
+        float | None,
+        typer.Option(
+            help="With --boxes: crop size as a factor of the box (default 1.25).",
+            show_default=False,
+        ),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="With --boxes: leave out boxes scored below this (unscored kept).",
+            show_default=False,
+        ),
+    ] = None,
+    include_crowd: Annotated[
+        bool,
+        typer.Option("--include-crowd", help="With --boxes: keep COCO crowd boxes (iscrowd 1)."),
+    ] = False,
     arch: Annotated[str | None, ArchOption.__metadata__[0]] = None,
     checkpoint: CheckpointOption = None,
     size: SizeOption = None,
     resize: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="stretch (upstream's, ignores aspect) or letterbox (keeps it, pads with "
-            "the mean colour and records content_box)."
+            help="stretch (upstream's, ignores aspect; the default) or letterbox (keeps it, "
+            "pads with the mean colour and records content_box).",
+            show_default=False,
         ),
-    ] = "stretch",
+    ] = None,
+    jpeg_draft: Annotated[
+        bool | None,
+        typer.Option(
+            "--jpeg-draft/--no-jpeg-draft",
+            help="Decode large JPEGs at a reduced scale (at least twice the input size) "
+            "before the resize: faster, slightly different pixels (docs/performance.md). "
+            "Off by default.",
+            show_default=False,
+        ),
+    ] = None,
     layers: Annotated[
-        str, typer.Option(help="Block indices to keep, e.g. -1 (the last) or 8,17.")
-    ] = "-1",
-    tokens: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="patch (h*w patch tokens), all (9 prefix + patches), cls, or mean (of patches)."
+            help="Block indices to keep, e.g. -1 (the last; the default) or 8,17.",
+            show_default=False,
         ),
-    ] = "patch",
+    ] = None,
+    tokens: Annotated[
+        str | None,
+        typer.Option(
+            help="patch (h*w patch tokens; the default), all (9 prefix + patches), cls, or "
+            "mean (of patches).",
+            show_default=False,
+        ),
+    ] = None,
     layout: Annotated[
-        str, typer.Option(help="tokens: (T, D) per layer; map: (D, h, w), patch tokens only.")
-    ] = "tokens",
+        str | None,
+        typer.Option(
+            help="tokens (the default): (T, D) per layer; map: (D, h, w), patch tokens only.",
+            show_default=False,
+        ),
+    ] = None,
     dtype: Annotated[
-        str, typer.Option(help="Storage dtype: float16 (range-checked) or float32.")
-    ] = "float16",
+        str | None,
+        typer.Option(
+            help="Storage dtype: float16 (range-checked; the default) or float32.",
+            show_default=False,
+        ),
+    ] = None,
     output_format: Annotated[
         str | None,
         typer.Option("--format", help="h5 or npy (default: from OUT's name)."),
@@ -162,7 +195,10 @@ def extract_command(
         bool,
         typer.Option("--profile", help="Time each stage and show where the time went."),
     ] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT instead of resuming it.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Replace OUT (only ever a sapiens2 output) instead of resuming it."),
+    ] = False,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -182,76 +218,80 @@ def extract_command(
         bool,
         typer.Option(
             "--retry-failed/--skip-failed",
-            help="When resuming, try images that failed before again (default) or skip them.",
+            help="When resuming, try inputs that failed before again (default) or skip them.",
         ),
     ] = True,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit with code 3 when any input failed (the run still goes to the end).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Extract features of every image into OUT; rerun the same command to resume."""
-    fmt = infer_format(output, output_format and _choice("--format", output_format, ("h5", "npy")))
-    spec = FeatureSpec(
+    """Extract features of every input into OUT; rerun the same command to resume.
+
+    Settings left out (--size, --resize, --layers, --tokens, --layout, --dtype,
+    --precision, --arch) are taken from OUT when it exists, so a resume needs only the
+    inputs and -o.
+    """
+    from sapiens2_cli.pipeline.extract import Interrupted
+    from sapiens2_cli.pipeline.job import ExtractOptions, extract
+
+    options = ExtractOptions(
+        arch=arch,
+        checkpoint=checkpoint,
         size=parse_size(size) if size else None,
-        resize=_choice("--resize", resize, get_args(ResizeMode)),  # type: ignore[arg-type]
-        layers=parse_layers(layers),
-        tokens=_choice("--tokens", tokens, get_args(TokenMode)),  # type: ignore[arg-type]
-        layout=_choice("--layout", layout, get_args(Layout)),  # type: ignore[arg-type]
-        dtype=_choice("--dtype", dtype, get_args(StorageDtype)),  # type: ignore[arg-type]
-    )
-    if compression is not None:
-        compression = _choice("--compression", compression, COMPRESSIONS)
-        if fmt != "h5":
-            raise Sapiens2Error("--compression applies to HDF5 output only: drop it or use -o x.h5")
-    if rows_per_shard is not None:
-        _positive("--rows-per-shard", rows_per_shard, 1)
-    ranks = Ranks.from_env()
-    run_device = ranks.pin(resolve_device(device))
-    compute = resolve_precision(precision, run_device)
-    compile_as = _choice("--compile-mode", compile_mode, get_args(CompileMode)) if compile else None
-    run = RunOptions(
-        device=run_device,
-        precision=compute,
+        resize=resize,
+        layers=parse_layers(layers) if layers is not None else None,
+        tokens=tokens,
+        layout=layout,
+        dtype=dtype,
+        jpeg_draft=jpeg_draft,
+        format=output_format,
+        compression=compression,
+        rows_per_shard=rows_per_shard,
+        overwrite=overwrite,
+        retry_failed=retry_failed,
+        device=device,
+        precision=precision,
+        weights_dtype=weights_dtype,
         batch_size=parse_batch_size(batch_size),
-        workers=None if workers is None else _positive("--workers", workers, 0),
-        weights_dtype=resolve_weights_dtype(weights_dtype, compute),
-        compile=compile_as,  # type: ignore[arg-type]
+        workers=workers,
+        compile=compile_mode if compile else None,
         profile=profile,
+        shard=shard,
+        merge=merge,
+        files_from=tuple(files_from or ()),
+        hidden=hidden,
+        null=null,
+        boxes=boxes,
+        box_padding=box_padding,
+        min_score=min_score,
+        include_crowd=include_crowd,
     )
-    out = OutputSpec(output, fmt, overwrite, compression, rows_per_shard, retry_failed)
-    with RankGroup(ranks, run_device) as group:
-        job = PartJob.plan(group, out, shard and parse_shard(shard), merge_mode(merge))
-        images = group.first(lambda: list_images(inputs or [], files_from or [], sys.stdin))
-        check_output_path(job.output.path, fmt, overwrite)
-        weights = group.first(lambda: _resolve_and_hash(arch, checkpoint))
-        extraction = prepare(job.take(images), weights, spec, job.output, run)
-        bar = group.progress(len(extraction.pending), not quiet)
-        try:
-            summary = extraction.run(bar=bar)
-        except Interrupted as stop:
-            _report(stop.summary, as_json, quiet)
-            typer.echo(
-                f"interrupted: {stop.summary.rows} rows are safe in {stop.summary.output}; run "
-                "the same command again to resume",
-                err=True,
-            )
-            raise typer.Exit(130) from None
-        summary = job.finish(summary)
-    if summary is not None:
-        _report(summary, as_json, quiet)
-        if job.next_step() and not quiet:
-            typer.echo(job.next_step(), err=True)
+    try:
+        summary = extract(inputs or [], output, options, progress=not quiet)
+    except Interrupted as stop:
+        _report(stop.summary, as_json, quiet)
+        typer.echo(
+            f"interrupted: {stop.summary.rows} rows are safe in {stop.summary.output}; run "
+            "the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports for all
+        return
+    _report(summary, as_json, quiet)
+    if summary.next_step and not quiet:
+        typer.echo(summary.next_step, err=True)
+    if strict and summary.failed_total:
+        raise typer.Exit(3)
 
 
-def _resolve_and_hash(arch: str | None, checkpoint: Path | None) -> Weights:
-    """Under torchrun, rank 0 alone downloads and hashes the weights; the other ranks on its
-    machine (or sharing its cache folder) then read the sha256 from the hash cache instead
-    of hashing the same file at the same time."""
-    weights = resolve_weights(arch, checkpoint)
-    checkpoint_sha256(weights.path)
-    return weights
-
-
-def _report(summary: Summary, as_json: bool, quiet: bool) -> None:
+def _report(summary, as_json: bool, quiet: bool) -> None:
     if not quiet:
         typer.echo(summary.describe(), err=True)
     if as_json:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.cli.options import JsonOption, QuietOption
 from sapiens2_cli.text import plural
 
@@ -41,10 +42,11 @@ def merge_command(
 ) -> None:
     """Join the parts written by `extract --shard I/N` jobs (checks settings, overlaps, gaps)."""
     from sapiens2_cli.writers import check_output_path
-    from sapiens2_cli.writers.merge import check_join_target, find_parts, merge_mode, merge_outputs
+    from sapiens2_cli.writers.merge import merge_outputs
+    from sapiens2_cli.writers.parts import check_join_target, find_parts
     from sapiens2_cli.writers.reader import detect_format
 
-    mode = merge_mode(merge)
+    mode = MergeMode.parse(merge, "--merge")
     paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
     if paths:
         check_output_path(output, detect_format(paths[0]) or "h5", overwrite)
@@ -58,7 +60,7 @@ def merge_command(
         )
         typer.echo(
             f"joined {plural(merged.parts, 'part')} ({plural(merged.rows, 'row')}, "
-            f"{merged.failed:,} failed) "
+            f"{merged.failed} failed) "
             f"into {output} ({where})",
             err=True,
         )
@@ -75,7 +77,7 @@ def merge_command(
 
 def _expand(path: Path) -> list[Path]:
     """A folder of parts (such as OUT.parts) stands for the parts in it."""
-    from sapiens2_cli.writers.merge import parts_in
+    from sapiens2_cli.writers.parts import parts_in
     from sapiens2_cli.writers.reader import detect_format
 
     if path.is_dir() and detect_format(path) is None:

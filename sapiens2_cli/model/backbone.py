@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import Sapiens2Config
 from sapiens2_cli.model.layers import Block, RMSNorm, RopeEmbedding
 
@@ -75,6 +76,21 @@ class WindowTokenizer(nn.Module):
         return x[:, 0].reshape(B, h // ws, w // ws, D)
 
 
+class LayerIndexError(Sapiens2Error, IndexError):
+    """A block index outside the model: an IndexError for Python callers, one line for the CLI."""
+
+
+def resolve_layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """Block indices as numbers from 0, negatives counted from the end (-1 is the last)."""
+    for i in layers:
+        if not -num_layers <= i < num_layers:
+            raise LayerIndexError(
+                f"layer {i} is out of range: this model has blocks 0..{num_layers - 1} "
+                f"(or -1..-{num_layers} from the end)"
+            )
+    return tuple(i % num_layers for i in layers)
+
+
 class Sapiens2Backbone(nn.Module):
     """Sapiens2 backbone: (B, 3, H, W) normalized pixels -> (B, 9 + h*w, D) tokens.
 
@@ -106,13 +122,7 @@ class Sapiens2Backbone(nn.Module):
 
     def resolve_layers(self, layers: Sequence[int]) -> list[int]:
         """Block indices with negatives counted from the end (-1 is the last block)."""
-        n = len(self.blocks)
-        resolved = []
-        for i in layers:
-            if not -n <= i < n:
-                raise IndexError(f"layer {i} is out of range for a {n}-block model")
-            resolved.append(i % n)
-        return resolved
+        return list(resolve_layers(layers, len(self.blocks)))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Final-normed output of the last block, (B, 9 + h*w, D)."""

@@ -19,11 +19,11 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
+from sapiens2_cli.choices import CompileMode, Layout, StorageDtype, TokenMode
 from sapiens2_cli.device import autocast
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import normalize_pixels
@@ -31,10 +31,8 @@ from sapiens2_cli.pipeline.profile import StageClock
 
 log = logging.getLogger(__name__)
 
-TokenMode = Literal["patch", "all", "cls", "mean"]
-Layout = Literal["tokens", "map"]
-StorageDtype = Literal["float16", "float32"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+#: The first batch size `--batch-size auto` tries on a GPU.
+AUTO_BATCH_START = 256
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _STORAGE = {"float16": torch.float16, "float32": torch.float32}
 
@@ -160,6 +158,23 @@ class DeviceModel:
         self.submit(blank).result()
         return time.perf_counter() - start
 
+    def fit_batch(self, size: tuple[int, int], start: int = AUTO_BATCH_START) -> int:
+        """`--batch-size auto`: the largest of start, start/2, ..., 1 that runs, found by
+        running exactly what `submit` runs (kept layers stacked, storage conversion
+        included) on a blank batch, through its own out-of-memory back-off.
+
+        A CPU out of memory usually ends the process (the kernel's OOM killer) rather than
+        raising, so there is nothing to probe: on CPU this is 1.
+        """
+        if self.device.type != "cuda":
+            log.info("--batch-size auto probes GPU memory only; using 1 on %s", self.device.type)
+            self.batch_size = 1
+            return 1
+        self.batch_size, self.chunk = start, None
+        self.submit(torch.zeros(start, *size, 3, dtype=torch.uint8)).result()
+        self.batch_size, self.chunk = self.chunk or start, None
+        return self.batch_size
+
     def submit(self, pixels: torch.Tensor) -> Pending:
         """Queue a (B, H, W, 3) uint8 batch; `.result()` gives its features on the host."""
         parts, start = [], 0
@@ -225,7 +240,10 @@ class DeviceModel:
     def _device_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, 3) uint8 on the device -> (features in the storage dtype, peak)."""
         with autocast(self.device, self.precision):
-            x = normalize_pixels(pixels.permute(0, 3, 1, 2))  # (B, 3, H, W)
+            # Contiguous NCHW, as upstream's transforms give it: a channels-last input takes
+            # another convolution kernel, and its last-bit differences in the patch embedding
+            # grow through the bf16 RoPE to ~2e-3 by the last block.
+            x = normalize_pixels(pixels.permute(0, 3, 1, 2)).contiguous()  # (B, 3, H, W)
             outputs = self.model.forward_layers(x, self.layers)
             kept = select_tokens(outputs, self.tokens, self.layout, self.grid)
         return to_storage(kept, self.dtype)

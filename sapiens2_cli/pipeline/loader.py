@@ -1,9 +1,12 @@
-"""Batches of decoded images, made in worker processes and handed over as uint8 tensors.
+"""Batches of decoded items, made in worker processes and handed over as uint8 tensors.
 
-Decoding (the slow, CPU-bound part) runs in `workers` processes through torch's
-DataLoader, which keeps the input order; only uint8 pixels cross to the main process (into
-pinned memory when feeding a GPU). An image that fails becomes a (path, reason) record in
-its batch, never a row.
+Pending items are grouped into work units: consecutive items of one file, as many as its
+reader takes at once (a photo's boxes all together, a video's frames in runs from one
+seek). Units are packed in order into batches of at most `batch_size` rows, and decoding
+runs in `workers` processes through torch's DataLoader, which keeps that order; only
+uint8 pixels and the small per-row columns cross to the main process (into pinned
+memory when feeding a GPU). An item that fails becomes a (key, reason) record in its
+batch, never a row.
 """
 
 from __future__ import annotations
@@ -19,19 +22,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sapiens2_cli.pipeline.decode import Decoded, ImageError, ResizeMode, decode_image
+from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Row
+from sapiens2_cli.writers import RowBatch
+from sapiens2_cli.writers.base import concat_columns
 
 
 @dataclass
 class Batch:
-    """Images of one batch that decoded, in input order, and the ones that did not."""
+    """Pixels of the rows that decoded and, in `rows`, everything the writer will need."""
 
-    paths: list[str]
-    pixels: torch.Tensor  # (B, H, W, 3) uint8 RGB
-    original_size: np.ndarray  # (B, 2) int32, (height, width) after EXIF
-    content_box: np.ndarray | None  # (B, 4) int32; letterbox only
-    failures: list[tuple[str, str]]  # (path, one-line reason)
-    decode_s: float = 0.0  # seconds spent decoding this batch's images, in its worker
+    pixels: torch.Tensor  # (B, H, W, 3) uint8 RGB, in the order of rows.keys
+    rows: RowBatch  # keys, per-row columns and failures; features filled in later
+    decode_s: float = 0.0  # seconds spent decoding this batch's items, in its worker
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread when feeding a GPU."""
@@ -39,45 +41,81 @@ class Batch:
         return self
 
 
-class _Images(Dataset):
-    def __init__(self, paths: Sequence[str], size: tuple[int, int], resize: ResizeMode) -> None:
-        self.paths, self.size, self.resize = paths, size, resize
+def work_units(items: Sequence[Item], batch_size: int) -> list[list[Item]]:
+    """Consecutive items of one file and reader, at most its reader's chunk (or
+    `batch_size`) each: what one decode call handles."""
+    units: list[list[Item]] = []
+    for item in items:
+        chunk = item.reader.chunk_rows
+        limit = sys.maxsize if chunk is None else min(chunk, batch_size)
+        last = units[-1] if units else None
+        if (
+            last
+            and last[0].file == item.file
+            and last[0].reader == item.reader
+            and len(last) < limit
+        ):
+            last.append(item)
+        else:
+            units.append([item])
+    return units
+
+
+def pack(units: Sequence[Sequence[Item]], batch_size: int) -> list[list[int]]:
+    """Consecutive units grouped into batches of at most `batch_size` rows (a unit larger
+    than that is a batch of its own; the device stage splits it)."""
+    batches: list[list[int]] = []
+    rows = 0
+    for i, unit in enumerate(units):
+        if not batches or rows + len(unit) > batch_size:
+            batches.append([])
+            rows = 0
+        batches[-1].append(i)
+        rows += len(unit)
+    return batches
+
+
+class _Units(Dataset):
+    def __init__(self, units: Sequence[Sequence[Item]], prep: Preprocess) -> None:
+        self.units, self.prep = units, prep
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.units)
 
-    def __getitem__(self, i: int) -> tuple[str, Decoded | str, float]:
-        """(path, the decoded image or a one-line reason, seconds it took)."""
-        path, start = self.paths[i], time.perf_counter()
+    def __getitem__(self, i: int) -> tuple[list[Row | Failure], float]:
+        """The unit's rows and failures, and the seconds decoding took."""
+        unit, start = self.units[i], time.perf_counter()
+        reader = unit[0].reader
         try:
-            result: Decoded | str = decode_image(path, self.size, self.resize)
-        except ImageError as e:
-            result = str(e)
-        except Exception as e:  # a decoder bug must cost one image, not the run
-            result = f"unexpected {type(e).__name__} while decoding: {' '.join(str(e).split())}"
-        return path, result, time.perf_counter() - start
+            results = list(reader.read(unit, self.prep))
+        except Exception as e:  # a decoder bug must cost one unit, not the run
+            reason = f"unexpected {type(e).__name__} while decoding: {' '.join(str(e).split())}"
+            results = [Failure(item.key, reason) for item in unit]
+        return results, time.perf_counter() - start
 
 
 class _Collate:
-    """Splits decoded images from failures and stacks the pixels (picklable for workers)."""
+    """Splits rows from failures and stacks pixels and columns (picklable for workers)."""
 
-    def __init__(self, size: tuple[int, int], letterbox: bool) -> None:
-        self.size, self.letterbox = size, letterbox
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size
 
-    def __call__(self, items: list[tuple[str, Decoded | str, float]]) -> Batch:
-        good = [(p, d) for p, d, _ in items if isinstance(d, Decoded)]
-        pixels = np.stack([d.pixels for _, d in good]) if good else np.empty((0, *self.size, 3))
+    def __call__(self, units: list[tuple[list[Row | Failure], float]]) -> Batch:
+        results = [r for unit, _ in units for r in unit]
+        rows = [r for r in results if isinstance(r, Row)]
+        pixels = np.stack([r.pixels for r in rows]) if rows else np.empty((0, *self.size, 3))
+        columns = concat_columns(
+            [(1, {k: np.asarray(v)[None] for k, v in r.columns.items()}) for r in rows]
+        )
         return Batch(
-            paths=[p for p, _ in good],
-            pixels=torch.from_numpy(pixels.astype(np.uint8, copy=False)),  # (B, H, W, 3)
-            original_size=np.array([d.original_size for _, d in good], np.int32).reshape(-1, 2),
-            content_box=(
-                np.array([d.content_box for _, d in good], np.int32).reshape(-1, 4)
-                if self.letterbox
-                else None
+            pixels=torch.from_numpy(pixels.astype(np.uint8, copy=False)),
+            rows=RowBatch(
+                keys=[r.key for r in rows],
+                features=None,
+                columns=columns,
+                failures=[(r.key, r.reason) for r in results if isinstance(r, Failure)],
             ),
-            failures=[(p, d) for p, d, _ in items if isinstance(d, str)],
-            decode_s=sum(seconds for _, _, seconds in items),
+            decode_s=sum(seconds for _, seconds in units),
         )
 
 
@@ -128,21 +166,20 @@ def _prefetch_factor(workers: int, batch_bytes: int) -> int:
 
 
 def iter_batches(
-    paths: Sequence[str],
-    size: tuple[int, int],
-    resize: ResizeMode,
+    items: Sequence[Item],
+    prep: Preprocess,
     batch_size: int,
     workers: int,
     pin_memory: bool = False,
 ) -> Iterator[Batch]:
-    """Batches of `batch_size` consecutive paths (the last may be short), in order."""
-    batch_bytes = batch_size * size[0] * size[1] * 3
+    """Batches of at most `batch_size` rows (a unit larger than that alone), in order."""
+    units = work_units(items, batch_size)
+    batch_bytes = batch_size * prep.size[0] * prep.size[1] * 3
     loader = DataLoader(
-        _Images(paths, size, resize),
-        batch_size=batch_size,
-        shuffle=False,
+        _Units(units, prep),
+        batch_sampler=pack(units, batch_size),
         num_workers=workers,
-        collate_fn=_Collate(size, resize == "letterbox"),
+        collate_fn=_Collate(prep.size),
         pin_memory=pin_memory,
         worker_init_fn=_init_worker if workers else None,
         prefetch_factor=_prefetch_factor(workers, batch_bytes) if workers else None,

@@ -1,44 +1,24 @@
-"""One extract job in parts: which part this process writes, its share of the images, and,
-under torchrun, the join into OUT once every rank is done.
-
-An image's part is fixed by a hash of its path (crc32 of the UTF-8 bytes: the same on every
-machine and Python), not by its position in the list. Images added to a folder later move
-no image to another part, so resuming a part never meets an image that another part holds,
-and each part resumes exactly as a single run does.
-"""
+"""One extract job in parts: which part this process writes, its share of the input files,
+and, under torchrun, the join into OUT once every rank is done (naming and assignment:
+writers/parts.py)."""
 
 from __future__ import annotations
 
-import re
-import zlib
 from dataclasses import dataclass, replace
 
-from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.pipeline.distributed import RankGroup
 from sapiens2_cli.pipeline.extract import OutputSpec
 from sapiens2_cli.pipeline.progress import Summary
 from sapiens2_cli.writers import check_output_path
-from sapiens2_cli.writers.merge import (
-    MergeMode,
+from sapiens2_cli.writers.merge import merge_outputs
+from sapiens2_cli.writers.parts import (
     Part,
     check_join_target,
     check_split,
-    merge_outputs,
+    part_index,
     parts_folder,
 )
-
-
-def parse_shard(text: str) -> Part:
-    """'1/4' -> part 1 of 4 (counting from 0, as SLURM array indices do)."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if match is None:
-        raise Sapiens2Error(f"--shard {text!r} is not I/N: write it like 0/4 (part 0 of 4)")
-    return Part(int(match[1]), int(match[2]))
-
-
-def part_index(path: str, count: int) -> int:
-    """The part, of `count`, that an image belongs to."""
-    return zlib.crc32(path.encode("utf-8", "surrogateescape")) % count
 
 
 @dataclass(frozen=True)
@@ -66,19 +46,25 @@ class PartJob:
         if part is None:
             return cls(group, out, out, None, merge, joins=False)
         joins = ranks.distributed and shard is None
-        check_split(out.path, part.count, out.overwrite, remove=part.index == 0)
+        check_split(out.path, part.count, out.overwrite, remove=False)
         if joins:
             check_output_path(out.path, out.format, out.overwrite)
             check_join_target(out.path, out.overwrite)
         output = replace(out, path=part.path(out.path, out.format), part=part)
         return cls(group, out, output, part, merge, joins)
 
-    def take(self, images: list[str]) -> list[str]:
-        """This part's images, in the listing's order."""
+    def take(self, files: list[str]) -> list[str]:
+        """This part's input files, in the listing's order."""
         if self.part is None:
-            return images
+            return files
         count, index = self.part.count, self.part.index
-        return [p for p in images if part_index(p, count) == index]
+        return [f for f in files if part_index(f, count) == index]
+
+    def clear_stale(self) -> None:
+        """With --overwrite, part 0 deletes parts of a split into another number (checked
+        by `plan`); called once every check has passed, just before writing."""
+        if self.part is not None and self.part.index == 0:
+            check_split(self.target.path, self.part.count, self.target.overwrite, remove=True)
 
     def finish(self, summary: Summary) -> Summary | None:
         """Every rank's counts summed, after rank 0 joined the parts into OUT (torchrun);

@@ -8,26 +8,34 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from sapiens2_cli.pipeline.profile import describe as describe_profile
+from sapiens2_cli.text import plural
 
-_OPTIONAL = ("compile_s", "profile", "batch_size")  # left out of --json when not asked for
+_OPTIONAL = (
+    "compile_s",
+    "profile",
+    "batch_size",
+    "next_step",
+)  # left out of --json when not asked for
 
 
 @dataclass
 class Summary:
     """What a run did; `--json` prints it as one object."""
 
-    images: int  # rows written by this run
-    failed: int  # images that failed in this run
-    skipped: int  # inputs already in OUT (or failed before, with --skip-failed)
+    images: int  # rows written by this run (an image, a person crop, a video frame)
+    failed: int  # items that failed in this run
+    skipped: int  # items already in OUT (or failed before, with --skip-failed)
     seconds: float
     output: str
     format: str
     rows: int  # rows in OUT now, this run's and earlier ones
     failed_total: int  # failure records in OUT now
     complete: bool  # every input has a row or a failure record
+    ignored: int = 0  # members of inputs that are not images (tar files), counted only
     compile_s: float | None = None  # --compile: the warm-up compile (inside `seconds`)
     profile: dict | None = None  # --profile: seconds per stage (pipeline/profile.py)
     batch_size: int | None = None  # images per forward pass (what --batch-size auto chose)
+    next_step: str | None = None  # what to run next (a --shard part: merge once all are done)
 
     @property
     def images_per_s(self) -> float:
@@ -40,18 +48,23 @@ class Summary:
     def describe(self) -> str:
         """The summary lines shown on stderr."""
         lines = [
-            f"{self.images} images done, {self.failed} failed, {self.skipped} skipped as "
-            f"already done, in {self.seconds:.1f} s ({self.images_per_s:.2f} images/s) "
-            f"-> {self.output} ({self.rows} rows)"
+            f"{plural(self.images, 'image')} done, {self.failed} failed, {self.skipped} "
+            f"skipped as already done, in {self.seconds:.1f} s ({self.images_per_s:.2f} "
+            f"images/s) -> {self.output} ({plural(self.rows, 'row')})"
         ]
+        if self.ignored:
+            lines.append(f"{plural(self.ignored, 'member')} of tar files ignored: not images")
         if self.compile_s is not None:
             lines.append(f"torch.compile warm-up took {self.compile_s:.1f} s of that")
         if self.profile is not None:
             lines.append(describe_profile(self.profile))
         if self.failed_total:
             where = "failed_paths/failed_errors" if self.format == "h5" else "manifest.json"
-            images = "1 image has" if self.failed_total == 1 else f"{self.failed_total} images have"
-            lines.append(f"{images} no row; their reasons are in {where} of {self.output}")
+            has = "has" if self.failed_total == 1 else "have"
+            lines.append(
+                f"{plural(self.failed_total, 'input')} {has} no row; the reasons are in "
+                f"{where} of {self.output}"
+            )
         return "\n".join(lines)
 
 

@@ -1,19 +1,30 @@
-"""Which images a run covers: folders walked recursively, single files, lists of paths.
+"""Which files a run covers, and the items (future rows) each one gives.
 
-The list is computed once, in a stable order, so a run can be resumed, split into parts
-(`--shard I/N`, several ranks) or merged later by position or by path.
+Listing turns the inputs (files, folders walked recursively, `-` for stdin, `--files-from`
+lists) into one list of files, each named by its absolute, resolved path: that path is an
+image's identity, so `./a.jpg`, `a.jpg`, `/abs/a.jpg` and the same folder reached through
+a symbolic link are one image, and a run resumed from another working folder finds it done.
+The list is computed once, in a stable order, so a run can be resumed or split into parts
+(which are assigned per file).
+
+Each file then goes to the first Source that claims it (by its extension, the image
+source taking the rest), which expands it into items. A new kind of input is a Source
+here and a Reader (pipeline/items.py); the writers, resume and parts do not change.
 """
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.items import Failure, ImageReader, Item
 
 #: Extensions picked up when walking a folder (case-insensitive). Files named explicitly,
 #: or listed on stdin / --files-from, are taken whatever their extension.
@@ -24,72 +35,177 @@ _WANTED = (
 IMAGE_EXTENSIONS = frozenset(_WANTED.split()) & {e.lower() for e in Image.registered_extensions()}
 
 
-def walk_images(folder: str) -> list[str]:
-    """Image files under `folder`, sorted by relative path, each as `folder` joined with it.
+@dataclass
+class Expansion:
+    """What a source made of its files: the items, files that gave none, members ignored."""
 
-    Symbolic links to folders are not followed (they can loop); links to files are kept.
-    """
+    items: list[Item] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    ignored: int = 0  # e.g. non-image members of a tar file: counted, not errors
+
+    def extend(self, other: Expansion) -> None:
+        self.items += other.items
+        self.failures += other.failures
+        self.ignored += other.ignored
+
+
+class Source(ABC):
+    """A kind of input file: which files it claims and the items it makes of them."""
+
+    #: Extensions (lower case, with the dot) it claims, in folders and when named.
+    extensions: frozenset[str] = frozenset()
+
+    def claims(self, path: str) -> bool:
+        return os.path.splitext(path)[1].lower() in self.extensions
+
+    @abstractmethod
+    def expand(self, files: Sequence[str]) -> Expansion:
+        """Items for `files` (absolute resolved paths), in order; never raises for a bad file."""
+
+    def settings(self) -> dict[str, object]:
+        """What this source records in OUT's settings (fields of settings.OutputSettings
+        whose `resume` flag makes a resume with other values refuse)."""
+        return {}
+
+
+class ImageSource(Source):
+    """Each file is one image, one row, keyed by its path."""
+
+    extensions = IMAGE_EXTENSIONS
+
+    def claims(self, path: str) -> bool:
+        return True  # the fallback: a file named explicitly is read as an image
+
+    def expand(self, files: Sequence[str]) -> Expansion:
+        reader = ImageReader()
+        return Expansion([Item(path, path, reader) for path in files])
+
+
+def default_sources() -> list[Source]:
+    """The sources of a plain run; the engine puts specialised ones in front."""
+    return [ImageSource()]
+
+
+def expand(files: Sequence[str], sources: Sequence[Source]) -> Expansion:
+    """Every file's items, in the files' order (consecutive files of one source together)."""
+    result = Expansion()
+    run: list[str] = []
+    current: Source | None = None
+    for path in files:
+        source = next(s for s in sources if s.claims(path))
+        if source is not current and run:
+            result.extend(current.expand(run))
+            run = []
+        current = source
+        run.append(path)
+    if run:
+        result.extend(current.expand(run))
+    return result
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How inputs are listed: which extensions a folder walk picks up, and hidden files."""
+
+    extensions: frozenset[str] = IMAGE_EXTENSIONS
+    hidden: bool = False  # walk into hidden folders and take hidden files (names with a dot)
+    null: bool = False  # stdin / --files-from separate paths by NUL bytes (find -print0)
+
+
+def identity(path: str) -> str:
+    """What identifies a file: its absolute path with every symbolic link resolved."""
+    return os.path.realpath(path)
+
+
+def walk(folder: str, listing: Listing = Listing()) -> list[str]:
+    """Files under `folder` with a wanted extension, sorted by relative path, each as
+    `folder` joined with it. Links to folders are not followed (they can loop)."""
     found: list[tuple[tuple[str, ...], str]] = []
 
     def fail(error: OSError) -> None:
         raise Sapiens2Error(f"cannot read folder {error.filename} ({error.strerror}): check it")
 
     for root, dirs, files in os.walk(folder, onerror=fail):
+        if not listing.hidden:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
         dirs.sort()
         rel_root = os.path.relpath(root, folder)
         for name in files:
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if name.startswith(".") and not listing.hidden:
+                continue  # .DS_Store, macOS ._* resource forks, editors' temporary files
+            if os.path.splitext(name)[1].lower() in listing.extensions:
                 rel = os.path.normpath(os.path.join(rel_root, name))
                 found.append((tuple(Path(rel).parts), os.path.join(folder, rel)))
     found.sort()
     return [path for _, path in found]
 
 
-def read_path_list(stream: TextIO) -> list[str]:
-    """Newline-separated paths (blank lines skipped; spaces inside a path kept)."""
-    return [line.rstrip("\r\n") for line in stream if line.strip()]
+def read_path_list(stream: BinaryIO, what: str, null: bool = False) -> list[str]:
+    """Paths from a list, one a line (or NUL-separated), as bytes decoded the way the OS
+    names files (any bytes survive); blank entries skipped, spaces inside kept."""
+    data = stream.read()
+    if not null and b"\0" in data:
+        raise Sapiens2Error(
+            f"{what} holds NUL bytes, so it is not a list of paths one a line: give a text "
+            "file, or pass --null for NUL-separated paths (find -print0)"
+        )
+    entries = data.split(b"\0") if null else data.splitlines()
+    return [os.fsdecode(e.rstrip(b"\r") if not null else e) for e in entries if e.strip()]
 
 
-def list_images(
-    inputs: Sequence[str], files_from: Sequence[str | Path] = (), stdin: TextIO | None = None
+def list_files(
+    inputs: Sequence[str],
+    files_from: Sequence[str | Path] = (),
+    stdin: BinaryIO | None = None,
+    listing: Listing = Listing(),
 ) -> list[str]:
-    """Every image a run covers, once each, in a stable order.
+    """Every file a run covers, as identities (`identity`), once each, in a stable order.
 
     INPUT arguments must exist (a typo should stop the run, not be recorded as a failure);
     paths from `-` (stdin) or `--files-from` are taken as given, so a missing one becomes a
     failure record. Folders are walked wherever they appear.
     """
+    if not inputs and not files_from:
+        raise Sapiens2Error(
+            "no inputs given: name image files or folders, - to read paths from stdin, "
+            "or --files-from LIST"
+        )
     paths: list[str] = []
     for item in inputs:
         if item == "-":
             if stdin is None:
                 raise Sapiens2Error("'-' reads paths from stdin, which is not available here")
-            paths += _expand(read_path_list(stdin), strict=False)
-        elif not os.path.exists(item):
+            paths += _expand(read_path_list(stdin, "stdin", listing.null), listing, strict=False)
+        elif not os.path.lexists(item):
             raise Sapiens2Error(f"input {item} does not exist: check the path")
         else:
-            paths += _expand([item], strict=True)
+            paths += _expand([item], listing, strict=True)
     for list_file in files_from:
         try:
-            with open(list_file, encoding="utf-8") as f:
-                listed = read_path_list(f)
+            with open(list_file, "rb") as f:
+                listed = read_path_list(f, f"--files-from {list_file}", listing.null)
         except OSError as e:
             raise Sapiens2Error(f"cannot read --files-from {list_file} ({e.strerror})") from None
-        paths += _expand(listed, strict=False)
-    unique = list(dict.fromkeys(paths))
+        paths += _expand(listed, listing, strict=False)
+    unique = list(dict.fromkeys(identity(p) for p in paths))
     if not unique:
+        shown = ", ".join(sorted(listing.extensions)[:6])
         raise Sapiens2Error(
-            "no images found in the inputs: give image files or folders holding "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS)[:6])}, … files"
+            f"no input files found: give image files or folders holding {shown}, … files"
         )
     return unique
 
 
-def _expand(items: Iterable[str], strict: bool) -> list[str]:
+def list_images(inputs: Sequence[str], listing: Listing = Listing()) -> list[str]:
+    """Image files under `inputs` (files or folders), as identities: for scripts."""
+    return list_files(inputs, listing=listing)
+
+
+def _expand(items: Iterable[str], listing: Listing, strict: bool) -> list[str]:
     out: list[str] = []
     for item in items:
         if os.path.isdir(item):
-            out += walk_images(item)
+            out += walk(item, listing)
         elif strict and not os.path.isfile(item):
             raise Sapiens2Error(f"input {item} is not a file or folder: check the path")
         else:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.decode import ImageError, decode_image
+from sapiens2_cli.pipeline.decode import Decoded, ImageError, decode_image, resize_to
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
 from sapiens2_cli.viz.pca import Colouring, fit_colouring
 from sapiens2_cli.viz.render import (
@@ -221,7 +221,8 @@ def _draw_row(
     h, w, d = grid.shape
     values = colouring.apply(grid.reshape(h * w, d)).reshape(h, w, -1)
     original = (int(ff.original_size[row][0]), int(ff.original_size[row][1]))
-    size = panel_size(original, options.long_side)
+    affine = ff.columns["crop_affine"][row] if "crop_affine" in ff.columns else None
+    size = panel_size(original if affine is None else spec.image_size, options.long_side)
     picture, kept = render_components(
         values, region, spec.image_size, size, options.foreground_threshold
     )
@@ -233,7 +234,8 @@ def _draw_row(
             options.foreground_threshold,
         )
     if options.overlay:
-        picture = side_by_side(_input_panel(stored, original, size, options, result), picture)
+        panel = _input_panel(stored, original, size, options, result, affine, spec.image_size)
+        picture = side_by_side(panel, picture)
     return picture
 
 
@@ -243,13 +245,25 @@ def _input_panel(
     size: tuple[int, int],
     options: VizOptions,
     result: VizResult,
+    affine: np.ndarray | None = None,
+    input_size: tuple[int, int] = (0, 0),
 ) -> Image.Image:
-    """The input image at `size`, decoded as extract decodes it, or a note saying why not."""
-    path = Path(stored)
+    """The input image at `size`, decoded as extract decodes it, or a note saying why not.
+
+    A person crop (`affine` given) is cut again from its image with the stored matrix,
+    exactly as extract cut it, at the model's `input_size`, then scaled to `size`."""
+    path = Path(stored if affine is None else stored.rpartition("#box=")[0])
     if not path.is_absolute() and options.image_root is not None:
         path = options.image_root / path
     try:
-        decoded = decode_image(str(path), size, "stretch")
+        if affine is None:
+            decoded = decode_image(str(path), size, "stretch")
+        else:
+            from sapiens2_cli.pipeline.crop import read_rgb, warp  # OpenCV only for crops
+
+            image = read_rgb(str(path))
+            crop = Image.fromarray(warp(image, affine, input_size), "RGB")
+            decoded = Decoded(np.asarray(resize_to(crop, size[1], size[0])), image.shape[:2], None)
     except ImageError as e:
         log.warning("%s: %s at %s; its picture says so (see --image-root)", stored, e, path)
         result.missing_images.append(stored)
@@ -268,8 +282,13 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 
 
 def picture_name(row: int, stored: str, digits: int) -> str:
-    """'00042_IMG_0001.png': the row keeps names unique (duplicate basenames, re-used
-    names), the stem keeps them readable; only word characters, '.' and '-' survive."""
-    stem = unicodedata.normalize("NFC", Path(stored.replace("\\", "/")).stem)
+    """'00042_IMG_0001.png' (a crop: '00042_IMG_0001_box3.png'): the row keeps names unique
+    (duplicate basenames, re-used names), the stem keeps them readable; only word
+    characters, '.' and '-' survive."""
+    base, _, box = stored.rpartition("#box=")
+    if not base or not box.lstrip("-").isdigit():
+        base, box = stored, ""
+    stem = unicodedata.normalize("NFC", Path(base.replace("\\", "/")).stem)
     stem = _UNSAFE.sub("_", stem).strip("._")[:80] or "image"
+    stem += f"_box{box}" if box else ""
     return f"{row:0{digits}d}_{stem}.png"

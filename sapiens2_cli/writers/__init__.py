@@ -8,27 +8,32 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
+from sapiens2_cli.choices import OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers.base import FeatureWriter, RowBatch, settings_difference
+from sapiens2_cli.writers.base import FeatureWriter, RowBatch
 from sapiens2_cli.writers.hdf5 import H5Writer
 from sapiens2_cli.writers.npy import NpyWriter, default_shard_rows, is_own_file
 from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
 
-OutputFormat = Literal["h5", "npy"]
 H5_SUFFIXES = (".h5", ".hdf5")
 
 
-def infer_format(path: Path, fmt: str | None) -> OutputFormat:
+def infer_format(path: Path, fmt: OutputFormat | str | None) -> OutputFormat:
     """`--format`, or from OUT: .h5/.hdf5 -> HDF5, anything else a folder of npy shards."""
     if fmt is None:
-        return "h5" if path.suffix.lower() in H5_SUFFIXES else "npy"
-    if fmt not in ("h5", "npy"):
-        raise Sapiens2Error(f"unknown --format {fmt!r}: use h5 or npy")
-    return fmt  # type: ignore[return-value]
+        return OutputFormat.H5 if path.suffix.lower() in H5_SUFFIXES else OutputFormat.NPY
+    return OutputFormat.parse(fmt, "--format")
+
+
+def existing_settings(path: Path) -> dict | None:
+    """The settings of the extract output at `path`, or None when there is none."""
+    if detect_format(path) is None:
+        return None
+    with open_features(path) as existing:
+        return dict(existing.settings)
 
 
 def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
@@ -54,6 +59,11 @@ def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
             "or pass --overwrite to replace it"
         )
     folder = next(p for p in (path, *path.parents) if p.is_dir())
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise Sapiens2Error(
+            f"cannot write {path}: {blocking} is a file, not a folder; choose another -o"
+        )
     try:  # a real file, since permission bits say nothing of /proc, read-only mounts, quotas
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -86,26 +96,19 @@ def open_writer(
     compression: str | None = None,
     shard_rows: int | None = None,
 ) -> tuple[FeatureWriter, set[str]]:
-    """A writer for `path` and the paths it already holds (empty unless resuming).
+    """A writer for `path` and the keys it already holds (empty unless resuming).
 
-    An existing output is resumed if its settings match, else refused with the first
-    difference; `overwrite` replaces it instead.
+    The caller has checked that an existing output's settings match (`existing_settings`);
+    `overwrite` replaces it instead.
     """
     if overwrite:
         remove_output(path)
-    letterbox = settings["resize"] == "letterbox"
     if detect_format(path) is not None:
         with open_features(path) as existing:
             if existing.settings.get("merge") == "virtual":
                 raise Sapiens2Error(
                     f"{path} is a virtual join of parts, which cannot grow: rerun the "
                     "torchrun or --shard commands that made it to resume, or pass --overwrite"
-                )
-            difference = settings_difference(existing.settings, settings)
-            if difference:
-                raise Sapiens2Error(
-                    f"{path} was made with different settings: {difference}; rerun with the "
-                    "same settings to resume, or pass --overwrite to start again"
                 )
             done = set(existing.paths)
             failed = dict(existing.failed)
@@ -114,7 +117,7 @@ def open_writer(
         return NpyWriter.resume(path, shard_rows or _shard_rows(row_shape, dtype)), done
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "h5":
-        return H5Writer.create(path, settings, row_shape, dtype, letterbox, compression), set()
+        return H5Writer.create(path, settings, row_shape, dtype, compression), set()
     return NpyWriter.create(path, settings, shard_rows or _shard_rows(row_shape, dtype)), set()
 
 
@@ -128,6 +131,7 @@ __all__ = [
     "OutputFormat",
     "RowBatch",
     "check_output_path",
+    "existing_settings",
     "infer_format",
     "open_features",
     "open_writer",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,21 +21,6 @@ from sapiens2_cli.errors import Sapiens2Error
 FORMAT_VERSION = 1
 LOCK_NAME = "sapiens2.lock"  # inside an npy output folder
 
-#: Settings that change the numbers in `features`, with the flag that sets each: a run
-#: that resumes an existing output must agree on all of them.
-RESUME_KEYS: dict[str, str] = {
-    "arch": "--arch",
-    "checkpoint_sha256": "--checkpoint/--arch",
-    "image_size": "--size",
-    "resize": "--resize",
-    "layers": "--layers",
-    "tokens": "--tokens",
-    "layout": "--layout",
-    "dtype": "--dtype",
-    "precision": "--precision",
-    "weights_dtype": "--weights-dtype",
-}
-
 
 class OutputFull(OSError):
     """No room for the next write, found before any of it was made: the output is as the
@@ -43,24 +29,42 @@ class OutputFull(OSError):
 
 @dataclass
 class RowBatch:
-    """One batch on its way to disk: rows for the images that worked, reasons for the rest."""
+    """One batch on its way to disk: rows for the items that worked, reasons for the rest."""
 
-    paths: list[str]
-    features: np.ndarray  # (k, n_layers, ...) in the storage dtype
-    original_size: np.ndarray  # (k, 2) int32, (height, width) after EXIF
-    content_box: np.ndarray | None  # (k, 4) int32 (top, left, height, width); letterbox only
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+    keys: list[str]  # stored in `paths`
+    features: np.ndarray | None  # (k, n_layers, ...) in the storage dtype; None when k == 0
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (k, ...) per row
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, one-line reason)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.keys)
 
 
-def settings_difference(existing: dict, wanted: dict) -> str | None:
-    """The first setting that differs, phrased for an error message, or None if they agree."""
-    for key, flag in RESUME_KEYS.items():
-        if existing.get(key) != wanted.get(key):
-            return f"{flag} ({key} is {existing.get(key)!r} there, {wanted.get(key)!r} now)"
-    return None
+def fill_value(dtype: np.dtype) -> float | int:
+    """What a column holds for a row that lacks it: NaN for floats, -1 for integers."""
+    return np.nan if np.dtype(dtype).kind == "f" else -1
+
+
+def concat_columns(parts: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """Columns of consecutive runs of rows, each given as (rows, {name: (rows, ...)}), joined
+    per name; a run without a column that others have (photos beside video frames, a
+    shard written before boxes came) gets the fill value."""
+    examples: dict[str, np.ndarray] = {}
+    for _, columns in parts:
+        for name, data in columns.items():
+            examples.setdefault(name, np.asarray(data))
+    joined = {}
+    for name, ex in examples.items():
+        blank = np.full(ex.shape[1:], fill_value(ex.dtype), ex.dtype)
+        joined[name] = np.concatenate(
+            [
+                np.asarray(columns[name], ex.dtype)
+                if name in columns
+                else np.broadcast_to(blank, (rows, *blank.shape))
+                for rows, columns in parts
+            ]
+        )
+    return joined
 
 
 def fsync_dir(path: Path) -> None:
@@ -105,8 +109,8 @@ class FeatureWriter(ABC):
 
     def write(self, batch: RowBatch) -> None:
         """Append `batch`: its rows, and its failures (a path that now worked is cleared)."""
-        for p in batch.paths:
-            self.failed.pop(p, None)
+        for key in batch.keys:
+            self.failed.pop(key, None)
         self.failed.update(batch.failures)
         try:
             self._append(batch)

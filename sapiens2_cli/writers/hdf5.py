@@ -30,9 +30,16 @@ import h5py
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers.base import FeatureWriter, OutputFull, RowBatch, fsync_dir, lock_file
+from sapiens2_cli.writers.base import (
+    FeatureWriter,
+    OutputFull,
+    RowBatch,
+    fill_value,
+    fsync_dir,
+    lock_file,
+)
 
-ROW_DATASETS = ("features", "paths", "original_size", "content_box")
+FAILURE_DATASETS = ("failed_paths", "failed_errors")  # every other dataset is one per row
 META_CHUNK = 1024  # rows per chunk of the small per-row datasets
 STRING_WIDTH = 256  # initial bytes per string; widened as needed
 RESERVE_MARGIN = 2**20  # bytes reserved beyond a batch's data, for HDF5's metadata
@@ -107,8 +114,8 @@ class H5Writer(FeatureWriter):
             f = self._handle = h5py.File(self.path, "r+", locking=False)
             _no_evictions(f)
             self._ds = {name: f[name] for name in f}
-            for name in ROW_DATASETS:
-                if name in self._ds and self._ds[name].shape[0] != self._rows:
+            for name in self._ds:
+                if name not in FAILURE_DATASETS and self._ds[name].shape[0] != self._rows:
                     self._ds[name].resize(self._rows, axis=0)
             f.attrs["complete"] = False
             self._commit()
@@ -121,7 +128,6 @@ class H5Writer(FeatureWriter):
         settings: dict,
         row_shape: tuple[int, ...],
         dtype: np.dtype,
-        letterbox: bool,
         compression: str | None = None,
     ) -> H5Writer:
         """A new, empty output at `path` (made under a temporary name, then renamed)."""
@@ -136,14 +142,7 @@ class H5Writer(FeatureWriter):
                 compression=compression,
             )
             _strings(f, "paths", META_CHUNK)
-            f.create_dataset(
-                "original_size", (0, 2), np.int32, maxshape=(None, 2), chunks=(META_CHUNK, 2)
-            )
-            if letterbox:
-                f.create_dataset(
-                    "content_box", (0, 4), np.int32, maxshape=(None, 4), chunks=(META_CHUNK, 4)
-                )
-            for name in ("failed_paths", "failed_errors"):
+            for name in FAILURE_DATASETS:
                 _strings(f, name, 256)
             for key, value in settings.items():
                 f.attrs[key] = to_attr(value)
@@ -189,19 +188,32 @@ class H5Writer(FeatureWriter):
         self._file  # noqa: B018 - opens the file on the first write
         n, k = self._rows, len(batch)
         if k:
-            self._reserve(batch.features.nbytes + 4 * sum(len(p) for p in batch.paths))
-            self._put_strings("paths", n, batch.paths)
-            columns = {
-                "features": batch.features,
-                "original_size": batch.original_size,
-                "content_box": batch.content_box,
-            }
-            for name, data in columns.items():
-                if name in self._ds:
-                    self._ds[name].resize(n + k, axis=0)
-                    self._ds[name][n : n + k] = data
+            self._reserve(batch.features.nbytes + 4 * sum(len(p) for p in batch.keys))
+            self._put_strings("paths", n, batch.keys)
+            for name, data in batch.columns.items():
+                if name not in self._ds:
+                    self._add_column(name, data)
+            for name, ds in self._ds.items():
+                if name in FAILURE_DATASETS or name == "paths":
+                    continue
+                ds.resize(n + k, axis=0)  # a column this batch lacks gets its fill value
+                data = batch.features if name == "features" else batch.columns.get(name)
+                if data is not None:
+                    ds[n : n + k] = data
         self._write_failures()
         self._commit(rows=n + k)
+
+    def _add_column(self, name: str, data: np.ndarray) -> None:
+        """A per-row dataset first seen in this batch; rows written before get the fill."""
+        shape = data.shape[1:]
+        self._ds[name] = self._file.create_dataset(
+            name,
+            (self._rows, *shape),
+            data.dtype,
+            maxshape=(None, *shape),
+            chunks=(META_CHUNK, *shape),
+            fillvalue=fill_value(data.dtype),
+        )
 
     def _write_failures(self) -> None:
         if self.failed == self._failed_written:

@@ -20,18 +20,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import h5py
 import numpy as np
 
+from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.settings import difference
 from sapiens2_cli.writers import remove_output
-from sapiens2_cli.writers.base import FeatureWriter, RowBatch, fsync_dir, settings_difference
+from sapiens2_cli.writers.base import FeatureWriter, RowBatch, concat_columns, fsync_dir
 from sapiens2_cli.writers.hdf5 import H5Writer, string_dtype, to_attr
 from sapiens2_cli.writers.npy import (
     MANIFEST,
@@ -40,99 +40,10 @@ from sapiens2_cli.writers.npy import (
     new_manifest,
     write_manifest,
 )
+from sapiens2_cli.writers.parts import Part
 from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
 
-MergeMode = Literal["virtual", "copy"]
-PART_NAME = re.compile(r"part-(\d{5,})-of-(\d{5,})(\.h5|\.hdf5)?", re.IGNORECASE)
 COPY_BYTES = 256 * 2**20  # features read and written at a time by --merge copy
-
-
-@dataclass(frozen=True)
-class Part:
-    """Part `index` (0-based) of a split into `count`."""
-
-    index: int
-    count: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.index < self.count:
-            raise Sapiens2Error(
-                f"there is no part {self.index} of {self.count}: write --shard I/N with I "
-                "from 0 to N-1"
-            )
-
-    def __str__(self) -> str:
-        return f"part {self.index} of {self.count}"
-
-    def path(self, out: Path, fmt: str) -> Path:
-        """Where this part of `out` (an `fmt` output) is written."""
-        suffix = (out.suffix or ".h5") if fmt == "h5" else ""
-        return parts_folder(out) / f"part-{self.index:05d}-of-{self.count:05d}{suffix}"
-
-
-def parts_folder(out: Path) -> Path:
-    """The folder beside OUT that holds its parts."""
-    return out.with_name(out.name + ".parts")
-
-
-def part_of_name(path: Path) -> Part | None:
-    """The part a file or folder name says it is, if it is named like one."""
-    match = PART_NAME.fullmatch(path.name)
-    if match is None or int(match[1]) >= int(match[2]):
-        return None
-    return Part(int(match[1]), int(match[2]))
-
-
-def find_parts(out: Path) -> list[Path]:
-    """Parts present beside `out`, by split size then index."""
-    return parts_in(parts_folder(out))
-
-
-def parts_in(folder: Path) -> list[Path]:
-    """Files or folders in `folder` named like parts, by split size then index."""
-    if not folder.is_dir():
-        return []
-    found = [(part, p) for p in folder.iterdir() if (part := part_of_name(p))]
-    return [p for part, p in sorted(found, key=lambda x: (x[0].count, x[0].index))]
-
-
-def check_split(out: Path, count: int, overwrite: bool, remove: bool) -> None:
-    """Refuse parts beside OUT from a split into another number of parts (their images are
-    divided differently); with `overwrite`, the process that `remove`s deletes them."""
-    stale = [p for p in find_parts(out) if part_of_name(p).count != count]
-    if not stale:
-        return
-    other = part_of_name(stale[0]).count
-    if not overwrite:
-        raise Sapiens2Error(
-            f"{parts_folder(out)} holds parts of a split into {other}, but this run splits "
-            f"into {count}: run with {other} ranks (or --shard I/{other}), or pass --overwrite "
-            "to start again"
-        )
-    if remove:
-        for p in stale:
-            remove_output(p)
-
-
-def check_join_target(out: Path, overwrite: bool) -> None:
-    """A join replaces OUT: fine for an earlier join, refused for a single run's output."""
-    if overwrite or detect_format(out) is None:
-        return
-    with open_features(out) as existing:
-        if "parts" in existing.settings:
-            return
-    raise Sapiens2Error(
-        f"{out} holds the output of a single run, which joining parts would replace: choose "
-        "another -o, or pass --overwrite"
-    )
-
-
-def merge_mode(text: str) -> MergeMode:
-    """--merge as given -> virtual or copy."""
-    mode = text.strip().lower()
-    if mode not in get_args(MergeMode):
-        raise Sapiens2Error(f"unknown --merge {text!r}: use virtual or copy")
-    return mode  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -153,7 +64,7 @@ class _Source:
     part: Part | None
 
 
-def merge_outputs(parts: Sequence[Path], out: Path, mode: MergeMode = "virtual") -> Merged:
+def merge_outputs(parts: Sequence[Path], out: Path, mode: MergeMode = MergeMode.VIRTUAL) -> Merged:
     """Join extract outputs (normally the parts of one split) into `out`, after checking
     they share settings, hold disjoint images, are complete, and form the whole split."""
     if not parts:
@@ -161,12 +72,15 @@ def merge_outputs(parts: Sequence[Path], out: Path, mode: MergeMode = "virtual")
             f"no parts to merge beside {out}: give the part files, or run extract with "
             "--shard I/N (or under torchrun) first"
         )
-    mode = merge_mode(mode)
+    mode = MergeMode.parse(mode, "--merge")
     with _open_all(parts) as sources:
         fmt = _check(sources, out)
         settings = {k: v for k, v in sources[0].file.settings.items() if k != "part"}
         settings["complete"] = True  # every part is complete (checked)
-        record = {"parts": [os.path.relpath(s.path, out.parent) for s in sources], "merge": mode}
+        record = {
+            "parts": [os.path.relpath(s.path, out.parent) for s in sources],
+            "merge": mode.value,
+        }
         failed = _failures(sources)
         if fmt == "h5":
             _join_h5(sources, out, settings, record, failed)
@@ -210,10 +124,10 @@ def _check(sources: list[_Source], out: Path) -> str:
                 f"{s.path} is {detect_format(s.path)} but {first.path} is {fmt}: merge parts "
                 "of one format"
             )
-        difference = settings_difference(first.file.settings, s.file.settings)
-        if difference:
+        differs = difference(first.file.settings, s.file.settings)
+        if differs:
             raise Sapiens2Error(
-                f"{s.path} was made with different settings from {first.path}: {difference}; "
+                f"{s.path} was made with different settings from {first.path}: {differs}; "
                 "merge only parts of one extract command"
             )
     _check_split(sources, out, fmt)
@@ -229,22 +143,19 @@ def _check(sources: list[_Source], out: Path) -> str:
 
 
 def _check_split(sources: list[_Source], out: Path, fmt: str) -> None:
-    """Parts of a split must all be there, once each; outputs that are not parts pass."""
-    split = [s for s in sources if s.part]
-    if not split:
-        return
-    if len(split) != len(sources):
-        loose = next(s for s in sources if not s.part)
-        raise Sapiens2Error(
-            f"{loose.path} is not a part of a split but {split[0].path} is: merge the parts "
-            "of one split, or whole outputs"
-        )
-    count = split[0].part.count
+    """Every input must be a part of one split, all of its parts there, once each."""
+    for s in sources:
+        if s.part is None:
+            raise Sapiens2Error(
+                f"{s.path} is the output of a single run, not a part of a split job: merge "
+                "joins the parts that extract --shard I/N or torchrun wrote"
+            )
+    count = sources[0].part.count
     seen: dict[int, Path] = {}
-    for s in split:
+    for s in sources:
         if s.part.count != count:
             raise Sapiens2Error(
-                f"{s.path} is {s.part} but {split[0].path} is {split[0].part}: merge the parts "
+                f"{s.path} is {s.part} but {sources[0].path} is {sources[0].part}: merge the parts "
                 "of one split"
             )
         if s.part.index in seen:
@@ -291,9 +202,9 @@ def _copy(sources: list[_Source], failed: dict[str, str], writer: FeatureWriter)
             f = s.file
             for start in range(0, len(f), step):
                 rows = slice(start, min(len(f), start + step))
-                box = None if f.content_box is None else f.content_box[rows]
-                writer.write(RowBatch(f.paths[rows], f.read(rows), f.original_size[rows], box))
-        writer.write(RowBatch([], np.empty(0), np.empty((0, 2)), None, list(failed.items())))
+                columns = {name: data[rows] for name, data in f.columns.items()}
+                writer.write(RowBatch(f.paths[rows], f.read(rows), columns))
+        writer.write(RowBatch([], None, {}, list(failed.items())))
     except BaseException:
         writer.close(complete=False)
         raise
@@ -312,8 +223,7 @@ def _join_h5(
     if record["merge"] == "virtual":
         _write_h5_virtual(sources, tmp, out, (row_shape, dtype), settings, failed)
     else:
-        letterbox = settings.get("resize") == "letterbox"
-        writer = H5Writer.create(tmp, settings, row_shape, dtype, letterbox, compression)
+        writer = H5Writer.create(tmp, settings, row_shape, dtype, compression)
         _copy(sources, failed, writer)
     with h5py.File(tmp, "r+") as f:
         f.attrs["parts"] = np.array(record["parts"], dtype=h5py.string_dtype())
@@ -349,9 +259,9 @@ def _write_h5_virtual(
         # NaN where a part cannot be opened, so a plain h5py reader never takes zeros for data.
         f.create_virtual_dataset("features", layout, fillvalue=np.nan)
         _put_strings(f, "paths", [p for s in sources for p in s.file.paths])
-        f["original_size"] = np.concatenate([s.file.original_size for s in sources])
-        if settings.get("resize") == "letterbox":
-            f["content_box"] = np.concatenate([s.file.content_box for s in sources])
+        columns = concat_columns([(len(s.file), s.file.columns) for s in sources])
+        for name, data in columns.items():
+            f[name] = data
         _put_strings(f, "failed_paths", list(failed))
         _put_strings(f, "failed_errors", list(failed.values()))
         for key, value in settings.items():

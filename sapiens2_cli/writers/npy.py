@@ -19,6 +19,7 @@ from sapiens2_cli.writers.base import (
     LOCK_NAME,
     FeatureWriter,
     RowBatch,
+    concat_columns,
     fsync_dir,
     lock_file,
 )
@@ -129,11 +130,9 @@ class NpyWriter(FeatureWriter):
         index = 1 + max((s["index"] for s in self._manifest["shards"]), default=-1)
         columns = {
             "features": np.concatenate([b.features for b in taken]),
-            "paths": np.array([p for b in taken for p in b.paths], dtype=str),  # '<U…'
-            "original_size": np.concatenate([b.original_size for b in taken]),
+            "paths": np.array([p for b in taken for p in b.keys], dtype=str),  # '<U…'
+            **concat_columns([(len(b), b.columns) for b in taken]),
         }
-        if taken[0].content_box is not None:
-            columns["content_box"] = np.concatenate([b.content_box for b in taken])
         entry: dict = {"index": index, "rows": count}
         for name, array in columns.items():
             file_name = f"shard-{index:05d}.{name}.npy"
@@ -159,10 +158,8 @@ class NpyWriter(FeatureWriter):
 
 
 def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    box = batch.content_box
     return RowBatch(
-        paths=batch.paths[start:stop],
+        keys=batch.keys[start:stop],
         features=batch.features[start:stop],
-        original_size=batch.original_size[start:stop],
-        content_box=None if box is None else box[start:stop],
+        columns={name: data[start:stop] for name, data in batch.columns.items()},
     )

@@ -17,25 +17,35 @@ import h5py
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers.base import FORMAT_VERSION
+from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns
 from sapiens2_cli.writers.hdf5 import from_attr
 from sapiens2_cli.writers.npy import MANIFEST, MANIFEST_FORMAT
 
 Rows = slice | Sequence[int] | np.ndarray
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+NOT_COLUMNS = ("paths", "failed_paths", "failed_errors")  # beside features: not per-row data
 
 
 class FeatureFile(ABC):
     """An extract output opened for reading: settings, row-aligned metadata, features."""
 
     settings: dict
-    paths: list[str]  # one per row
-    original_size: np.ndarray  # (n, 2) int32, (height, width) after EXIF
-    content_box: np.ndarray | None  # (n, 4) int32 (top, left, height, width); letterbox only
-    failed: list[tuple[str, str]]  # (path, reason) of images without a row
+    paths: list[str]  # one key per row
+    columns: dict[str, np.ndarray]  # per-row metadata by dataset name, each (n, ...)
+    failed: list[tuple[str, str]]  # (key, reason) of inputs without a row
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def original_size(self) -> np.ndarray:
+        """(n, 2) int32, (height, width) after EXIF."""
+        return self.columns.get("original_size", np.empty((0, 2), np.int32))
+
+    @property
+    def content_box(self) -> np.ndarray | None:
+        """(n, 4) int32 (top, left, height, width); letterbox only."""
+        return self.columns.get("content_box")
 
     def read(self, rows: Rows) -> np.ndarray:
         """Features of `rows` (a slice or sorted indices), shaped (k, n_layers, ...) as stored."""
@@ -85,8 +95,9 @@ class H5Features(FeatureFile):
             self._features = f["features"]
             self._n = n
             self.paths = list(f["paths"].asstr()[:n])
-            self.original_size = f["original_size"][:n]
-            self.content_box = f["content_box"][:n] if "content_box" in f else None
+            self.columns = {
+                name: f[name][:n] for name in f if name not in ("features", *NOT_COLUMNS)
+            }
             failed_paths = f["failed_paths"].asstr()[:]
             failed_errors = f["failed_errors"].asstr()[:]
             self.failed = list(zip(failed_paths, failed_errors, strict=False))
@@ -122,22 +133,22 @@ class NpyFeatures(FeatureFile):
             self.paths = [p for s in self._shards for p in np.load(path / s["paths"]).tolist()]
         except FileNotFoundError as e:
             raise _missing(path, e.filename) from None
-        self.original_size = self._concat("original_size", (0, 2))
-        self.content_box = (
-            self._concat("content_box", (0, 4)) if "content_box" in self._columns() else None
-        )
+        self.columns = self._read_columns()
         self._starts = np.cumsum([0] + [s["rows"] for s in self._shards])  # row offset per shard
         self._features: dict[int, np.ndarray] = {}
 
-    def _columns(self) -> set[str]:
-        if self._shards:
-            return set(self._shards[0])
-        return {"content_box"} if self.settings.get("resize") == "letterbox" else set()
-
-    def _concat(self, name: str, empty: tuple[int, int]) -> np.ndarray:
-        if not self._shards:
-            return np.empty(empty, np.int32)
-        return np.concatenate([np.load(self._path / s[name]) for s in self._shards])
+    def _read_columns(self) -> dict[str, np.ndarray]:
+        """Every per-row column over the shards (filled where a shard lacks one)."""
+        skip = ("index", "rows", "features", *NOT_COLUMNS)
+        return concat_columns(
+            [
+                (
+                    shard["rows"],
+                    {k: np.load(self._path / v) for k, v in shard.items() if k not in skip},
+                )
+                for shard in self._shards
+            ]
+        )
 
     def _shard(self, k: int) -> np.ndarray:
         if k not in self._features:

@@ -1,0 +1,105 @@
+"""What the pipeline moves: items (a row to make), readers (how to make it), rows, failures.
+
+An item is one future row of the output: its `key` (what `paths` stores, and what resume,
+parts and failure records go by) and how to get its pixels: the `file` that holds them,
+the `reader` that decodes them and, when a file holds several rows (the boxes of a photo,
+the frames of a video, the members of a tar file), a `locator` saying which. The writers,
+resume and parts only ever see keys and files; a new kind of input is a new Reader and a
+new Source (pipeline/sources.py), nothing else.
+
+Readers run in decode worker processes, so items and readers are small and picklable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sapiens2_cli.choices import ResizeMode
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How any reader turns pixels into the model's input."""
+
+    size: tuple[int, int]  # (H, W)
+    resize: ResizeMode = ResizeMode.STRETCH
+    jpeg_draft: bool = False  # JPEG reduced-size decode (off by default)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row to make. `columns` holds per-row values known before decoding."""
+
+    key: str
+    file: str  # the file whose bytes hold the pixels; parts are assigned per file
+    reader: Reader
+    locator: object = None  # where in `file`; None: the whole file is one image
+    columns: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class Row:
+    """A decoded item: the model input and its per-row columns (fixed shape and dtype)."""
+
+    key: str
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB
+    columns: dict[str, np.ndarray]
+
+
+@dataclass
+class Failure:
+    """An item (or the rest of a damaged file) that gives no row, with a one-line reason."""
+
+    key: str
+    reason: str
+
+
+class Reader(ABC):
+    """Decodes consecutive items of one file, in a decode worker; never raises on bad input.
+
+    It yields one Row or Failure per item, in order, except that on a damaged file it may
+    stop early with one Failure (keyed by the file) standing for the items it could not
+    produce.
+    """
+
+    #: Items of one file handed to one `read` call at most; None: all of them (a file
+    #: decoded once for every row, like a photo for all its boxes).
+    chunk_rows: int | None = 1
+
+    @abstractmethod
+    def read(self, items: Sequence[Item], prep: Preprocess) -> Iterator[Row | Failure]: ...
+
+
+class ImageReader(Reader):
+    """A whole image file is one row (the plain case)."""
+
+    chunk_rows = 1
+
+    def read(self, items: Sequence[Item], prep: Preprocess) -> Iterator[Row | Failure]:
+        from sapiens2_cli.pipeline.decode import ImageError, decode_image
+
+        for item in items:
+            try:
+                decoded = decode_image(item.file, prep.size, prep.resize)
+            except ImageError as e:
+                yield Failure(item.key, str(e))
+                continue
+            yield Row(item.key, decoded.pixels, image_columns(decoded, prep))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+def image_columns(decoded, prep: Preprocess) -> dict[str, np.ndarray]:
+    """The columns every image row has: its size after EXIF, and the letterbox's content."""
+    columns = {"original_size": np.asarray(decoded.original_size, np.int32)}
+    if prep.resize == ResizeMode.LETTERBOX:
+        columns["content_box"] = np.asarray(decoded.content_box, np.int32)
+    return columns

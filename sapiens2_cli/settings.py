@@ -1,0 +1,121 @@
+"""The settings an output records, declared once: each field's file key, whether a resume
+must match it, and its one-line meaning (docs/format.md's settings table is checked against
+these by a test).
+
+The key in the file is the field's name: an HDF5 root attribute, or a key of
+manifest.json's "settings" object. Fields that are None are not written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+
+def _meta(doc: str, resume: str | None = None) -> dict:
+    """A settings field's metadata: `resume` names the flag that sets it when a resume
+    must match it."""
+    return {"doc": doc, "resume": resume}
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Everything that defines the numbers in an output, plus what describes the run."""
+
+    arch: str = field(
+        default=None, metadata=_meta("zoo name of the backbone (`custom` for others)", "--arch")
+    )
+    checkpoint: str = field(default=None, metadata=_meta("file name of the weights"))
+    checkpoint_sha256: str = field(
+        default=None, metadata=_meta("sha256 of the weights file", "--checkpoint/--arch")
+    )
+    image_size: list[int] = field(
+        default=None, metadata=_meta("model input (H, W) in pixels", "--size")
+    )
+    grid_size: list[int] = field(
+        default=None, metadata=_meta("patch grid (h, w) = image_size / 16")
+    )
+    embed_dim: int = field(default=None, metadata=_meta("feature width D"))
+    mean: list[float] = field(
+        default=None, metadata=_meta("per-channel RGB mean subtracted, on the 0-255 scale")
+    )
+    std: list[float] = field(
+        default=None, metadata=_meta("per-channel RGB std divided by, on the 0-255 scale")
+    )
+    resize: str = field(default=None, metadata=_meta("stretch or letterbox", "--resize"))
+    jpeg_draft: bool = field(
+        default=False,
+        metadata=_meta("JPEGs decoded at a reduced scale before the resize", "--jpeg-draft"),
+    )
+    layers: list[int] = field(
+        default=None, metadata=_meta("block indices kept, from 0", "--layers")
+    )
+    tokens: str = field(default=None, metadata=_meta("patch, all, cls or mean", "--tokens"))
+    layout: str = field(default=None, metadata=_meta("tokens or map", "--layout"))
+    dtype: str = field(
+        default=None, metadata=_meta("storage dtype of features: float16 or float32", "--dtype")
+    )
+    precision: str = field(
+        default=None, metadata=_meta("compute precision: bf16, fp16 or fp32", "--precision")
+    )
+    weights_dtype: str = field(
+        default=None, metadata=_meta("dtype the weights were loaded in", "--weights-dtype")
+    )
+    boxes: str | None = field(
+        default=None,
+        metadata=_meta("file name of the --boxes file: rows are person crops, one per box"),
+    )
+    boxes_sha256: str | None = field(
+        default=None, metadata=_meta("sha256 of the --boxes file", "--boxes")
+    )
+    box_padding: float | None = field(
+        default=None, metadata=_meta("--box-padding: box size factor of each crop", "--box-padding")
+    )
+    tool_version: str = field(
+        default=None, metadata=_meta("sapiens2-cli version that created the output")
+    )
+    format_version: int = field(default=None, metadata=_meta("version of this file format"))
+    complete: bool = field(
+        default=False, metadata=_meta("true once a run ended with every input written or failed")
+    )
+    part: list[int] | None = field(
+        default=None, metadata=_meta("[k, N] when this output is part k of a split job")
+    )
+    merge: str | None = field(
+        default=None, metadata=_meta("virtual or copy when this output joins parts (merge)")
+    )
+
+    def to_dict(self) -> dict:
+        """The settings as written to a file: JSON-able values, None fields left out."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = value.value if hasattr(value, "value") else value
+        return out
+
+    def difference(self, existing: dict) -> str | None:
+        """The first setting a resume must match that differs in `existing`, or None."""
+        return difference(existing, self.to_dict())
+
+
+def resume_keys() -> dict[str, str]:
+    """Settings a resume must match, with the flag that sets each."""
+    return {f.name: f.metadata["resume"] for f in fields(OutputSettings) if f.metadata["resume"]}
+
+
+def settings_docs() -> dict[str, str]:
+    """Each settings key's one-line meaning."""
+    return {f.name: f.metadata["doc"] for f in fields(OutputSettings)}
+
+
+def difference(existing: dict, wanted: dict, keys: Iterable[str] | None = None) -> str | None:
+    """The first setting a resume must match (of `keys`, default all) that differs between
+    `existing` and `wanted`, phrased for an error message, or None if they agree."""
+    flags = resume_keys()
+    defaults = {f.name: f.default for f in fields(OutputSettings)}  # for older outputs
+    for key in flags if keys is None else [k for k in keys if k in flags]:
+        there, now = existing.get(key, defaults[key]), wanted.get(key, defaults[key])
+        if there != now:
+            return f"{flags[key]} ({key} is {there!r} there, {now!r} now)"
+    return None
