@@ -1,10 +1,12 @@
-"""Leaving on Ctrl-C: one line on stderr and exit status 130, from any moment."""
+"""Ctrl-C from any moment: one line on stderr and exit status 130."""
 
 from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
+from types import FrameType
 from typing import NoReturn
 
 
@@ -21,3 +23,23 @@ def exit_interrupted() -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
+
+
+def exit_on_ctrl_c_in_imports() -> None:
+    """Make Ctrl-C during an import exit at once; elsewhere it stays a KeyboardInterrupt.
+
+    A KeyboardInterrupt raised inside an import can leave a C extension half-loaded (numpy
+    then fails with "cannot load module more than once per process", under torch's
+    import) or be swallowed by the module being imported. Nothing needs cleaning up while
+    a command is still importing what it needs. Left alone where SIGINT is ignored.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+
+
+def _on_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            exit_interrupted()
+        frame = frame.f_back
+    raise KeyboardInterrupt

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from sapiens2_cli import __version__
 from sapiens2_cli.cli import archs, bench, download, extract, inspect, merge, viz
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.interrupt import exit_interrupted
+from sapiens2_cli.interrupt import exit_interrupted, exit_on_ctrl_c_in_imports
 
 
 class _Interrupted(Exception):
@@ -88,6 +88,7 @@ def main() -> None:
     """Console-script entry point: every way out is an exit code and at most one line."""
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     logging.getLogger("huggingface_hub").propagate = False  # it has its own handler
+    exit_on_ctrl_c_in_imports()
     debug = os.environ.get("SAPIENS2_DEBUG") == "1"
     try:
         code = app(standalone_mode=False)
