@@ -22,68 +22,51 @@ def _meta(doc: str, resume: str | None = None) -> dict:
 class OutputSettings:
     """Everything that defines the numbers in an output, plus what describes the run."""
 
-    arch: str = field(
-        default=None, metadata=_meta("zoo name of the backbone (`custom` for others)", "--arch")
-    )
+    arch: str = field(default=None, metadata=_meta("zoo name", "--arch"))
     checkpoint: str = field(default=None, metadata=_meta("file name of the weights"))
     checkpoint_sha256: str = field(
-        default=None, metadata=_meta("sha256 of the weights file", "--checkpoint/--arch")
+        default=None, metadata=_meta("sha256 of that file", "--checkpoint/--arch")
     )
-    image_size: list[int] = field(
-        default=None, metadata=_meta("model input (H, W) in pixels", "--size")
-    )
-    grid_size: list[int] = field(
-        default=None, metadata=_meta("patch grid (h, w) = image_size / 16")
-    )
-    embed_dim: int = field(default=None, metadata=_meta("feature width D"))
-    mean: list[float] = field(
-        default=None, metadata=_meta("per-channel RGB mean subtracted, on the 0-255 scale")
-    )
-    std: list[float] = field(
-        default=None, metadata=_meta("per-channel RGB std divided by, on the 0-255 scale")
-    )
-    resize: str = field(default=None, metadata=_meta("stretch or letterbox", "--resize"))
+    image_size: list[int] = field(default=None, metadata=_meta("model input size", "--size"))
+    grid_size: list[int] = field(default=None, metadata=_meta("token grid"))
+    embed_dim: int = field(default=None, metadata=_meta("D"))
+    mean: list[float] = field(default=None, metadata=_meta("RGB mean subtracted"))
+    std: list[float] = field(default=None, metadata=_meta("RGB std divided by"))
+    resize: str = field(default=None, metadata=_meta("`stretch` or `letterbox`", "--resize"))
     jpeg_draft: bool = field(
         default=False,
         metadata=_meta("JPEGs decoded at a reduced scale before the resize", "--jpeg-draft"),
     )
     layers: list[int] = field(
-        default=None, metadata=_meta("block indices kept, from 0", "--layers")
+        default=None, metadata=_meta("block indices, non-negative", "--layers")
     )
-    tokens: str = field(default=None, metadata=_meta("patch, all, cls or mean", "--tokens"))
-    layout: str = field(default=None, metadata=_meta("tokens or map", "--layout"))
-    dtype: str = field(
-        default=None, metadata=_meta("storage dtype of features: float16 or float32", "--dtype")
-    )
-    precision: str = field(
-        default=None, metadata=_meta("compute precision: bf16, fp16 or fp32", "--precision")
-    )
+    tokens: str = field(default=None, metadata=_meta("`patch`, `all`, `cls` or `mean`", "--tokens"))
+    layout: str = field(default=None, metadata=_meta("`tokens` or `map`", "--layout"))
+    dtype: str = field(default=None, metadata=_meta("storage dtype of `features`", "--dtype"))
+    precision: str = field(default=None, metadata=_meta("how the model ran", "--precision"))
     weights_dtype: str = field(
-        default=None, metadata=_meta("dtype the weights were loaded in", "--weights-dtype")
+        default=None, metadata=_meta("the dtype the weights were loaded in", "--weights-dtype")
     )
-    boxes: str | None = field(
-        default=None,
-        metadata=_meta("file name of the --boxes file: rows are person crops, one per box"),
-    )
+    boxes: str | None = field(default=None, metadata=_meta("file name of the box file"))
     boxes_sha256: str | None = field(
-        default=None, metadata=_meta("sha256 of the --boxes file", "--boxes")
+        default=None, metadata=_meta("sha256 of the box file", "--boxes")
     )
     box_padding: float | None = field(
-        default=None, metadata=_meta("--box-padding: box size factor of each crop", "--box-padding")
+        default=None, metadata=_meta("the crop's size as a factor of the box", "--box-padding")
     )
     tool_version: str = field(
         default=None, metadata=_meta("sapiens2-cli version that created the output")
     )
     format_version: int = field(default=None, metadata=_meta("version of this file format"))
     complete: bool = field(
-        default=False, metadata=_meta("true once a run ended with every input written or failed")
+        default=False,
+        metadata=_meta("true once a run ended with every input given a row or a failure record"),
     )
-    part: list[int] | None = field(
-        default=None, metadata=_meta("[k, N] when this output is part k of a split job")
+    part: list[int] | None = field(default=None, metadata=_meta("part k of N"))
+    parts: list[str] | None = field(
+        default=None, metadata=_meta("the parts, relative to the join's folder")
     )
-    merge: str | None = field(
-        default=None, metadata=_meta("virtual or copy when this output joins parts (merge)")
-    )
+    merge: str | None = field(default=None, metadata=_meta("`virtual` or `copy`"))
 
     def to_dict(self) -> dict:
         """The settings as written to a file: JSON-able values, None fields left out."""

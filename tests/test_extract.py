@@ -229,3 +229,63 @@ def test_the_format_docs_reading_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for code in blocks:
         exec(compile(code, "docs/format.md", "exec"), {})
+
+
+def test_nothing_is_touched_before_every_check_passed(tmp_path):
+    """Catches: --overwrite emptying a good output before a check that needs the weights
+    (layers) or the device (fp16 on a CPU, which autocast cannot run) fails."""
+    out = tmp_path / "f.h5"
+    assert extract(DATA / "coffee.jpg", "-o", out, *FAST).exit_code == 0
+    before = out.read_bytes()
+    for flags in (["--layers", "99"], ["--precision", "fp16", "--device", "cpu"]):
+        result = extract(DATA / "coffee.jpg", "-o", out, *FAST, "--overwrite", *flags)
+        assert isinstance(result.exception, Sapiens2Error), (flags, result.output)
+        assert out.read_bytes() == before, flags
+
+
+def test_a_resume_from_another_folder_finds_the_images_done(tmp_path, monkeypatch):
+    """Catches: rows keyed by the path as typed, so `./photos` then `/abs/photos` (or a
+    link to it) extract everything twice."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("coffee.jpg", "chelsea.jpg"):
+        shutil.copy(DATA / name, photos / name)
+    (tmp_path / "link").symlink_to(photos)
+    out = tmp_path / "f.h5"
+    monkeypatch.chdir(tmp_path)
+    assert extract("./photos", "-o", out, *FAST).exit_code == 0
+    monkeypatch.chdir(photos)
+    for again in (str(photos), "..//link", "coffee.jpg"):
+        summary = json.loads(extract(again, "-o", out, *FAST, "--json").stdout)
+        assert summary["images"] == 0 and summary["skipped"] >= 1, again
+    with open_features(out) as f:
+        assert sorted(f.paths) == sorted(str(photos.resolve() / n) for n in os.listdir(photos))
+
+
+def test_a_resume_takes_the_settings_it_was_not_given_from_out(tmp_path):
+    """Catches: a resume without the original flags refused (or silently run with the
+    defaults) instead of continuing the output as it was made."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
+    out = tmp_path / "f.h5"
+    made = ["--layers", "3,-1", "--tokens", "mean", "--dtype", "float32"]
+    assert extract(src, "-o", out, *FAST, *made).exit_code == 0
+    shutil.copy(DATA / "chelsea.jpg", src / "b.jpg")
+    result = extract(src, "-o", out, "--checkpoint", TINY, "--workers", "0", "-q", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 1  # 64x48 from OUT, not the 1024x768 default
+    with open_features(out) as f:
+        assert f.settings["layers"] == [3, 17] and f.read([1]).shape == (1, 2, 32)
+
+
+def test_strict_exits_3_when_an_input_failed(tmp_path):
+    """Catches: --strict ignored (scripts never notice failures) or ending the run early."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
+    (src / "b.jpg").write_text("not a picture")
+    result = extract(src, "-o", tmp_path / "f.h5", *FAST, "--strict")
+    assert result.exit_code == 3
+    with open_features(tmp_path / "f.h5") as f:
+        assert len(f) == 1 and len(f.failed) == 1 and f.settings["complete"] is True

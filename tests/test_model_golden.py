@@ -26,6 +26,25 @@ def models():
     }
 
 
+#: How far a correct float32 forward may be from the golden vectors. RoPE casts q and k to
+#: bf16 (as upstream does), so a last-bit difference of the float32 kernels (AVX2 and AVX-512
+#: machines sum in other orders) can flip a bf16 rounding, and flips add up block by block:
+#: measured on an AVX2 machine, the first block is within 2e-6, the last within 2.3e-3
+#: (mean 3e-4). A float32 RoPE, the plausible bug, misses the first block by 7e-3 and every
+#: later one by a mean of 2e-3 or more (test_rope_in_float32_would_miss_the_golden_vectors).
+FIRST_BLOCK_ATOL = 1e-4
+DEEP_MAX_ATOL, DEEP_MEAN_ATOL = 5e-3, 5e-4
+
+
+def assert_golden(out: torch.Tensor, expected: torch.Tensor, index: int, what: str) -> None:
+    err = (out - expected).abs()
+    if index == 0:
+        assert err.max().item() <= FIRST_BLOCK_ATOL, f"{what}: max abs error {err.max():.2e}"
+    else:
+        assert err.max().item() <= DEEP_MAX_ATOL, f"{what}: max abs error {err.max():.2e}"
+        assert err.mean().item() <= DEEP_MEAN_ATOL, f"{what}: mean abs error {err.mean():.2e}"
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_every_listed_layer_matches_golden(golden_manifest, models, name):
     case = _case(golden_manifest, name)
@@ -37,8 +56,7 @@ def test_every_listed_layer_matches_golden(golden_manifest, models, name):
     for index, out in zip(case["out_indices"], outputs, strict=True):
         expected = io[f"layer_{index}"]
         assert out.shape == expected.shape == tuple(case["output_shape"])
-        err = (out - expected).abs().max().item()
-        assert err <= 1e-5, f"{name} layer {index}: max abs error {err:.2e}"
+        assert_golden(out, expected, index, f"{name} layer {index}")
 
 
 def test_negative_indices_and_forward(golden_manifest, models):
@@ -48,9 +66,11 @@ def test_negative_indices_and_forward(golden_manifest, models):
     with torch.no_grad():
         last, eighth, first = model.forward_layers(io["input"], [-1, -10, 0])
         final = model(io["input"])
-    torch.testing.assert_close(last, io["layer_17"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(eighth, io["layer_8"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(first, io["layer_0"], atol=1e-5, rtol=0)
+        direct = model.forward_layers(io["input"], [17, 8, 0])
+    for got, want in zip((last, eighth, first), direct, strict=True):
+        torch.testing.assert_close(got, want, atol=0, rtol=0)  # -1 is 17, -10 is 8
+    assert_golden(first, io["layer_0"], 0, "layer 0")
+    assert_golden(last, io["layer_17"], 17, "layer 17")
     torch.testing.assert_close(final, last, atol=0, rtol=0)
 
 
@@ -86,7 +106,9 @@ def test_rope_in_float32_would_miss_the_golden_vectors(golden_manifest, models, 
     monkeypatch.setattr(rope, "ROPE_DTYPE", torch.float32)
     with torch.no_grad():
         out = models[case["weights"]](io["input"])
-    assert (out - io["layer_17"]).abs().max().item() > 1e-3
+    first = models[case["weights"]].forward_layers(io["input"], [0])[0]
+    assert (first - io["layer_0"]).abs().max().item() > 10 * FIRST_BLOCK_ATOL
+    assert (out - io["layer_17"]).abs().mean().item() > 2 * DEEP_MEAN_ATOL
 
 
 def test_rope_tables_are_bf16_with_spec_layout():

@@ -158,7 +158,9 @@ def test_the_joint_sample_is_bounded_and_spread_over_the_file(tmp_path, monkeypa
     writer, _ = open_writer(tmp_path / "f", "npy", settings, row_shape, np.dtype("float32"))
     features = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, *row_shape))
     sizes = np.tile(np.array([[96, 128]], np.int32), (n, 1))
-    writer.write(RowBatch([f"{i}.jpg" for i in range(n)], features.copy(), sizes, None))
+    writer.write(
+        RowBatch([f"{i}.jpg" for i in range(n)], features.copy(), {"original_size": sizes})
+    )
     writer.close(complete=True)
     with open_features(tmp_path / "f") as ff:
         spec = grid_spec(ff.settings, None, tmp_path / "f")
@@ -212,18 +214,19 @@ def test_a_missing_image_gets_a_note_and_a_warning(photos, tmp_path, monkeypatch
     assert f"{gone}: file not found" in caplog.text
 
 
-def test_relative_paths_are_found_under_image_root(photos, tmp_path, monkeypatch):
+def test_images_are_found_from_anywhere_and_paths_by_any_spelling(photos, tmp_path, monkeypatch):
+    """Catches: viz looking stored paths up from the current folder, or --paths matched
+    only as typed (extract stores resolved paths)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(photos)
     feats = tmp_path / "f.h5"
     extract("a", "-o", feats, "--checkpoint", TINY, "--size", "64x48", "--workers", 0, "-q")
+    (tmp_path / "link").symlink_to(photos / "a")
     monkeypatch.chdir(tmp_path)
-    lost = run_json(feats, "-o", "v1", "--overlay", "--long-side", SIDE)
-    assert lost["missing_images"] == ["a/astronaut.png", "a/chelsea.jpg", "a/coffee.jpg"]
-    found = run_json(feats, "-o", "v2", "--overlay", "--long-side", SIDE, "--image-root", photos)
+    found = run_json(feats, "-o", "v1", "--overlay", "--long-side", SIDE)
     assert found["missing_images"] == []
     by_spelling = run_json(
-        feats, "-o", "v3", "--paths", "a/coffee.jpg", "--paths", "./a//astronaut.png"
+        feats, "-o", "v3", "--paths", "link/coffee.jpg", "--paths", "./link//astronaut.png"
     )
     assert [Path(p).name for p in by_spelling["pictures"]] == ["2_coffee.png", "0_astronaut.png"]
 

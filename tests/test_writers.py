@@ -36,12 +36,22 @@ ROW = (2, 12, 8)
 def batch(start: int, k: int, failures=()) -> RowBatch:
     rows = np.arange(start, start + k, dtype=np.float16)[:, None, None, None]
     return RowBatch(
-        paths=[f"dir/ünï {i}.jpg" for i in range(start, start + k)],
+        keys=[f"dir/ünï {i}.jpg" for i in range(start, start + k)],
         features=np.broadcast_to(rows, (k, *ROW)).copy(),
-        original_size=np.full((k, 2), start, np.int32),
-        content_box=np.full((k, 4), start, np.int32),
+        columns={
+            "original_size": np.full((k, 2), start, np.int32),
+            "content_box": np.full((k, 4), start, np.int32),
+        },
         failures=list(failures),
     )
+
+
+def killed(writer) -> None:
+    """As if the process was killed: no close(), nothing after the last commit; the lock
+    goes with the process."""
+    if getattr(writer, "_handle", None) is not None:
+        writer._handle.close()
+    writer._lock.release()
 
 
 @pytest.fixture(params=["h5", "npy"])
@@ -55,13 +65,13 @@ def test_round_trip_resume_and_failures(out):
     assert done == set()
     writer.write(batch(0, 2, [("bad/a.jpg", "truncated")]))
     writer.write(batch(2, 2))
-    writer.write(RowBatch([], np.empty((0, *ROW), np.float16), np.empty((0, 2)), None, []))
+    writer.write(RowBatch([], None))
     writer.close(complete=False)
     writer, done = open_writer(path, fmt, SETTINGS, ROW, np.float16, shard_rows=3)
     assert done == {f"dir/ünï {i}.jpg" for i in range(4)}
     assert writer.failed == {"bad/a.jpg": "truncated"}
     retried = batch(4, 1)
-    retried.paths = ["bad/a.jpg"]  # the failed image works now: its record goes
+    retried.keys = ["bad/a.jpg"]  # the failed image works now: its record goes
     writer.write(retried)
     writer.close(complete=True)
     with open_features(path) as f:
@@ -75,23 +85,24 @@ def test_round_trip_resume_and_failures(out):
         assert f.content_box.shape == (5, 4)
 
 
-def test_a_different_setting_is_refused_by_name(out):
+def test_overwrite_replaces_our_output_with_other_settings(out):
+    """(Whether settings may differ is the pipeline's call: tests/test_settings.py.)"""
     path, fmt = out
     open_writer(path, fmt, SETTINGS, ROW, np.float16)[0].close(True)
-    with pytest.raises(Sapiens2Error, match=r"--dtype .*--overwrite"):
-        open_writer(path, fmt, {**SETTINGS, "dtype": "float32"}, ROW, np.float32)
     writer, done = open_writer(
         path, fmt, {**SETTINGS, "dtype": "float32"}, ROW, np.float32, overwrite=True
     )
     assert done == set()
     writer.close(True)
+    with open_features(path) as f:
+        assert f.settings["dtype"] == "float32" and len(f) == 0
 
 
 def test_rows_of_a_cut_off_batch_are_ignored_then_trimmed(tmp_path):
     path = tmp_path / "f.h5"
     writer, _ = open_writer(path, "h5", SETTINGS, ROW, np.float16)
     writer.write(batch(0, 2))
-    writer._file.close()  # as if killed: no close(), nothing after the last commit
+    killed(writer)
     with h5py.File(path, "r+") as f:  # a batch written but never committed
         for name in ("features", "paths", "original_size", "content_box"):
             f[name].resize(3, axis=0)
@@ -115,6 +126,7 @@ def test_npy_files_are_plain_and_leftovers_are_removed(tmp_path):
     paths = np.load(path / "shard-00000.paths.npy")  # no allow_pickle needed
     assert paths.dtype.kind == "U" and paths[1] == "dir/ünï 1.jpg"
     assert np.load(path / "shard-00000.features.npy", mmap_mode="r").shape == (2, *ROW)
+    killed(writer)
     (path / "shard-00001.features.npy.tmp").write_bytes(b"half a shard")  # a kill's leftover
     (path / "shard-00001.paths.npy").write_bytes(b"renamed, never listed")
     writer, done = open_writer(path, "npy", SETTINGS, ROW, np.float16, shard_rows=2)

@@ -159,8 +159,9 @@ def select_rows(
 
 
 def _same_file_key(path: str) -> str:
-    """Spellings of one path from the current directory ('./a/b.jpg', 'a//b.jpg') agree."""
-    return os.path.normcase(os.path.abspath(path))
+    """Spellings of one file ('./a/b.jpg', 'a//b.jpg', a path through a link) agree: the
+    identity extract stores (the resolved path; older outputs stored paths as typed)."""
+    return os.path.realpath(path)
 
 
 def _make_dir(out_dir: Path) -> None:

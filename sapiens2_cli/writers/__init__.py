@@ -1,7 +1,7 @@
 """Output writers (HDF5, npy shards), the reader, and how a run opens its output.
 
-`open_writer` either starts a new output or resumes an existing one after checking that
-it was made with the same settings.
+`open_writer` locks OUT, then either starts a new output or resumes an existing one (whose
+settings the pipeline has checked against the run's).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 
 from sapiens2_cli.choices import OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers.base import FeatureWriter, RowBatch
+from sapiens2_cli.writers.base import FeatureWriter, OutputLock, RowBatch
 from sapiens2_cli.writers.hdf5 import H5Writer
 from sapiens2_cli.writers.npy import NpyWriter, default_shard_rows, is_own_file
-from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
+from sapiens2_cli.writers.reader import FeatureFile, detect_format, is_output, open_features
 
 H5_SUFFIXES = (".h5", ".hdf5")
 
@@ -37,8 +37,11 @@ def existing_settings(path: Path) -> dict | None:
 
 
 def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
-    """Refuse, before any work, an OUT that cannot be written or would clobber someone's files."""
-    existing = detect_format(path)
+    """Refuse, before any work, an OUT that cannot be written or would clobber someone's files.
+
+    Only what this tool wrote (recognised by its format markers, `is_output`) is resumed or
+    replaced by --overwrite; any other file, or a folder of other files, is left alone."""
+    existing = detect_format(path) if is_output(path) else None
     if existing is not None:
         if existing != fmt and not overwrite:
             raise Sapiens2Error(
@@ -48,16 +51,9 @@ def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
     elif path.is_dir():
         if fmt == "h5":
             raise Sapiens2Error(f"{path} is a folder: give -o a file name ending in .h5")
-        if any(not is_own_file(p.name) for p in path.iterdir()):
-            raise Sapiens2Error(
-                f"{path} is a folder of other files, not a sapiens2 extract output: "
-                "choose a new -o path"
-            )
-    elif path.exists() and not overwrite:
-        raise Sapiens2Error(
-            f"{path} exists and is not a sapiens2 extract output: choose another -o path "
-            "or pass --overwrite to replace it"
-        )
+        _check_own_folder(path)
+    elif path.exists():
+        raise _not_replaceable(path)
     folder = next(p for p in (path, *path.parents) if p.is_dir())
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
@@ -73,15 +69,35 @@ def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
         ) from None
 
 
+def _check_own_folder(path: Path) -> None:
+    if any(not is_own_file(p.name) for p in path.iterdir()):
+        raise Sapiens2Error(
+            f"{path} is a folder of other files, not a sapiens2 extract output: "
+            "choose a new -o path"
+        )
+
+
+def _not_replaceable(path: Path) -> Sapiens2Error:
+    return Sapiens2Error(
+        f"{path} exists and is not a sapiens2 extract output, which neither a resume nor "
+        "--overwrite replaces: choose another -o path"
+    )
+
+
 def remove_output(path: Path) -> None:
-    """Delete an output for --overwrite: a file, or only this tool's files in a folder."""
+    """Delete an output for --overwrite: only files this tool wrote. Anything else at `path`
+    is refused before anything is touched."""
     if path.is_dir():
+        if not is_output(path):
+            _check_own_folder(path)
         for p in path.iterdir():
             if is_own_file(p.name):
                 p.unlink()
         if not any(path.iterdir()):
             path.rmdir()
     elif path.exists():
+        if not is_output(path):
+            raise _not_replaceable(path)
         path.unlink()
 
 
@@ -98,27 +114,52 @@ def open_writer(
 ) -> tuple[FeatureWriter, set[str]]:
     """A writer for `path` and the keys it already holds (empty unless resuming).
 
-    The caller has checked that an existing output's settings match (`existing_settings`);
+    OUT's lock is taken first, so a second writer stops here, before any work, and
+    --overwrite never removes what a running writer is writing. The caller has checked
+    that an existing output's settings match (`existing_settings`, pipeline/job.py);
     `overwrite` replaces it instead.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(path)
+    try:
+        return _open(
+            path, fmt, settings, row_shape, dtype, overwrite, compression, shard_rows, lock
+        )
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open(
+    path: Path,
+    fmt: OutputFormat,
+    settings: dict,
+    row_shape: tuple[int, ...],
+    dtype: np.dtype,
+    overwrite: bool,
+    compression: str | None,
+    shard_rows: int | None,
+    lock: OutputLock,
+) -> tuple[FeatureWriter, set[str]]:
     if overwrite:
         remove_output(path)
-    if detect_format(path) is not None:
-        with open_features(path) as existing:
-            if existing.settings.get("merge") == "virtual":
-                raise Sapiens2Error(
-                    f"{path} is a virtual join of parts, which cannot grow: rerun the "
-                    "torchrun or --shard commands that made it to resume, or pass --overwrite"
-                )
-            done = set(existing.paths)
-            failed = dict(existing.failed)
+    shard_rows = shard_rows or _shard_rows(row_shape, dtype)
+    if detect_format(path) is None:
         if fmt == "h5":
-            return H5Writer.resume(path, failed), done
-        return NpyWriter.resume(path, shard_rows or _shard_rows(row_shape, dtype)), done
-    path.parent.mkdir(parents=True, exist_ok=True)
+            return H5Writer.create(path, settings, row_shape, dtype, compression, lock), set()
+        return NpyWriter.create(path, settings, row_shape, shard_rows, lock), set()
+    with open_features(path) as existing:
+        if existing.settings.get("merge") == "virtual":
+            raise Sapiens2Error(
+                f"{path} is a virtual join of parts, which cannot grow: rerun the "
+                "torchrun or --shard commands that made it to resume, or pass --overwrite"
+            )
+        done = set(existing.paths)
+        failed = dict(existing.failed)
+        stale = existing.failed_records != len(failed)  # the log has superseded records
     if fmt == "h5":
-        return H5Writer.create(path, settings, row_shape, dtype, compression), set()
-    return NpyWriter.create(path, settings, shard_rows or _shard_rows(row_shape, dtype)), set()
+        return H5Writer(path, failed, lock, stale), done
+    return NpyWriter.resume(path, failed, stale, row_shape, shard_rows, lock), done
 
 
 def _shard_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:

@@ -1,4 +1,5 @@
-"""What both writers share: the rows they append, failure bookkeeping, the settings check.
+"""What both writers share: the rows they append, failure bookkeeping, the settings check,
+the per-row columns' fill rule and the one-writer-per-output lock.
 
 A writer owns one output path and appends batches of rows to it, making each batch (HDF5)
 or each shard (npy) durable before it counts as done. Resume, `--shard I/N` parts and a
@@ -9,17 +10,21 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
 
 FORMAT_VERSION = 1
-LOCK_NAME = "sapiens2.lock"  # inside an npy output folder
+#: Names a per-row column cannot take: the other datasets (HDF5) / shard files (npy).
+RESERVED = frozenset({"features", "paths", "failed_paths", "failed_errors", "index", "rows"})
+COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class OutputFull(OSError):
@@ -31,40 +36,54 @@ class OutputFull(OSError):
 class RowBatch:
     """One batch on its way to disk: rows for the items that worked, reasons for the rest."""
 
-    keys: list[str]  # stored in `paths`
-    features: np.ndarray | None  # (k, n_layers, ...) in the storage dtype; None when k == 0
-    columns: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (k, ...) per row
+    keys: list[str]  # stored in `paths`; may hold surrogate escapes (os.fsdecode)
+    features: np.ndarray | None  # (k, n_layers, ...) in the storage dtype; None if k == 0
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (k, *shape)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (key, one-line reason)
 
     def __len__(self) -> int:
         return len(self.keys)
 
 
-def fill_value(dtype: np.dtype) -> float | int:
-    """What a column holds for a row that lacks it: NaN for floats, -1 for integers."""
-    return np.nan if np.dtype(dtype).kind == "f" else -1
+def fill_value(dtype: np.dtype) -> float:
+    """What a column holds for rows that did not carry it: NaN (floats), -1 (integers)."""
+    kind = np.dtype(dtype).kind
+    if kind == "f":
+        return np.nan
+    if kind == "i":
+        return -1
+    raise TypeError(f"a column must be float or signed integer, not {np.dtype(dtype)}")
 
 
-def concat_columns(parts: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
-    """Columns of consecutive runs of rows, each given as (rows, {name: (rows, ...)}), joined
-    per name; a run without a column that others have (photos beside video frames, a
-    shard written before boxes came) gets the fill value."""
-    examples: dict[str, np.ndarray] = {}
-    for _, columns in parts:
-        for name, data in columns.items():
-            examples.setdefault(name, np.asarray(data))
+def filled(rows: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A column's values for `rows` rows that did not carry it."""
+    return np.full((rows, *shape), fill_value(dtype), dtype)
+
+
+def concat_columns(runs: Sequence[tuple[int, Mapping[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """Columns of consecutive runs of rows, each given as (rows, {name: (rows, *shape)}),
+    joined per name; a run without a column that others have (photos beside video frames,
+    a shard written before boxes came) gets the fill value."""
     joined = {}
-    for name, ex in examples.items():
-        blank = np.full(ex.shape[1:], fill_value(ex.dtype), ex.dtype)
+    for name in dict.fromkeys(name for _, columns in runs for name in columns):
+        like = next(np.asarray(columns[name]) for _, columns in runs if name in columns)
         joined[name] = np.concatenate(
             [
-                np.asarray(columns[name], ex.dtype)
-                if name in columns
-                else np.broadcast_to(blank, (rows, *blank.shape))
-                for rows, columns in parts
+                columns[name] if name in columns else filled(rows, like.shape[1:], like.dtype)
+                for rows, columns in runs
             ]
         )
     return joined
+
+
+def check_columns(batch: RowBatch) -> None:
+    """Columns are named like datasets, row-aligned, and have a fill value."""
+    for name, data in batch.columns.items():
+        if not COLUMN_NAME.fullmatch(name) or name in RESERVED:
+            raise ValueError(f"{name!r} cannot name a column")
+        if data.shape[:1] != (len(batch),):
+            raise ValueError(f"column {name} has {data.shape[:1]} rows, the batch {len(batch)}")
+        fill_value(data.dtype)
 
 
 def fsync_dir(path: Path) -> None:
@@ -79,39 +98,104 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def lock_file(path: Path) -> int:
-    """An open descriptor holding an exclusive POSIX lock on `path`, so one writer at a time
-    appends to an output. The lock belongs to this process only (decode workers forked
-    later do not inherit it) and goes when the process does, however it ends."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def lock_path(out: Path) -> Path:
+    """The lock file of output `out`: `OUT.lock` beside it, for both formats."""
+    return out.with_name(out.name + ".lock")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`, None if there is none."""
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        owner = path.parent if path.name == LOCK_NAME else path
-        raise Sapiens2Error(
-            f"{owner} is being written by another process: wait for it or choose another -o"
-        ) from None
-    return fd
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+class OutputLock:
+    """One writer per output: an exclusive POSIX lock (`lockf`) on `OUT.lock`, beside OUT.
+
+    Why a separate file: a POSIX lock belongs to the process and is dropped the moment the
+    process closes *any* descriptor of the locked file, and h5py (or a reader) opens and
+    closes OUT itself. Nothing but this class opens `OUT.lock`. Why not `flock`: decode
+    workers forked later would inherit it and keep OUT locked after a kill -9, while a
+    POSIX lock goes with its process however it ends. POSIX locks never conflict within one
+    process, so this process's own locks are also kept in `_held`.
+
+    The holder deletes the file before it lets go; whoever then locks a file that is no
+    longer at the path (deleted, or replaced, in between) lets go and tries again, so two
+    processes can never both hold "the" lock. A file left by a killed run is simply reused.
+    """
+
+    _held: ClassVar[set[tuple[int, int]]] = set()  # (st_dev, st_ino) of lock files held here
+
+    def __init__(self, out: Path) -> None:
+        self.path = lock_path(out)
+        busy = Sapiens2Error(
+            f"{out} is being written by another run: wait for it to end or choose another -o"
+        )
+        for _ in range(100):
+            if _identity(self.path) in self._held:  # checked before opening: closing our
+                raise busy  # own descriptor of a file held here would drop its lock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            stat = os.fstat(fd)
+            ident = (stat.st_dev, stat.st_ino)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise busy from None
+            if _identity(self.path) == ident:
+                self._fd, self._ident = fd, ident
+                self._held.add(ident)
+                return
+            os.close(fd)  # the holder deleted it as we opened it: try the new one
+        raise Sapiens2Error(f"cannot lock {self.path}: it keeps changing; choose another -o")
+
+    def release(self) -> None:
+        """Delete the lock file (while still holding it, and only if it is still ours: someone
+        may have deleted it by hand and another run locked a new one), then let go."""
+        if self._fd < 0:
+            return
+        if _identity(self.path) == self._ident:
+            self.path.unlink()
+        self._held.discard(self._ident)
+        os.close(self._fd)
+        self._fd = -1
 
 
 class FeatureWriter(ABC):
     """Appends rows and failure records to one output; `close` marks the run complete or not.
 
-    `failed` maps path -> reason for every image that failed and has not since succeeded;
-    it starts from the existing output when resuming, so earlier failures are kept.
+    `failed` maps key -> reason for every item that failed and has not since succeeded;
+    it starts from the existing output when resuming, so earlier failures are kept. On
+    disk failures are an append-only log (docs/format.md): `_log` holds records not yet
+    written, a cleared failure is logged as a tombstone (empty reason), and the last
+    record of a key is its word. `_stale` says the log holds superseded records, which
+    `close` compacts away.
     """
 
-    def __init__(self, path: Path, failed: dict[str, str]) -> None:
+    def __init__(
+        self, path: Path, failed: dict[str, str], lock: OutputLock | None, stale: bool
+    ) -> None:
         self.path = path
         self.failed = dict(failed)
         self.broken = False  # a write failed: nothing more is written (see close)
+        self._lock = lock  # released at close; None when the caller holds OUT's lock
+        self._log: list[tuple[str, str]] = []
+        self._stale = stale
 
     def write(self, batch: RowBatch) -> None:
-        """Append `batch`: its rows, and its failures (a path that now worked is cleared)."""
+        """Append `batch`: its rows, and its failures (a key that now worked is cleared)."""
+        check_columns(batch)
         for key in batch.keys:
-            self.failed.pop(key, None)
-        self.failed.update(batch.failures)
+            if self.failed.pop(key, None) is not None:
+                self._log.append((key, ""))
+                self._stale = True
+        for key, reason in batch.failures:
+            self._stale |= key in self.failed
+            self.failed[key] = reason = reason or "failed"
+            self._log.append((key, reason))
         try:
             self._append(batch)
         except OutputFull:
@@ -123,11 +207,15 @@ class FeatureWriter(ABC):
     def close(self, complete: bool) -> None:
         """Make everything written so far durable and record whether the run is complete.
 
-        After a failed write this does nothing: the library may hold half-written state,
-        and the last commit on disk is what a rerun resumes from.
+        After a failed write this writes nothing: the library may hold half-written state,
+        and the last commit on disk is what a rerun resumes from. The lock goes either way.
         """
-        if not self.broken:
-            self._close(complete)
+        try:
+            if not self.broken:
+                self._close(complete)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     @property
     @abstractmethod

@@ -31,13 +31,21 @@ from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.settings import difference
 from sapiens2_cli.writers import remove_output
-from sapiens2_cli.writers.base import FeatureWriter, RowBatch, concat_columns, fsync_dir
-from sapiens2_cli.writers.hdf5 import H5Writer, string_dtype, to_attr
+from sapiens2_cli.writers.base import (
+    FeatureWriter,
+    OutputLock,
+    RowBatch,
+    concat_columns,
+    fsync_dir,
+)
+from sapiens2_cli.writers.hdf5 import H5Writer, encode, string_dtype, to_attr
 from sapiens2_cli.writers.npy import (
     MANIFEST,
     NpyWriter,
     default_shard_rows,
     new_manifest,
+    next_failed_index,
+    write_failed,
     write_manifest,
 )
 from sapiens2_cli.writers.parts import Part
@@ -73,6 +81,15 @@ def merge_outputs(parts: Sequence[Path], out: Path, mode: MergeMode = MergeMode.
             "--shard I/N (or under torchrun) first"
         )
     mode = MergeMode.parse(mode, "--merge")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(out)  # no extract (or other join) writes OUT meanwhile
+    try:
+        return _merge(parts, out, mode)
+    finally:
+        lock.release()
+
+
+def _merge(parts: Sequence[Path], out: Path, mode: MergeMode) -> Merged:
     with _open_all(parts) as sources:
         fmt = _check(sources, out)
         settings = {k: v for k, v in sources[0].file.settings.items() if k != "part"}
@@ -88,7 +105,10 @@ def merge_outputs(parts: Sequence[Path], out: Path, mode: MergeMode = MergeMode.
             _write_npy_manifest(sources, out, {**settings, **record}, failed)
         else:
             remove_output(out)
-            writer = NpyWriter.create(out, {**settings, **record}, _copy_rows(sources))
+            row_shape = sources[0].file.row_shape
+            writer = NpyWriter.create(
+                out, {**settings, **record}, row_shape, _copy_rows(sources), lock=None
+            )
             _copy(sources, failed, writer)
         rows = sum(len(s.file) for s in sources)
     return Merged(out, len(parts), rows, len(failed), mode)
@@ -202,9 +222,9 @@ def _copy(sources: list[_Source], failed: dict[str, str], writer: FeatureWriter)
             f = s.file
             for start in range(0, len(f), step):
                 rows = slice(start, min(len(f), start + step))
-                columns = {name: data[rows] for name, data in f.columns.items()}
+                columns = {name: f.column(name)[rows] for name in f.columns}
                 writer.write(RowBatch(f.paths[rows], f.read(rows), columns))
-        writer.write(RowBatch([], None, {}, list(failed.items())))
+        writer.write(RowBatch([], None, failures=list(failed.items())))
     except BaseException:
         writer.close(complete=False)
         raise
@@ -223,7 +243,7 @@ def _join_h5(
     if record["merge"] == "virtual":
         _write_h5_virtual(sources, tmp, out, (row_shape, dtype), settings, failed)
     else:
-        writer = H5Writer.create(tmp, settings, row_shape, dtype, compression)
+        writer = H5Writer.create(tmp, settings, row_shape, dtype, compression, lock=None)
         _copy(sources, failed, writer)
     with h5py.File(tmp, "r+") as f:
         f.attrs["parts"] = np.array(record["parts"], dtype=h5py.string_dtype())
@@ -259,19 +279,26 @@ def _write_h5_virtual(
         # NaN where a part cannot be opened, so a plain h5py reader never takes zeros for data.
         f.create_virtual_dataset("features", layout, fillvalue=np.nan)
         _put_strings(f, "paths", [p for s in sources for p in s.file.paths])
-        columns = concat_columns([(len(s.file), s.file.columns) for s in sources])
-        for name, data in columns.items():
-            f[name] = data
+        for name, values in _columns(sources).items():
+            f[name] = values
         _put_strings(f, "failed_paths", list(failed))
         _put_strings(f, "failed_errors", list(failed.values()))
         for key, value in settings.items():
             f.attrs[key] = to_attr(value)
         f.attrs["rows"] = total
+        f.attrs["failures"] = len(failed)
+
+
+def _columns(sources: list[_Source]) -> dict[str, np.ndarray]:
+    """Every part's columns, row-aligned; a part without one gives its fill value."""
+    return concat_columns(
+        [(len(s.file), {name: s.file.column(name) for name in s.file.columns}) for s in sources]
+    )
 
 
 def _put_strings(f: h5py.File, name: str, values: list[str]) -> None:
     """Fixed-width UTF-8, as the extract writer stores strings."""
-    encoded = [v.encode("utf-8") for v in values]
+    encoded = encode(values)
     width = max(map(len, encoded), default=0) or 1
     f[name] = np.array(encoded, dtype=string_dtype(width)).reshape(-1)
 
@@ -289,7 +316,10 @@ def _write_npy_manifest(
                     entry[key] = os.path.relpath(s.path / name, out)
             shards.append(entry)
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, new_manifest(settings, shards, failed, complete=True))
-    for leftover in out.iterdir():  # shards of an earlier --merge copy into this folder
-        if leftover.name.startswith("shard-"):
+    index = next_failed_index([p.name for p in out.glob("failed-*.json")])  # a new name
+    names = [write_failed(out, list(failed.items()), index)] if failed else []
+    row_shape = sources[0].file.row_shape
+    write_manifest(out, new_manifest(settings, row_shape, shards, names, complete=True))
+    for leftover in out.iterdir():  # shards and records of an earlier join into this folder
+        if leftover.name.startswith(("shard-", "failed-")) and leftover.name not in names:
             leftover.unlink()

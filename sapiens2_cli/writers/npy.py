@@ -2,26 +2,32 @@
 
 Rows collect in memory until a shard is full (or the run ends); the shard's files are then
 written under temporary names, fsynced and renamed, and only after that is the manifest
-rewritten the same way to list it. A kill loses at most the shard in progress, which a
-rerun recomputes; files no manifest lists are leftovers of such a kill and are removed.
+rewritten the same way to list it. Failure records since the last manifest go into a new
+`failed-NNNNN.json` written (the same way) just before the manifest that lists it, so the
+manifest stays small and a record is written once, not with every shard. A kill loses at
+most the shard in progress and its records, which a rerun recomputes; files no manifest
+lists are leftovers of such a kill and are removed. `close` compacts the failure files into
+one. Keys with surrogate escapes (non-UTF-8 file names) survive both the '<U' arrays and
+JSON (as \\udcXX escapes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from sapiens2_cli.writers.base import (
     FORMAT_VERSION,
-    LOCK_NAME,
     FeatureWriter,
+    OutputLock,
     RowBatch,
     concat_columns,
     fsync_dir,
-    lock_file,
 )
 
 MANIFEST = "manifest.json"
@@ -37,10 +43,10 @@ def default_shard_rows(row_bytes: int) -> int:
 
 def is_own_file(name: str) -> bool:
     """Files this writer makes inside OUT (the only ones --overwrite may delete)."""
-    return name in (MANIFEST, LOCK_NAME) or name.startswith(("shard-", MANIFEST + "."))
+    return name == MANIFEST or name.startswith(("shard-", "failed-", MANIFEST + "."))
 
 
-def _write_atomic(path: Path, write) -> None:
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """write(file) to a temporary name, fsync, rename over `path`."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -50,21 +56,43 @@ def _write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _json(value: object) -> bytes:
+    return json.dumps(value, indent=1).encode()  # ASCII: surrogates become \udcXX escapes
+
+
 def write_manifest(folder: Path, manifest: dict) -> None:
-    _write_atomic(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    _write_atomic(folder / MANIFEST, lambda f: f.write(_json(manifest)))
     fsync_dir(folder)
 
 
+def next_failed_index(names: list[str]) -> int:
+    """The index of the next failure file after `names` (failed-NNNNN.json)."""
+    return 1 + max((int(name[len("failed-") : -len(".json")]) for name in names), default=-1)
+
+
+def write_failed(folder: Path, records: list[tuple[str, str]], index: int) -> str:
+    """Write failure records as `failed-<index>.json`; its name."""
+    name = f"failed-{index:05d}.json"
+    body = _json([{"path": p, "error": e} for p, e in records])
+    _write_atomic(folder / name, lambda f: f.write(body))
+    return name
+
+
 def new_manifest(
-    settings: dict, shards: list[dict], failed: dict[str, str], complete: bool
+    settings: dict,
+    row_shape: tuple[int, ...],
+    shards: list[dict],
+    failed: list[str],
+    complete: bool,
 ) -> dict:
     """The manifest.json an output folder holds (docs/format.md)."""
     return {
         "format": MANIFEST_FORMAT,
         "format_version": FORMAT_VERSION,
         "settings": settings,
+        "row_shape": list(row_shape),
         "shards": shards,
-        "failed": [{"path": p, "error": e} for p, e in failed.items()],
+        "failed_files": failed,
         "complete": complete,
     }
 
@@ -72,29 +100,56 @@ def new_manifest(
 class NpyWriter(FeatureWriter):
     """Appends rows as shards in a folder; see the module docstring for the commit protocol."""
 
-    def __init__(self, path: Path, manifest: dict, shard_rows: int, lock: int) -> None:
-        super().__init__(path, {item["path"]: item["error"] for item in manifest["failed"]})
-        self._lock = lock
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict,
+        failed: dict[str, str],
+        shard_rows: int,
+        lock: OutputLock | None,
+        stale: bool = False,
+    ) -> None:
+        super().__init__(path, failed, lock, stale)
         self._manifest = manifest
         self._shard_rows = shard_rows
         self._pending: list[RowBatch] = []
         self._rows = sum(s["rows"] for s in manifest["shards"])
+        self._failed_index = next_failed_index(manifest["failed_files"])
 
     @classmethod
-    def create(cls, path: Path, settings: dict, shard_rows: int) -> NpyWriter:
+    def create(
+        cls,
+        path: Path,
+        settings: dict,
+        row_shape: tuple[int, ...],
+        shard_rows: int,
+        lock: OutputLock | None,
+    ) -> NpyWriter:
         """A new, empty output folder at `path`."""
         path.mkdir(parents=True, exist_ok=True)
-        lock = lock_file(path / LOCK_NAME)
-        manifest = new_manifest(dict(settings), [], {}, complete=False)
+        manifest = new_manifest(dict(settings), row_shape, [], [], complete=False)
         write_manifest(path, manifest)
-        return cls(path, manifest, shard_rows, lock)
+        return cls(path, manifest, {}, shard_rows, lock)
 
     @classmethod
-    def resume(cls, path: Path, shard_rows: int) -> NpyWriter:
-        """Reopen an existing output folder, removing files no manifest lists."""
-        lock = lock_file(path / LOCK_NAME)
+    def resume(
+        cls,
+        path: Path,
+        failed: dict[str, str],
+        stale: bool,
+        row_shape: tuple[int, ...],
+        shard_rows: int,
+        lock: OutputLock | None,
+    ) -> NpyWriter:
+        """Reopen an existing output folder, removing files no manifest lists.
+
+        `failed` and `stale` come from reading it (`FeatureFile`)."""
         manifest = json.loads((path / MANIFEST).read_text())
-        listed = {MANIFEST, LOCK_NAME} | {
+        legacy = "failed" in manifest  # records inline, as sapiens2-cli wrote them before
+        manifest.pop("failed", None)
+        manifest.setdefault("failed_files", [])
+        manifest["row_shape"] = list(row_shape)
+        listed = {MANIFEST, *manifest["failed_files"]} | {
             name for shard in manifest["shards"] for key, name in shard.items() if key != "index"
         }
         for leftover in path.iterdir():
@@ -102,7 +157,7 @@ class NpyWriter(FeatureWriter):
                 leftover.unlink()
         manifest["complete"] = manifest["settings"]["complete"] = False
         write_manifest(path, manifest)
-        return cls(path, manifest, shard_rows, lock)
+        return cls(path, manifest, failed, shard_rows, lock, stale or legacy)
 
     @property
     def rows(self) -> int:
@@ -128,13 +183,13 @@ class NpyWriter(FeatureWriter):
             count += take
         self._pending = kept
         index = 1 + max((s["index"] for s in self._manifest["shards"]), default=-1)
-        columns = {
+        arrays = {
             "features": np.concatenate([b.features for b in taken]),
             "paths": np.array([p for b in taken for p in b.keys], dtype=str),  # '<U…'
-            **concat_columns([(len(b), b.columns) for b in taken]),
         }
+        arrays.update(concat_columns([(len(b), b.columns) for b in taken]))
         entry: dict = {"index": index, "rows": count}
-        for name, array in columns.items():
+        for name, array in arrays.items():
             file_name = f"shard-{index:05d}.{name}.npy"
             _write_atomic(self.path / file_name, lambda f, a=array: np.save(f, a))
             entry[name] = file_name
@@ -143,23 +198,33 @@ class NpyWriter(FeatureWriter):
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        self._manifest["failed"] = [{"path": p, "error": e} for p, e in self.failed.items()]
+        """The manifest, after a file with the failure records it does not list yet."""
+        if self._log:
+            name = write_failed(self.path, self._log, self._failed_index)
+            self._manifest["failed_files"].append(name)
+            self._failed_index += 1
+            self._log = []
         write_manifest(self.path, self._manifest)
 
     def _close(self, complete: bool) -> None:
-        try:
-            pending = sum(map(len, self._pending))
-            if pending:
-                self._flush_shard(pending)
-            self._manifest["complete"] = self._manifest["settings"]["complete"] = complete
-            self._write_manifest()
-        finally:
-            os.close(self._lock)
+        pending = sum(map(len, self._pending))
+        if pending:
+            self._flush_shard(pending)
+        old = self._manifest["failed_files"]
+        if self._stale or len(old) > 1:  # one record per failed key, in one file
+            self._log = list(self.failed.items())
+            self._manifest["failed_files"] = []
+        else:
+            old = []
+        self._manifest["complete"] = self._manifest["settings"]["complete"] = complete
+        self._write_manifest()
+        for name in old:
+            (self.path / name).unlink(missing_ok=True)
 
 
 def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
     return RowBatch(
         keys=batch.keys[start:stop],
         features=batch.features[start:stop],
-        columns={name: data[start:stop] for name, data in batch.columns.items()},
+        columns={name: values[start:stop] for name, values in batch.columns.items()},
     )

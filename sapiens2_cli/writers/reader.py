@@ -9,43 +9,61 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 
 import h5py
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns
-from sapiens2_cli.writers.hdf5 import from_attr
+from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns, filled
+from sapiens2_cli.writers.hdf5 import NOT_COLUMNS, from_attr
 from sapiens2_cli.writers.npy import MANIFEST, MANIFEST_FORMAT
 
 Rows = slice | Sequence[int] | np.ndarray
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-NOT_COLUMNS = ("paths", "failed_paths", "failed_errors")  # beside features: not per-row data
+SHARD_FILES = frozenset({"index", "rows", "features", "paths"})  # the rest: columns
 
 
 class FeatureFile(ABC):
-    """An extract output opened for reading: settings, row-aligned metadata, features."""
+    """An extract output opened for reading: settings, keys, per-row columns, features.
+
+    `columns` names the per-row arrays beside `features` and `paths` (original_size,
+    content_box, boxes, ...); `column(name)` gives one as (n, *shape), holding the fill
+    value (NaN / -1) on rows written without it.
+    """
 
     settings: dict
-    paths: list[str]  # one key per row
-    columns: dict[str, np.ndarray]  # per-row metadata by dataset name, each (n, ...)
-    failed: list[tuple[str, str]]  # (key, reason) of inputs without a row
+    paths: list[str]  # one key per row; non-UTF-8 file names as surrogate escapes
+    failed: list[tuple[str, str]]  # (key, reason) of items without a row, one per key
+    failed_records: int  # records in the failure log, superseded ones included
+    row_shape: tuple[int, ...]  # shape of one row of features
+    _columns: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     @property
+    def columns(self) -> Mapping[str, np.ndarray]:
+        """Every per-row column by name, each (n, *shape), read-only."""
+        return MappingProxyType(self._columns)
+
+    def column(self, name: str) -> np.ndarray:
+        """Column `name` for every row, (n, *shape)."""
+        if name not in self._columns:
+            raise KeyError(f"no column {name!r}: this output has {self.columns}")
+        return self._columns[name]
+
+    @property
     def original_size(self) -> np.ndarray:
-        """(n, 2) int32, (height, width) after EXIF."""
-        return self.columns.get("original_size", np.empty((0, 2), np.int32))
+        """(n, 2) int32 (height, width) after EXIF; -1 where unknown."""
+        return self._columns.get("original_size", filled(len(self), (2,), np.dtype(np.int32)))
 
     @property
     def content_box(self) -> np.ndarray | None:
         """(n, 4) int32 (top, left, height, width); letterbox only."""
-        return self.columns.get("content_box")
+        return self._columns.get("content_box")
 
     def read(self, rows: Rows) -> np.ndarray:
         """Features of `rows` (a slice or sorted indices), shaped (k, n_layers, ...) as stored."""
@@ -56,11 +74,14 @@ class FeatureFile(ABC):
             if index.size and (index.min() < 0 or index.max() >= len(self)):
                 raise IndexError(f"rows out of range for an output with {len(self)} rows")
         unique, inverse = np.unique(index, return_inverse=True)
+        if not unique.size:
+            dtype = np.float16 if self.settings.get("dtype") == "float16" else np.float32
+            return np.empty((0, *self.row_shape), dtype)
         return self._read_sorted(unique)[inverse]
 
     @abstractmethod
     def _read_sorted(self, index: np.ndarray) -> np.ndarray:
-        """Features at strictly increasing row indices."""
+        """Features at strictly increasing row indices (at least one)."""
 
     def close(self) -> None:  # noqa: B027 - most readers hold nothing open
         pass
@@ -74,11 +95,23 @@ class FeatureFile(ABC):
         self.close()
 
 
+def replay(records: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The failure log read as the writer keeps it: a key's last record is its word, and an
+    empty reason (a tombstone: the key got a row later) means it has none."""
+    failed: dict[str, str] = {}
+    for key, reason in records:
+        if reason:
+            failed[key] = reason
+        else:
+            failed.pop(key, None)
+    return list(failed.items())
+
+
 class H5Features(FeatureFile):
     def __init__(self, path: Path) -> None:
         try:
             # No lock: reading a file that a running extract is appending to is allowed;
-            # `rows` only covers batches already committed.
+            # `rows` and `failures` only cover batches already committed.
             self._file = h5py.File(path, "r", locking=False)
         except OSError as e:
             raise _not_ours(path, f"HDF5 cannot open it: {e}") from None
@@ -91,23 +124,21 @@ class H5Features(FeatureFile):
                 _check_sources(path, f["features"])
             attrs = {k: from_attr(v) for k, v in f.attrs.items()}
             n = min(int(attrs.pop("rows", 0)), f["features"].shape[0], f["paths"].shape[0])
+            m = int(attrs.pop("failures", f["failed_paths"].shape[0]))
             self.settings = attrs
             self._features = f["features"]
-            self._n = n
-            self.paths = list(f["paths"].asstr()[:n])
-            self.columns = {
-                name: f[name][:n] for name in f if name not in ("features", *NOT_COLUMNS)
-            }
-            failed_paths = f["failed_paths"].asstr()[:]
-            failed_errors = f["failed_errors"].asstr()[:]
-            self.failed = list(zip(failed_paths, failed_errors, strict=False))
+            self.row_shape = self._features.shape[1:]
+            self.paths = list(f["paths"].asstr(errors="surrogateescape")[:n])
+            self._columns = {name: f[name][:n] for name in f if name not in NOT_COLUMNS}
+            keys = f["failed_paths"].asstr(errors="surrogateescape")[:m]
+            reasons = f["failed_errors"].asstr(errors="surrogateescape")[:m]
+            self.failed = replay(zip(keys, reasons, strict=True))
+            self.failed_records = m
         except BaseException:
             self._file.close()
             raise
 
     def _read_sorted(self, index: np.ndarray) -> np.ndarray:
-        if index.size == 0:
-            return np.empty((0, *self._features.shape[1:]), self._features.dtype)
         if index.size == index[-1] - index[0] + 1:  # a contiguous run: one hyperslab
             return self._features[index[0] : index[-1] + 1]
         return self._features[index]
@@ -126,29 +157,33 @@ class NpyFeatures(FeatureFile):
             raise _not_ours(path, f"its {MANIFEST} is not a {MANIFEST_FORMAT} manifest")
         _check_version(path, manifest.get("format_version"))
         self._path = path
-        self._shards = manifest["shards"]
+        self._shards = shards = manifest["shards"]
         self.settings = manifest["settings"]
-        self.failed = [(item["path"], item["error"]) for item in manifest["failed"]]
+        records = [(r["path"], r["error"]) for r in manifest.get("failed", [])]  # inline: older
         try:
-            self.paths = [p for s in self._shards for p in np.load(path / s["paths"]).tolist()]
+            for name in manifest.get("failed_files", []):
+                records += [(r["path"], r["error"]) for r in json.loads((path / name).read_text())]
+            self.paths = [p for s in shards for p in np.load(path / s["paths"]).tolist()]
+            self._columns = concat_columns(
+                [
+                    (
+                        s["rows"],
+                        {k: np.load(path / f) for k, f in s.items() if k not in SHARD_FILES},
+                    )
+                    for s in shards
+                ]
+            )
         except FileNotFoundError as e:
             raise _missing(path, e.filename) from None
-        self.columns = self._read_columns()
-        self._starts = np.cumsum([0] + [s["rows"] for s in self._shards])  # row offset per shard
+        self.failed = replay(records)
+        self.failed_records = len(records)
+        self.row_shape = tuple(manifest.get("row_shape") or self._row_shape())
+        self._starts = np.cumsum([0] + [s["rows"] for s in shards])  # row offset per shard
         self._features: dict[int, np.ndarray] = {}
 
-    def _read_columns(self) -> dict[str, np.ndarray]:
-        """Every per-row column over the shards (filled where a shard lacks one)."""
-        skip = ("index", "rows", "features", *NOT_COLUMNS)
-        return concat_columns(
-            [
-                (
-                    shard["rows"],
-                    {k: np.load(self._path / v) for k, v in shard.items() if k not in skip},
-                )
-                for shard in self._shards
-            ]
-        )
+    def _row_shape(self) -> tuple[int, ...]:
+        """For a manifest that does not record it (written before it did)."""
+        return self._shard(0).shape[1:] if self._shards else ()
 
     def _shard(self, k: int) -> np.ndarray:
         if k not in self._features:
@@ -161,9 +196,6 @@ class NpyFeatures(FeatureFile):
             np.asarray(self._shard(k)[index[shard_of == k] - self._starts[k]])
             for k in np.unique(shard_of)
         ]
-        if not parts:
-            dtype = np.float16 if self.settings.get("dtype") == "float16" else np.float32
-            return np.empty((0,), dtype)
         return np.concatenate(parts)
 
 
@@ -207,6 +239,23 @@ def detect_format(path: str | Path) -> str | None:
         with open(path, "rb") as f:
             return "h5" if f.read(8) == HDF5_SIGNATURE else None
     return None
+
+
+def is_output(path: str | Path) -> bool:
+    """Whether `path` carries this tool's format markers (an HDF5 file with `features` and a
+    `format_version` attribute; a folder whose manifest says it is ours): what --overwrite
+    may replace. Any other HDF5 file or folder is someone else's."""
+    path = Path(path)
+    try:
+        if detect_format(path) == "h5":
+            with h5py.File(path, "r", locking=False) as f:
+                return "features" in f and "format_version" in f.attrs
+        if detect_format(path) == "npy":
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def open_features(path: str | Path) -> FeatureFile:
