@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -38,15 +39,41 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
+#: /proc/cpuinfo flags of x86 CPUs with bf16 dot-product instructions, best first. Without
+#: them bf16 matrix products are emulated through float32 and may run slower than fp32.
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's feature flags; empty where /proc/cpuinfo is missing (macOS, Windows)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_bf16_feature(flags: set[str] | None = None) -> str | None:
+    """The CPU flag that gives native bf16 (what `--precision auto` on CPU went by), or None."""
+    flags = cpu_flags() if flags is None else flags
+    return next((f for f in CPU_BF16_FLAGS if f in flags), None)
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: 'auto' is bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    """Compute dtype: 'auto' is bf16 on GPUs that support it, fp16 on older GPUs, and on
+    CPUs bf16 where they have native bf16 instructions (`cpu_bf16_feature`), else fp32."""
     precision = precision.strip().lower()
     if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_bf16_feature() else torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if precision not in PRECISION_DTYPES:
         raise Sapiens2Error(f"unknown precision '{precision}': use auto, bf16, fp16 or fp32")
+    if precision == "fp16" and device.type == "cpu":
+        raise Sapiens2Error("--precision fp16 is not supported on the CPU: use bf16 or fp32")
     return PRECISION_DTYPES[precision]
 
 

@@ -5,8 +5,12 @@ float32), then times, each in a fresh process and with the file already in the p
 cache: a raw read of the file in 16 MiB chunks; `load_backbone` to float32 (zero copy:
 the weights map the file, so "touched" also faults in every page, as the first forward
 does) and to bfloat16; and the naive way (build the model, `load_file`,
-`load_state_dict`). Peak anonymous memory (RssAnon, sampled every 5 ms) is reported
-beside each, since pages of the mapped file are reclaimable cache, not a copy.
+`load_state_dict`). The methods take turns within each repeat, so a change in the load
+of a shared machine hits them alike; the fastest run of each is its cost with the least
+interference, the median what a run typically sees; CPU seconds (all threads, user +
+system) depend least on other jobs. Peak anonymous memory (RssAnon,
+sampled every 5 ms) is reported beside each, since pages of the mapped file are
+reclaimable cache, not a copy.
 
     python scripts/bench_load.py --arch 0.4b --repeats 3 [--json]
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,6 +55,7 @@ def _measure(method: str, path: str) -> dict:
 
     base = peak[0]
     threading.Thread(target=sample, daemon=True).start()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     if method == "raw_read":
         buffer = bytearray(CHUNK)
@@ -67,7 +73,9 @@ def _measure(method: str, path: str) -> dict:
         model.load_state_dict(load_file(path))
     seconds = time.perf_counter() - start
     done.set()
-    return {"seconds": seconds, "peak_anon_mib": max(peak) - base}
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = end.ru_utime + end.ru_stime - cpu.ru_utime - cpu.ru_stime  # all threads
+    return {"seconds": seconds, "cpu_s": cpu_s, "peak_anon_mib": max(peak) - base}
 
 
 def main() -> None:
@@ -106,6 +114,7 @@ def main() -> None:
             for method in methods:
                 runs[method].append(_child(method, path))
         raw = statistics.median(r["seconds"] for r in runs["raw_read"])
+        raw_min = min(r["seconds"] for r in runs["raw_read"])
         result = {
             "file": str(path) if args.checkpoint else f"random {args.arch} (float32)",
             "size_gb": round(size_gb, 3),
@@ -114,6 +123,9 @@ def main() -> None:
                 m: {
                     "median_s": round(statistics.median(r["seconds"] for r in rs), 3),
                     "vs_raw_read": round(statistics.median(r["seconds"] for r in rs) / raw, 2),
+                    "min_s": round(min(r["seconds"] for r in rs), 3),
+                    "min_vs_raw_min": round(min(r["seconds"] for r in rs) / raw_min, 2),
+                    "median_cpu_s": round(statistics.median(r["cpu_s"] for r in rs), 3),
                     "peak_anon_gib": round(max(r["peak_anon_mib"] for r in rs) / 1024, 2),
                 }
                 for m, rs in runs.items()
@@ -125,8 +137,9 @@ def main() -> None:
     print(f"{result['file']}: {size_gb:.2f} GB, median of {args.repeats}, page cache warm")
     for method, figures in result["methods"].items():
         print(
-            f"  {method:27s} {figures['median_s']:7.3f} s  {figures['vs_raw_read']:5.2f}x raw"
-            f"  peak anon {figures['peak_anon_gib']:.2f} GiB"
+            f"  {method:27s} median {figures['median_s']:6.3f} s {figures['vs_raw_read']:5.2f}x raw"
+            f"  min {figures['min_s']:6.3f} s {figures['min_vs_raw_min']:5.2f}x raw"
+            f"  cpu {figures['median_cpu_s']:6.3f} s  peak anon {figures['peak_anon_gib']:.2f} GiB"
         )
 
 

@@ -1,7 +1,7 @@
 """The tool against a quick-start-style loop around the backbone, same images, same process.
 
 The loop is what a user writes around the upstream module (written here from
-SAPIENS2_SPEC.md, not from upstream code): for each image, on the main thread, decode
+docs/model.md, not from upstream code): for each image, on the main thread, decode
 with PIL, convert to RGB, resize to H x W (PIL's bicubic), normalize with the spec's
 mean/std, run a float32 module at batch 1 and take the patch tokens of the last layer to
 numpy. The features are dropped, not written: the loop pays no disk time, so the ratio is

@@ -176,21 +176,45 @@ def test_cli_inspect_json(tiny_4k_checkpoint):
     assert fields["tokenizer_layers"] == 2 and fields["parameters"] == 361_824
 
 
-def test_staged_reads_equal_mapped_reads(tmp_path, tiny_checkpoint):
-    """The GPU loading path (sequential reads through a staging buffer), run on the CPU."""
-    from sapiens2_cli.model.checkpoint import _read_through_staging
+def test_the_gpu_route_gives_the_cpu_tensors(tmp_path, tiny_checkpoint):
+    """The GPU loading route (pinned staging buffer, cast after the copy), run on the CPU,
+    on a task file mixing bf16 and float32 tensors."""
+    from sapiens2_cli.model.checkpoint import _entries, _send
 
     state = {f"backbone.{k}": v for k, v in load_file(tiny_checkpoint).items()}
+    state["backbone.cls_token"] = state["backbone.cls_token"].bfloat16()  # 32 x 2 bytes
     path = tmp_path / "task.safetensors"
     save_file(state, path)
     info = inspect_checkpoint(path)
     mapped = load_backbone(path, dtype=torch.float16).state_dict()
     target = {n: t.dtype for n, t in mapped.items()}
-    staged = _read_through_staging(info, target, torch.device("cpu"))
+    data = torch.from_file(str(path), size=path.stat().st_size, dtype=torch.uint8)
+    staged = _send(data, _entries(info, target), target, torch.device("cpu"))
     assert staged.keys() == mapped.keys()
     for name, tensor in mapped.items():
-        assert staged[name].dtype == tensor.dtype
-        assert torch.equal(staged[name], tensor), name
+        expected = state[f"backbone.{name}"].to(tensor.dtype)
+        assert torch.equal(tensor, expected) and torch.equal(staged[name], expected), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weights_are_one_allocation_in_the_target_dtype_or_the_mapping(tiny_checkpoint, dtype):
+    threads = torch.get_num_threads()
+    model = load_backbone(tiny_checkpoint, dtype=dtype)
+    assert torch.get_num_threads() == threads  # the one-thread conversion gives them back
+    weights = [t for n, t in model.state_dict().items() if n != "rope_embed.periods"]
+    storages = {t.untyped_storage().data_ptr() for t in weights}
+    assert len(storages) == 1 and {t.dtype for t in weights} == {dtype}
+    expected = load_file(tiny_checkpoint)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, expected[name].to(tensor.dtype)), name
+
+
+def test_a_dtype_the_loader_lacks_is_one_line(tmp_path, tiny_checkpoint):
+    state = load_file(tiny_checkpoint)
+    state["cls_token"] = state["cls_token"].to(torch.int32)
+    save_file(state, tmp_path / "int.safetensors")
+    with pytest.raises(Sapiens2Error, match=r"cls_token is stored as I32, not a floating"):
+        load_backbone(tmp_path / "int.safetensors")
 
 
 @pytest.mark.gpu

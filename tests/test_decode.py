@@ -7,6 +7,7 @@ import pytest
 from hostile_corpus import DATA, make_corpus
 from PIL import Image
 
+from sapiens2_cli.pipeline import decode as decode_module
 from sapiens2_cli.pipeline.decode import FILL, ImageError, decode_image
 
 SIZE = (64, 48)  # (H, W)
@@ -96,3 +97,50 @@ def test_float_images_are_refused(tmp_path):
     Image.fromarray(np.ones((8, 8), np.float32)).save(tmp_path / "f.tif")
     with pytest.raises(ImageError, match="float"):
         decode_image(str(tmp_path / "f.tif"), (16, 16))
+
+
+def _photo_jpeg(path, width: int, height: int, orientation: int = 1):
+    """A real photo enlarged to width x height (Pillow's W x H), saved as JPEG."""
+    photo = Image.open(DATA / "chelsea.jpg").convert("RGB").resize((width, height))
+    exif = Image.Exif()
+    exif[274] = orientation
+    photo.save(path, exif=exif, quality=90)
+    return str(path)
+
+
+@pytest.fixture
+def decoded_sizes(monkeypatch):
+    """The upright (W, H) of each image as it reaches the resize: the scale decoded at."""
+    sizes = []
+    original = decode_module.resize_to
+
+    def spy(im, width, height):
+        sizes.append(im.size)
+        return original(im, width, height)
+
+    monkeypatch.setattr(decode_module, "resize_to", spy)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("image_wh", "orientation", "size", "resize", "decoded_wh"),
+    [
+        ((3072, 4096), 1, (1024, 768), "stretch", (1536, 2048)),  # 1/2: exactly twice
+        ((3072, 4096), 1, (512, 384), "stretch", (768, 1024)),  # 1/4, not 1/8 (below 2x)
+        ((4000, 3000), 1, (1024, 768), "stretch", (4000, 3000)),  # 1/2 gives 1500 < 2048
+        ((4000, 3000), 1, (1024, 768), "letterbox", (2000, 1500)),  # content 576 x 768
+        ((4096, 3072), 6, (1024, 768), "stretch", (1536, 2048)),  # stored on its side
+    ],
+)
+def test_jpeg_draft_decodes_at_the_smallest_scale_at_least_twice_the_target(
+    tmp_path, decoded_sizes, image_wh, orientation, size, resize, decoded_wh
+):
+    path = _photo_jpeg(tmp_path / "big.jpg", *image_wh, orientation)
+    full = decode_image(path, size, resize)
+    drafted = decode_image(path, size, resize, draft=True)
+    upright_wh = image_wh[::-1] if orientation == 6 else image_wh
+    assert decoded_sizes == [upright_wh, decoded_wh]  # off by default: full scale
+    assert drafted.original_size == full.original_size
+    assert drafted.content_box == full.content_box
+    difference = np.abs(drafted.pixels.astype(np.int16) - full.pixels.astype(np.int16))
+    assert difference.mean() < 1.5  # the same picture, same way up

@@ -1,4 +1,4 @@
-"""The model zoo as SAPIENS2_SPEC.md gives it, for the tests that hold the code to it."""
+"""The model zoo as the published spec gives it (docs/model.md), for the tests on it."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sapiens2_cli import __version__
-from sapiens2_cli.device import autocast
+from sapiens2_cli.device import autocast, cpu_bf16_feature
 from sapiens2_cli.errors import Sapiens2Error
 
 log = logging.getLogger(__name__)
@@ -172,5 +172,6 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": device_name(device),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_bf16_feature(),  # the flag `--precision auto` on CPU went by
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

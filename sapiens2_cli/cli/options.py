@@ -32,7 +32,7 @@ PrecisionOption = Annotated[
     typer.Option(
         "--precision",
         help="auto, bf16, fp16 or fp32 (auto: bf16 autocast on GPUs that support it, "
-        "fp16 on older GPUs, fp32 on CPU).",
+        "fp16 on older GPUs; on CPU bf16 with native bf16 (AMX, AVX-512 BF16), else fp32).",
     ),
 ]
 SizeOption = Annotated[

@@ -180,60 +180,134 @@ def load_backbone(
 ) -> Sapiens2Backbone:
     """Build the backbone a safetensors checkpoint describes and fill it with its weights.
 
-    The model is built on the meta device and each tensor is assigned as it is read, so
-    peak host memory stays near one copy of the weights in the target dtype:
-    - CPU: tensors map the file (zero copy in the stored dtype; pages load on first use)
-      and are cast one at a time;
-    - GPU: tensors are read in file order through one reused pinned buffer and copied,
-      then cast, on the device, one at a time.
-    Returns the model in eval mode; `model.checkpoint` holds the CheckpointInfo.
+    The model is built on the meta device and given the tensors `read_weights` returns,
+    so peak host memory stays at one copy of the weights in the target dtype (none when
+    the file already holds it). Returns the model in eval mode; `model.checkpoint` holds
+    the CheckpointInfo.
     """
     info = inspect_checkpoint(path, arch)
     device = torch.device(device)
     model = Sapiens2Backbone(info.config, device="meta")
-    names = list(model.state_dict())
-    target = {n: torch.float32 if n == "rope_embed.periods" else dtype for n in names}
-    if device.type == "cpu":
-        with _open(info.path) as f:
-            state = {n: f.get_tensor(info.prefix + n).to(target[n]) for n in names}
-    else:
-        state = _read_through_staging(info, target, device)
-    model.load_state_dict(state, strict=True, assign=True)
+    target = {n: torch.float32 if n == "rope_embed.periods" else dtype for n in model.state_dict()}
+    model.load_state_dict(read_weights(info, target, device), strict=True, assign=True)
     model.checkpoint = info
     return model.eval()
 
 
-def _read_through_staging(
+def read_weights(
     info: CheckpointInfo, target: dict[str, torch.dtype], device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """Sequential reads into one reused pinned buffer, each tensor then sent to `device`."""
-    with open(info.path, "rb", buffering=0) as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-        data_start = 8 + header_len
-        entries = sorted(
-            ((header[info.prefix + n], n) for n in target), key=lambda e: e[0]["data_offsets"]
-        )
-        largest = max(end - begin for (e, _) in entries for begin, end in [e["data_offsets"]])
-        staging = torch.empty(largest, dtype=torch.uint8, pin_memory=device.type == "cuda")
-        state = {}
-        for entry, name in entries:
-            begin, end = entry["data_offsets"]
-            f.seek(data_start + begin)
-            chunk = staging[: end - begin]
-            view = memoryview(chunk.numpy())
-            filled = 0
-            while filled < len(view):
-                n = f.readinto(view[filled:])
-                if not n:
-                    raise Sapiens2Error(f"{info.path} ended early: download it again")
-                filled += n
-            source = chunk.view(_SAFETENSORS_DTYPES[entry["dtype"]]).view(entry["shape"])
-            state[name] = source.to(device, copy=True).to(target[name])
+    """The backbone tensors `target` names, in its dtypes, on `device`, from one file mapping.
+
+    The file is mapped once (copy-on-write, so nothing is read twice and nothing written
+    back). On the CPU a tensor already in its target dtype is a view of the mapping (zero
+    copy: its pages are the page cache); the others are converted into one allocation per
+    target dtype. On a GPU each tensor goes
+    through one reused pinned buffer, is copied to the device, and cast there.
+    """
+    entries = _entries(info, target)
+    size = info.path.stat().st_size
+    data = torch.from_file(str(info.path), shared=False, size=size, dtype=torch.uint8)
+    if device.type != "cpu":
+        return _send(data, entries, target, device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _convert(data, entries, target)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _convert(
+    data: torch.Tensor, entries: list[_Entry], target: dict[str, torch.dtype]
+) -> dict[str, torch.Tensor]:
+    """CPU: views of the mapping, or copies into one allocation per target dtype.
+
+    Runs on one thread: the cost is first-touching the new memory, which the kernel
+    serializes; a second thread doubled the CPU time and lost wall time (docs/performance.md).
+    """
+    state = {}
+    for dtype in set(target.values()):
+        converted = [e for e in entries if target[e.name] == dtype and e.dtype != dtype]
+        flat = torch.empty(sum(e.numel for e in converted), dtype=dtype)
+        offset = 0
+        for e in entries:
+            if target[e.name] != dtype:
+                continue
+            source = _typed(data[e.begin : e.end], e.dtype, e.shape)
+            if e.dtype == dtype:
+                state[e.name] = source
+                continue
+            state[e.name] = flat[offset : offset + e.numel].view(e.shape).copy_(source)
+            offset += e.numel
     return state
 
 
-_SAFETENSORS_DTYPES = {
+@dataclass(frozen=True)
+class _Entry:
+    """One tensor's place in the file: absolute byte range, stored dtype and shape."""
+
+    name: str  # backbone key (prefix removed)
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _entries(info: CheckpointInfo, target: dict[str, torch.dtype]) -> list[_Entry]:
+    """The header's entries for the tensors in `target`, in file order, checked against
+    the file's length (reading a mapping past the end would kill the process)."""
+    with open(info.path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    data_start, size = 8 + header_len, info.path.stat().st_size
+    entries = []
+    for name in target:
+        entry = header[info.prefix + name]
+        if entry["dtype"] not in SAFETENSORS_DTYPES:
+            raise Sapiens2Error(
+                f"{info.path}: {info.prefix + name} is stored as {entry['dtype']}, not a "
+                f"floating-point type this loader reads ({', '.join(SAFETENSORS_DTYPES)})"
+            )
+        begin, end = (data_start + o for o in entry["data_offsets"])
+        if end > size:
+            raise Sapiens2Error(f"{info.path} ended early: download it again")
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        entries.append(_Entry(name, dtype, tuple(entry["shape"]), begin, end))
+    return sorted(entries, key=lambda e: e.begin)
+
+
+def _typed(raw: torch.Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """Bytes as a tensor of `dtype`; a copy only where the bytes are not aligned for it."""
+    if raw.storage_offset() % dtype.itemsize:
+        raw = raw.clone()
+    return raw.view(dtype).view(shape)
+
+
+def _send(
+    data: torch.Tensor,
+    entries: list[_Entry],
+    target: dict[str, torch.dtype],
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Each tensor via one reused pinned buffer to `device`, then cast there."""
+    staging = torch.empty(
+        max(e.end - e.begin for e in entries), dtype=torch.uint8, pin_memory=device.type == "cuda"
+    )
+    state = {}
+    for e in entries:
+        chunk = staging[: e.end - e.begin].copy_(data[e.begin : e.end])
+        sent = chunk.view(e.dtype).view(e.shape).to(device, copy=True)  # synchronous
+        state[e.name] = sent.to(target[e.name])
+    return state
+
+
+#: safetensors dtype names the loader reads; anything else is refused in one line.
+SAFETENSORS_DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,

@@ -95,7 +95,7 @@ def _zoo(
     return Sapiens2Config(d, layers, heads, ffn, tok, image_size=size, name=name)
 
 
-#: The published sizes (SAPIENS2_SPEC.md, model zoo).
+#: The published sizes (docs/model.md, "The six sizes").
 ARCHS: dict[str, Sapiens2Config] = {
     c.name: c
     for c in (

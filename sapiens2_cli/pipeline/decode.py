@@ -8,9 +8,13 @@ Runs in decode worker processes. Every step is fixed and documented (docs/cli.md
   padding; CMYK, palette, YCbCr and the rest use Pillow's conversion; float images are
   refused. Multi-frame files (GIF, TIFF) give their first frame.
 * Resizing averages areas when shrinking (Pillow BOX, as OpenCV INTER_AREA) and is bicubic
-  when enlarging, decided per axis. JPEGs are decoded at full scale: libjpeg's reduced
-  scales (`draft`) moved pixels of a detailed photo by up to 36 grey levels even when
-  kept at twice the target size, so they are not used.
+  when enlarging, decided per axis.
+* JPEGs are decoded at full scale unless `draft=True` (extract's `--jpeg-draft`, settings
+  key `jpeg_draft`; off by default): then libjpeg's DCT scaling (Pillow `Image.draft`)
+  decodes at 1/2, 1/4 or 1/8 scale, the smallest one still at least twice the resize
+  target on both axes, before the same resize. It is several times faster on large photos,
+  and changes pixels by a few grey levels after the resize (docs/performance.md has the
+  figures), so the features are close to, not equal to, the full decode's.
 * Decompression bombs (a header claiming more than MAX_PIXELS) are refused before decoding.
 """
 
@@ -36,6 +40,9 @@ MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 FILL = tuple(round(m) for m in PIXEL_MEAN)
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
 _GREY16_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+ORIENTATION_TAG = 0x0112
+#: EXIF orientations that turn the image a quarter turn, swapping width and height.
+_TURNING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 class ImageError(Exception):
@@ -49,12 +56,17 @@ class Decoded:
     content_box: tuple[int, int, int, int] | None  # (top, left, height, width); letterbox only
 
 
-def decode_image(path: str, size: tuple[int, int], resize: ResizeMode = "stretch") -> Decoded:
-    """Read `path` and make it the model's (H, W) = `size` input; raises ImageError."""
+def decode_image(
+    path: str, size: tuple[int, int], resize: ResizeMode = "stretch", draft: bool = False
+) -> Decoded:
+    """Read `path` and make it the model's (H, W) = `size` input; raises ImageError.
+
+    `draft`: decode JPEGs at a reduced DCT scale (module docstring); off by default.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings on odd files are not news
-            return _decode(path, size, resize)
+            return _decode(path, size, resize, draft)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -77,7 +89,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _decode(path: str, size: tuple[int, int], resize: ResizeMode) -> Decoded:
+def _decode(path: str, size: tuple[int, int], resize: ResizeMode, draft: bool) -> Decoded:
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ImageError("empty file (0 bytes)")
     height, width = size
@@ -89,18 +101,27 @@ def _decode(path: str, size: tuple[int, int], resize: ResizeMode) -> Decoded:
                 f"more than the limit of {MAX_PIXELS:,}"
             )
         im.seek(0)
+        turned = im.getexif().get(ORIENTATION_TAG) in _TURNING_ORIENTATIONS
+        original = (w0, h0) if turned else (h0, w0)  # (height, width) once upright
+        h, w = (height, width) if resize == "stretch" else _content_size(original, size)
+        if draft:  # Pillow keeps each axis at least the size asked for: twice the target
+            im.draft(None, (2 * h, 2 * w) if turned else (2 * w, 2 * h))
         oriented = ImageOps.exif_transpose(im)  # loads the pixels
-    original = (oriented.height, oriented.width)
-    rgb = to_rgb(oriented)
+    rgb = resize_to(to_rgb(oriented), w, h)
     if resize == "stretch":
-        return Decoded(np.asarray(resize_to(rgb, width, height)), original, None)
-    scale = min(height / rgb.height, width / rgb.width)
-    h = min(height, max(1, round(rgb.height * scale)))
-    w = min(width, max(1, round(rgb.width * scale)))
+        return Decoded(np.asarray(rgb), original, None)
     top, left = (height - h) // 2, (width - w) // 2
     canvas = Image.new("RGB", (width, height), FILL)
-    canvas.paste(resize_to(rgb, w, h), (left, top))
+    canvas.paste(rgb, (left, top))
     return Decoded(np.asarray(canvas), original, (top, left, h, w))
+
+
+def _content_size(original: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an image of (height, width) `original` letterboxed into `size`."""
+    scale = min(size[0] / original[0], size[1] / original[1])
+    h = min(size[0], max(1, round(original[0] * scale)))
+    w = min(size[1], max(1, round(original[1] * scale)))
+    return h, w
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
