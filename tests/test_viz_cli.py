@@ -274,6 +274,7 @@ def test_bad_inputs_are_one_clear_error(photos, tmp_path, monkeypatch):
     assert "failed at extract (empty file (0 bytes))" in str(result.exception)
 
 
+@pytest.mark.slow  # extracts, then a subprocess that imports torch
 def test_the_command_line_prints_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "sapiens2_cli", "viz", tmp_path / "f.h5", "-o", tmp_path / "v"],

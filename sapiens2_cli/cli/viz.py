@@ -9,7 +9,7 @@ from typing import Annotated, cast
 import typer
 
 from sapiens2_cli.cli.options import JsonOption, QuietOption
-from sapiens2_cli.viz import FitMode, VizOptions, visualize
+from sapiens2_cli.text import plural
 
 
 def viz_command(
@@ -62,6 +62,8 @@ def viz_command(
     quiet: QuietOption = False,
 ) -> None:
     """Draw the first principal components of each image's patch features as colours."""
+    from sapiens2_cli.viz import FitMode, VizOptions, visualize
+
     options = VizOptions(
         layer=layer,
         components=components,
@@ -84,4 +86,4 @@ def viz_command(
         typer.echo(json.dumps(summary))
     elif not quiet:
         sheet = f", contact sheet {result.grid}" if result.grid else ""
-        typer.echo(f"wrote {len(result.pictures)} pictures to {out}{sheet}", err=True)
+        typer.echo(f"wrote {plural(len(result.pictures), 'picture')} to {out}{sheet}", err=True)
