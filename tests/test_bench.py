@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
-from sapiens2_cli.bench import count_cost, find_batch_size, peak_tflops, time_forward
+from sapiens2_cli.bench import count_cost, peak_tflops, time_forward
 from sapiens2_cli.bench.pipeline import time_pipeline
 from sapiens2_cli.cli import app
 from sapiens2_cli.model import get_config
@@ -103,8 +103,21 @@ TINY = Sapiens2Config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64)
 
 
 def test_auto_batch_size_is_one_on_cpu():
-    model = build_backbone(TINY)
-    assert find_batch_size(model, (32, 32), torch.device("cpu"), torch.float32) == 1
+    """Catches: a CPU run probing batch sizes (a CPU out of memory kills, it does not raise)."""
+    from sapiens2_cli.pipeline.forward import DeviceModel
+
+    stage = DeviceModel(
+        build_backbone(TINY),
+        layers=(-1,),
+        tokens="patch",
+        layout="tokens",
+        dtype="float16",
+        grid=(2, 2),
+        device=torch.device("cpu"),
+        precision=torch.float32,
+        batch_size=8,
+    )
+    assert stage.fit_batch((32, 32)) == 1 and stage.batch_size == 1
 
 
 def test_time_forward_counts_its_steps():

@@ -158,14 +158,26 @@ def _run(
     extract runs (float32 weights, autocast to the precision) when `as_extract` is set."""
     import torch
 
-    from sapiens2_cli.bench import find_batch_size, time_forward
+    from sapiens2_cli.bench import time_forward
     from sapiens2_cli.device import precision_name
     from sapiens2_cli.model import build_backbone
+    from sapiens2_cli.pipeline.forward import DeviceModel
 
     weights = torch.float32 if as_extract else dtype
     model = build_backbone(config, device=device, dtype=weights)
-    if batch is None:
-        batch = find_batch_size(model, size, device, weights)
+    if batch is None:  # what extract's forward stage fits (pipeline/forward.py)
+        stage = DeviceModel(
+            model,
+            layers=(-1,),
+            tokens="patch",
+            layout="tokens",
+            dtype="float16",
+            grid=config.grid_size(*size),
+            device=device,
+            precision=dtype,
+            batch_size=1,
+        )
+        batch = stage.fit_batch(size)
     typer.echo(
         f"timing {config.name} at {size[0]}x{size[1]}, batch {batch}, {precision_name(dtype)} "
         f"on {device}: {warmup} warmup + {plural(steps, 'timed step')}",
