@@ -239,7 +239,7 @@ def test_images_are_found_from_anywhere_and_paths_by_any_spelling(photos, tmp_pa
         (["--layer", 5], r"holds layer\(s\) 17, not 5: pick one with --layer"),
         (["--components", 2], "use 3 \\(RGB\\) or 1 \\(grey\\)"),
         (["--foreground-threshold", 1.5], "not between 0 and 1"),
-        (["--fit", "global"], "use per-image or joint"),
+        (["--fit", "global"], "unknown --fit .global.: use per-image, joint"),
         (["--images", 0], "give 1 or more"),
     ],
 )

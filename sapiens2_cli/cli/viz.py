@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 import typer
 
@@ -62,12 +62,13 @@ def viz_command(
     quiet: QuietOption = False,
 ) -> None:
     """Draw the first principal components of each image's patch features as colours."""
-    from sapiens2_cli.viz import FitMode, VizOptions, visualize
+    from sapiens2_cli.choices import FitMode
+    from sapiens2_cli.viz import VizOptions, visualize
 
     options = VizOptions(
         layer=layer,
         components=components,
-        fit=cast(FitMode, fit),
+        fit=FitMode.parse(fit, "--fit"),
         foreground_threshold=foreground_threshold,
         overlay=overlay,
         grid=grid,
