@@ -309,3 +309,14 @@ def test_jpeg_draft_reaches_the_decoder_and_is_recorded(tmp_path):
     )
     result = extract(image, "-o", out, *FAST, "--no-jpeg-draft")
     assert "--jpeg-draft" in str(result.exception)
+
+
+def test_a_flag_conflict_is_reported_before_the_hub_is_asked(tmp_path):
+    """Catches: `--arch 0.1b --layout map --tokens cls` reporting a Hub problem (offline
+    here; online it would download and hash gigabytes first) instead of the conflict."""
+    out = tmp_path / "x.h5"
+    result = extract(DATA, "--arch", "0.1b", "--layout", "map", "--tokens", "cls", "-o", out)
+    assert "--layout map needs --tokens patch" in str(result.exception)
+    result = extract(DATA, "--arch", "0.1b", "--tokens", "mean", "-o", out, "--dtype", "int4")
+    assert "unknown --dtype" in str(result.exception)
+    assert not out.exists()
