@@ -4,27 +4,53 @@ The Python API in one import::
 
     from sapiens2_cli import extract, open_features  # whole jobs, as `sapiens2 extract`
     from sapiens2_cli import load_backbone, normalize_pixels  # the model itself
+
+Every name but the error is imported on first use, so `import sapiens2_cli` (and the
+command line's start-up) does not import torch.
 """
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.model import (
-    ARCHS,
-    PIXEL_MEAN,
-    PIXEL_STD,
-    CheckpointInfo,
-    Sapiens2Backbone,
-    Sapiens2Config,
-    build_backbone,
-    get_config,
-    inspect_checkpoint,
-    load_backbone,
-    normalize_pixels,
-)
+import importlib
+from typing import TYPE_CHECKING
 
-#: The extraction engine, imported when first used (it pulls in the pipeline and writers).
-_ENGINE = {
+from sapiens2_cli.errors import Sapiens2Error
+
+if TYPE_CHECKING:
+    from sapiens2_cli.model import (
+        ARCHS,
+        PIXEL_MEAN,
+        PIXEL_STD,
+        CheckpointInfo,
+        Sapiens2Backbone,
+        Sapiens2Config,
+        build_backbone,
+        get_config,
+        inspect_checkpoint,
+        load_backbone,
+        normalize_pixels,
+    )
+    from sapiens2_cli.pipeline.extract import Interrupted
+    from sapiens2_cli.pipeline.job import ExtractOptions, extract
+    from sapiens2_cli.pipeline.progress import Summary
+    from sapiens2_cli.writers import open_features
+
+_MODEL = "sapiens2_cli.model"
+#: Where each name lives; the extraction engine pulls in the pipeline and writers.
+_LAZY = {
+    "ARCHS": _MODEL,
+    "PIXEL_MEAN": _MODEL,
+    "PIXEL_STD": _MODEL,
+    "CheckpointInfo": _MODEL,
+    "Sapiens2Backbone": _MODEL,
+    "Sapiens2Config": _MODEL,
+    "build_backbone": _MODEL,
+    "get_config": _MODEL,
+    "inspect_checkpoint": _MODEL,
+    "load_backbone": _MODEL,
+    "normalize_pixels": _MODEL,
     "extract": "sapiens2_cli.pipeline.job",
     "ExtractOptions": "sapiens2_cli.pipeline.job",
     "Interrupted": "sapiens2_cli.pipeline.extract",
@@ -34,10 +60,8 @@ _ENGINE = {
 
 
 def __getattr__(name: str) -> object:
-    if name in _ENGINE:
-        import importlib
-
-        return getattr(importlib.import_module(_ENGINE[name]), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sapiens2_cli' has no attribute {name!r}")
 
 

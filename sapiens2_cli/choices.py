@@ -88,3 +88,10 @@ class Precision(Choice):
     BF16 = "bf16"
     FP16 = "fp16"
     FP32 = "fp32"
+
+
+class FitMode(Choice):
+    """How `viz` fits its colour maps."""
+
+    PER_IMAGE = "per-image"  # each picture uses its full colour range
+    JOINT = "joint"  # one fit over a sample of the file, comparable across pictures

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from sapiens2_cli.errors import Sapiens2Error
 
-Precision = Literal["auto", "bf16", "fp16", "fp32"]
 PRECISION_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "fp16": torch.float16,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from typer.testing import CliRunner
 
-from sapiens2_cli.cli import _register_commands, app
+from sapiens2_cli.cli import app
 from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.writers import open_features
@@ -22,9 +22,6 @@ from sapiens2_cli.writers import open_features
 GOLDEN = Path(__file__).parent / "golden"
 TINY = GOLDEN / "tiny_weights.safetensors"
 FAST = ["--checkpoint", str(TINY), "--size", "64x48", "--workers", "0", "-q"]
-
-if not any(c.name == "extract" for c in app.registered_commands):
-    _register_commands()
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from hostile_corpus import DATA, make_corpus
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.writers import open_features
 
 
@@ -289,3 +290,33 @@ def test_strict_exits_3_when_an_input_failed(tmp_path):
     assert result.exit_code == 3
     with open_features(tmp_path / "f.h5") as f:
         assert len(f) == 1 and len(f.failed) == 1 and f.settings["complete"] is True
+
+
+def test_jpeg_draft_reaches_the_decoder_and_is_recorded(tmp_path):
+    """Catches: --jpeg-draft parsed but not passed to the decoder, or not recorded, so a
+    resume could mix reduced and full decodes in one output."""
+    out = tmp_path / "f.h5"
+    image = DATA / "hubble_deep_field.jpg"  # 480x419: decodes at 1/2 for a 64x48 input
+    assert extract(image, "-o", out, *FAST, "--jpeg-draft", "--dtype", "float32").exit_code == 0
+    draft = decode_image(str(image), (64, 48), draft=True).pixels
+    assert not np.array_equal(draft, decode_image(str(image), (64, 48)).pixels)
+    with open_features(out) as f:
+        assert f.settings["jpeg_draft"] is True
+        got = f.read([0])[0]
+    Image.fromarray(draft).save(tmp_path / "draft.png")  # the same pixels, full decode
+    np.testing.assert_allclose(
+        got, reference_features(str(tmp_path / "draft.png"))[:, 9:], atol=1e-5
+    )
+    result = extract(image, "-o", out, *FAST, "--no-jpeg-draft")
+    assert "--jpeg-draft" in str(result.exception)
+
+
+def test_a_flag_conflict_is_reported_before_the_hub_is_asked(tmp_path):
+    """Catches: `--arch 0.1b --layout map --tokens cls` reporting a Hub problem (offline
+    here; online it would download and hash gigabytes first) instead of the conflict."""
+    out = tmp_path / "x.h5"
+    result = extract(DATA, "--arch", "0.1b", "--layout", "map", "--tokens", "cls", "-o", out)
+    assert "--layout map needs --tokens patch" in str(result.exception)
+    result = extract(DATA, "--arch", "0.1b", "--tokens", "mean", "-o", out, "--dtype", "int4")
+    assert "unknown --dtype" in str(result.exception)
+    assert not out.exists()

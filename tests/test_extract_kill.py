@@ -163,6 +163,7 @@ def test_workers_are_gone_after_a_kill(images, tmp_path):
     proc = extract_subprocess(*args_for("h5", images, out), stdout=subprocess.DEVNULL)
     wait_for_rows(proc, out, 1)
     children = [int(p) for p in os.popen(f"pgrep -P {proc.pid}").read().split()]
+    assert children, "found no decode worker to watch (is pgrep there?)"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 20

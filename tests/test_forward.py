@@ -222,7 +222,10 @@ def test_every_zoo_attention_shape_has_a_fused_bf16_kernel_on_the_gpu(arch):
         q = torch.randn(2, config.num_heads, n, dh, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(2, kv, n, dh, device="cuda", dtype=torch.bfloat16)
         with sdpa_kernel(fused):
-            F.scaled_dot_product_attention(q, k, k, enable_gqa=kv != config.num_heads)
+            out = F.scaled_dot_product_attention(q, k, k, enable_gqa=kv != config.num_heads)
+        with sdpa_kernel(SDPBackend.MATH):
+            reference = F.scaled_dot_product_attention(q, k, k, enable_gqa=kv != config.num_heads)
+        torch.testing.assert_close(out, reference, atol=1e-2, rtol=0)
 
 
 @requires_cuda

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from sapiens2_cli import Sapiens2Error, build_backbone
-from sapiens2_cli.cli import _register_commands, app
+from sapiens2_cli.cli import app
 from sapiens2_cli.hub import hub_file, is_cached, resolve_checkpoint
 
 TINY = Path(__file__).parent / "golden" / "tiny_weights.safetensors"
@@ -183,6 +183,7 @@ def test_unreachable_hub(monkeypatch):
 # --- the CLI ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_cli_offline_error_is_one_line(hub, go_offline):
     go_offline()
     _assert_one_error_line(
@@ -192,6 +193,7 @@ def test_cli_offline_error_is_one_line(hub, go_offline):
     )
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_cli_download_checks_the_arch(hub):
     hub.add(REPO, {FILE: TINY})
     _assert_one_error_line(
@@ -222,7 +224,6 @@ def test_cli_download_prints_the_path_alone(hub, tmp_path):
 def test_archs_shows_what_is_cached(hub):
     hub.add(REPO, {FILE: TINY})
     resolve_checkpoint("0.4b")
-    _register_commands()
     result = CliRunner().invoke(app, ["archs", "--json"], catch_exceptions=False)
     cached = {r["arch"]: r["cached"] for r in json.loads(result.stdout)}
     assert cached == {

@@ -144,3 +144,35 @@ def test_bf16_weights_run(golden_manifest):
     assert out.dtype == torch.bfloat16
     cosine = F.cosine_similarity(out.float()[:, 9:].flatten(1), io["layer_17"][:, 9:].flatten(1))
     assert cosine.min().item() >= 0.999
+
+
+def test_grouped_query_heads_repeat_interleave():
+    """Bug: tiling kv heads (query head h -> kv head h % kv) instead of interleaving them
+    (h -> h // (heads / kv)). The golden model's GQA blocks have one kv head, where both
+    give the same numbers; with two kv heads for four query heads they differ."""
+    from sapiens2_cli.model.layers.attention import Attention
+
+    torch.manual_seed(0)
+    heads, kv, dh = 4, 2, 8
+    layer = Attention(heads * dh, heads, kv)
+    with torch.no_grad():
+        for norm in (layer.q_norm, layer.k_norm, layer.gamma):
+            norm.weight.uniform_(0.5, 1.5)
+        x = torch.randn(2, 7, heads * dh)
+        got = layer(x)
+
+        def split(linear, n):  # (B, N, n*Dh) -> (B, n, N, Dh)
+            return linear(x).view(2, 7, n, dh).transpose(1, 2)
+
+        def rms(t, weight):
+            return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-6) * weight
+
+        q = rms(split(layer.wq, heads), layer.q_norm.weight)
+        k = rms(split(layer.wk, kv), layer.k_norm.weight)
+        v = split(layer.wv, kv)
+        # the spec: kv head j serves query heads 2j and 2j+1 (repeat-interleave)
+        k, v = k.repeat_interleave(heads // kv, dim=1), v.repeat_interleave(heads // kv, dim=1)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5, dim=-1)
+        merged = (weights @ v).transpose(1, 2).reshape(2, 7, heads * dh)
+        expected = layer.proj(merged) * layer.gamma.weight
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -1,4 +1,5 @@
-"""Every published arch has the spec's exact parameter and state-dict key counts."""
+"""Every published arch has the spec's exact parameter and state-dict key counts, and the
+zoo table that `sapiens2 archs` prints (model/zoo.py) is what the meta-device count gives."""
 
 from __future__ import annotations
 
@@ -7,10 +8,27 @@ import torch
 from zoo_spec import ZOO
 
 from sapiens2_cli import ARCHS, Sapiens2Config, Sapiens2Error, build_backbone, get_config
+from sapiens2_cli.bench import count_cost
+from sapiens2_cli.model.zoo import ZOO_COST
+
+SLOW = ("1b-4k", "5b")  # about 5 s each to count
 
 
 def test_zoo_lists_the_six_archs():
-    assert list(ARCHS) == list(ZOO)
+    assert list(ARCHS) == list(ZOO) == list(ZOO_COST)
+
+
+@pytest.mark.parametrize(
+    "arch", [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in ZOO]
+)
+def test_zoo_table_is_the_meta_device_count(arch):
+    """Bug: the table drifting from the model (a changed layer, a stale figure)."""
+    config = get_config(arch)
+    cost = count_cost(config, *config.image_size)
+    counted = (cost.parameters, cost.flops_per_image)
+    assert ZOO_COST[arch] == counted, f"model/zoo.py: write {arch!r}: ZooCost{counted}"
+    assert cost.parameters == ZOO[arch].params
+    assert cost.flops_per_image == pytest.approx(ZOO[arch].flops, rel=5e-4)
 
 
 @pytest.mark.parametrize("arch", list(ZOO))

@@ -239,7 +239,7 @@ def test_images_are_found_from_anywhere_and_paths_by_any_spelling(photos, tmp_pa
         (["--layer", 5], r"holds layer\(s\) 17, not 5: pick one with --layer"),
         (["--components", 2], "use 3 \\(RGB\\) or 1 \\(grey\\)"),
         (["--foreground-threshold", 1.5], "not between 0 and 1"),
-        (["--fit", "global"], "use per-image or joint"),
+        (["--fit", "global"], "unknown --fit .global.: use per-image, joint"),
         (["--images", 0], "give 1 or more"),
     ],
 )
@@ -274,6 +274,7 @@ def test_bad_inputs_are_one_clear_error(photos, tmp_path, monkeypatch):
     assert "failed at extract (empty file (0 bytes))" in str(result.exception)
 
 
+@pytest.mark.slow  # extracts, then a subprocess that imports torch
 def test_the_command_line_prints_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "sapiens2_cli", "viz", tmp_path / "f.h5", "-o", tmp_path / "v"],

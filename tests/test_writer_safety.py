@@ -71,7 +71,7 @@ def test_an_output_without_rows_reads_with_the_shapes_of_one_with_rows(out):
     writer.write(RowBatch([], None, failures=[("a.jpg", "truncated")]))
     writer.close(complete=True)
     with open_features(path) as f:
-        assert len(f) == 0 and f.columns == [] and f.failed == [("a.jpg", "truncated")]
+        assert len(f) == 0 and not f.columns and f.failed == [("a.jpg", "truncated")]
         assert f.read(slice(None)).shape == (0, *ROW) == f.read([]).shape
         assert f.original_size.shape == (0, 2) and f.content_box is None
 

@@ -3,14 +3,13 @@ forward-pass timing with device synchronisation."""
 
 from sapiens2_cli.bench.flops import ModelCost, count_cost
 from sapiens2_cli.bench.peaks import peak_tflops
-from sapiens2_cli.bench.timing import Timing, environment, find_batch_size, time_forward
+from sapiens2_cli.bench.timing import Timing, environment, time_forward
 
 __all__ = [
     "ModelCost",
     "Timing",
     "count_cost",
     "environment",
-    "find_batch_size",
     "peak_tflops",
     "time_forward",
 ]

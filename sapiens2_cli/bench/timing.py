@@ -27,7 +27,6 @@ from sapiens2_cli.errors import Sapiens2Error
 log = logging.getLogger(__name__)
 
 #: `--batch-size auto` tries this many images first on a GPU, then halves on out-of-memory.
-AUTO_BATCH_START = 256
 
 
 @dataclass(frozen=True)
@@ -63,42 +62,6 @@ def _timed(step: Callable[[], object], device: torch.device) -> float:
     step()
     _sync(device)
     return time.perf_counter() - start
-
-
-def find_batch_size(
-    model: torch.nn.Module,
-    size: tuple[int, int],
-    device: torch.device,
-    dtype: torch.dtype,
-    start: int = AUTO_BATCH_START,
-    autocast_to: torch.dtype | None = None,
-) -> int:
-    """The largest of start, start/2, ..., 1 whose forward pass fits in GPU memory.
-
-    `dtype` is the weights'; `autocast_to` probes under autocast, as `extract` runs.
-
-    A CPU out of memory usually ends the process (the kernel's OOM killer) rather than
-    raising, so there is nothing to probe: on CPU this is 1.
-    """
-    if device.type != "cuda":
-        log.info("--batch-size auto probes GPU memory only; using 1 on %s", device.type)
-        return 1
-    batch = start
-    while batch >= 1:
-        try:
-            with torch.inference_mode(), autocast(device, autocast_to or torch.float32):
-                model(_pixels(batch, size, device, dtype))
-            _sync(device)
-            log.info("batch size %d fits", batch)
-            return batch
-        except torch.OutOfMemoryError:
-            log.info("batch size %d is out of memory, halving", batch)
-            torch.cuda.empty_cache()
-            batch //= 2
-    raise Sapiens2Error(
-        f"a single {size[0]}x{size[1]} image does not fit in {device} memory: "
-        "use a smaller --size or --precision bf16"
-    )
 
 
 def time_forward(

@@ -1,7 +1,10 @@
 """The `sapiens2` command line: a Typer app, one module per command.
 
-Errors a user can fix (Sapiens2Error) become one line on stderr and exit code 2; usage
-errors are Typer's own (exit 2). `SAPIENS2_DEBUG=1` shows the traceback instead.
+Importing this module gives the complete app without importing torch, h5py or Pillow:
+each command imports what it needs when it runs, so `--help` and `archs` start fast.
+Every error a user can fix, the parser's usage errors included, is one line
+`error: ...` on stderr and exit code 2; `SAPIENS2_DEBUG=1` shows the traceback instead.
+Ctrl-C at any moment exits 130 with one line.
 """
 
 from __future__ import annotations
@@ -9,15 +12,40 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from sapiens2_cli import __version__
+from sapiens2_cli.cli import archs, bench, download, extract, inspect, merge, viz
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.interrupt import exit_interrupted, exit_on_ctrl_c_in_imports
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, carried past Typer (which would turn it into a silent exit 130) to main()."""
+
+
+class _Commands(TyperGroup):
+    """The root group: hands Ctrl-C, wherever it lands, to main()."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:  # parsing imports pydantic on first use
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
 
 app = typer.Typer(
     name="sapiens2",
+    cls=_Commands,
     help="Dense per-patch features from Meta's Sapiens2 backbones.",
     no_args_is_help=True,
     add_completion=False,
@@ -42,27 +70,44 @@ def _root(
     """Dense per-patch features from Meta's Sapiens2 backbones."""
 
 
-def _register_commands() -> None:
-    from sapiens2_cli.cli import archs, bench, download, extract, inspect, merge, viz
+app.command("extract")(extract.extract_command)
+app.command("download")(download.download_command)
+app.command("archs")(archs.archs_command)
+app.command("bench")(bench.bench_command)
+app.command("inspect")(inspect.inspect_command)
+app.command("viz")(viz.viz_command)
+app.command("merge")(merge.merge_command)
 
-    app.command("extract")(extract.extract_command)
-    app.command("download")(download.download_command)
-    app.command("archs")(archs.archs_command)
-    app.command("bench")(bench.bench_command)
-    app.command("inspect")(inspect.inspect_command)
-    app.command("viz")(viz.viz_command)
-    app.command("merge")(merge.merge_command)
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every way out is an exit code and at most one line."""
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     logging.getLogger("huggingface_hub").propagate = False  # it has its own handler
-    _register_commands()
+    exit_on_ctrl_c_in_imports()
+    debug = os.environ.get("SAPIENS2_DEBUG") == "1"
     try:
-        app()
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, _Interrupted):
+        exit_interrupted()
     except Sapiens2Error as e:
-        if os.environ.get("SAPIENS2_DEBUG") == "1":
+        if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e), 2)
+    except typer.TyperException as e:  # the parser's: unknown option, bad value, ...
+        if debug:
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `sapiens2`: the help
+            if e.format_message():  # rich has printed it already, on stdout
+                print(e.format_message(), file=sys.stderr)
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _fail(e.format_message().rstrip(".") + hint, e.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
+    sys.exit(code if isinstance(code, int) else 0)

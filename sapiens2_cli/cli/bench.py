@@ -5,20 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
-from sapiens2_cli.bench import (
-    Timing,
-    count_cost,
-    environment,
-    find_batch_size,
-    peak_tflops,
-    time_forward,
-)
-from sapiens2_cli.bench.pipeline import time_pipeline
 from sapiens2_cli.cli.options import (
     ArchOption,
     DeviceOption,
@@ -28,9 +18,14 @@ from sapiens2_cli.cli.options import (
     parse_batch_size,
     parse_size,
 )
-from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
-from sapiens2_cli.model import Sapiens2Config, build_backbone, get_config
-from sapiens2_cli.pipeline.profile import describe as describe_profile
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.model.config import Sapiens2Config, get_config
+from sapiens2_cli.text import plural
+
+if TYPE_CHECKING:
+    import torch
+
+    from sapiens2_cli.bench import Timing
 
 FLOPS_CONVENTION = (
     "torch.utils.flop_counter.FlopCounterMode on the meta device: 2 FLOPs per multiply-add "
@@ -53,8 +48,8 @@ def bench_command(
     compile: Annotated[
         bool, typer.Option("--compile", help="Time under torch.compile (compile time apart).")
     ] = False,
-    steps: Annotated[int, typer.Option(help="Timed forward passes.")] = 10,
-    warmup: Annotated[int, typer.Option(help="Untimed forward passes before timing.")] = 2,
+    steps: Annotated[int, typer.Option(min=1, help="Timed forward passes.")] = 10,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed forward passes before timing.")] = 2,
     count_only: Annotated[
         bool, typer.Option("--count-only", help="Only count parameters and FLOPs (no run).")
     ] = False,
@@ -71,6 +66,7 @@ def bench_command(
             help="Decode processes for --pipeline (default: 1 on CPU, where the forward "
             "already uses every core; all cores but two on a GPU).",
             show_default=False,
+            min=0,
         ),
     ] = None,
     profile: Annotated[
@@ -86,9 +82,16 @@ def bench_command(
     FLOPs are counted on the meta device (no memory); the timing reports images/s, ms per
     batch, peak memory and MFU, and with --pipeline the extract pipeline's images/s too.
     """
-    config = get_config(arch)
+    config = get_config(arch)  # every flag is checked before any work or output
     height, width = parse_size(size) if size else config.image_size
-    cost = count_cost(config, height, width)
+    config.check_image_size(height, width)
+    batch = None if count_only else parse_batch_size(batch_size)
+    if pipeline is not None and not pipeline.is_dir():
+        raise Sapiens2Error(f"--pipeline {pipeline} is not a folder of images")
+
+    from sapiens2_cli.bench import count_cost, environment, peak_tflops
+    from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
+
     target = resolve_device(device)
     dtype = resolve_precision(precision, target)
     env = environment(target) | {
@@ -99,9 +102,9 @@ def bench_command(
         # --pipeline times both runs as extract computes: float32 weights under autocast
         "weights_dtype": "fp32" if pipeline else precision_name(dtype),
     }
+    cost = count_cost(config, height, width)
     report = cost.as_dict() | {"flops_convention": FLOPS_CONVENTION}
     if not count_only:
-        batch = parse_batch_size(batch_size)
         timing = _run(
             config, (height, width), target, dtype, batch, steps, warmup, compile, pipeline
         )
@@ -113,6 +116,9 @@ def bench_command(
             report["peak_tflops"] = peak
             report["mfu"] = report["achieved_tflops"] / peak
         if pipeline is not None:
+            from sapiens2_cli.bench.pipeline import time_pipeline
+            from sapiens2_cli.pipeline.profile import describe as describe_profile
+
             typer.echo(f"running the extract pipeline on {pipeline}", err=True)
             run = time_pipeline(
                 pipeline,
@@ -150,13 +156,31 @@ def _run(
 ) -> Timing:
     """Build random weights on the device and time them: in the chosen precision, or as
     extract runs (float32 weights, autocast to the precision) when `as_extract` is set."""
+    import torch
+
+    from sapiens2_cli.bench import time_forward
+    from sapiens2_cli.device import precision_name
+    from sapiens2_cli.model import build_backbone
+    from sapiens2_cli.pipeline.forward import DeviceModel
+
     weights = torch.float32 if as_extract else dtype
     model = build_backbone(config, device=device, dtype=weights)
-    if batch is None:
-        batch = find_batch_size(model, size, device, weights)
+    if batch is None:  # what extract's forward stage fits (pipeline/forward.py)
+        stage = DeviceModel(
+            model,
+            layers=(-1,),
+            tokens="patch",
+            layout="tokens",
+            dtype="float16",
+            grid=config.grid_size(*size),
+            device=device,
+            precision=dtype,
+            batch_size=1,
+        )
+        batch = stage.fit_batch(size)
     typer.echo(
         f"timing {config.name} at {size[0]}x{size[1]}, batch {batch}, {precision_name(dtype)} "
-        f"on {device}: {warmup} warmup + {steps} timed steps",
+        f"on {device}: {warmup} warmup + {plural(steps, 'timed step')}",
         err=True,
     )
     autocast_to = dtype if as_extract else None
@@ -186,7 +210,7 @@ def _print(r: dict) -> None:
             f"  device           {env['device_name']} ({env['device']}), {env['precision']}, "
             f"batch {env['batch_size']}, torch {env['torch']}, {env['cpu_threads']} CPU threads",
             f"  ms per batch     median {r['median_ms']:.1f}, p90 {r['p90_ms']:.1f} "
-            f"({r['steps']} steps after {r['warmup']} warmup)",
+            f"({plural(r['steps'], 'step')} after {r['warmup']} warmup)",
             f"  images/s         {r['images_per_s']:.2f}",
             f"  achieved         {_si(r['achieved_tflops'] * 1e12, 'FLOP/s')}",
             f"  MFU              {mfu}",

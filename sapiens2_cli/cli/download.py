@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from sapiens2_cli.cli.options import ArchOption
-from sapiens2_cli.hub import TASKS, resolve_checkpoint
-from sapiens2_cli.model import inspect_checkpoint
 
 
 def download_command(
@@ -17,7 +15,8 @@ def download_command(
     task: Annotated[
         str | None,
         typer.Option(
-            help=f"A task checkpoint ({', '.join(TASKS)}) instead of the pretrained backbone."
+            help="A task checkpoint (pose, seg, normal or pointmap) instead of the pretrained "
+            "backbone."
         ),
     ] = None,
     revision: Annotated[
@@ -37,6 +36,9 @@ def download_command(
     Later calls use the Hugging Face cache; the file's header is checked to hold the arch
     asked for.
     """
+    from sapiens2_cli.hub import resolve_checkpoint
+    from sapiens2_cli.model import inspect_checkpoint
+
     path = resolve_checkpoint(arch, task, revision=revision, token=token, local_dir=local_dir)
     inspect_checkpoint(path, arch)
     typer.echo(str(path))

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.model import inspect_checkpoint
-
 
 def inspect_command(
     checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
@@ -17,6 +15,8 @@ def inspect_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Say which Sapiens2 backbone a checkpoint holds, without loading its tensors."""
+    from sapiens2_cli.model import inspect_checkpoint
+
     info = inspect_checkpoint(checkpoint, arch)
     c = info.config
     fields = {

@@ -10,10 +10,7 @@ import typer
 
 from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.cli.options import JsonOption, QuietOption
-from sapiens2_cli.writers import check_output_path
-from sapiens2_cli.writers.merge import merge_outputs
-from sapiens2_cli.writers.parts import check_join_target, find_parts, parts_in
-from sapiens2_cli.writers.reader import detect_format
+from sapiens2_cli.text import plural
 
 
 def merge_command(
@@ -44,6 +41,11 @@ def merge_command(
     quiet: QuietOption = False,
 ) -> None:
     """Join the parts written by `extract --shard I/N` jobs (checks settings, overlaps, gaps)."""
+    from sapiens2_cli.writers import check_output_path
+    from sapiens2_cli.writers.merge import merge_outputs
+    from sapiens2_cli.writers.parts import check_join_target, find_parts
+    from sapiens2_cli.writers.reader import detect_format
+
     mode = MergeMode.parse(merge, "--merge")
     paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
     if paths:
@@ -57,7 +59,8 @@ def merge_command(
             else "a self-contained copy"
         )
         typer.echo(
-            f"joined {merged.parts} parts ({merged.rows} rows, {merged.failed} failed) "
+            f"joined {plural(merged.parts, 'part')} ({plural(merged.rows, 'row')}, "
+            f"{merged.failed} failed) "
             f"into {output} ({where})",
             err=True,
         )
@@ -74,6 +77,9 @@ def merge_command(
 
 def _expand(path: Path) -> list[Path]:
     """A folder of parts (such as OUT.parts) stands for the parts in it."""
+    from sapiens2_cli.writers.parts import parts_in
+    from sapiens2_cli.writers.reader import detect_format
+
     if path.is_dir() and detect_format(path) is None:
         return parts_in(path) or [path]
     return [path]

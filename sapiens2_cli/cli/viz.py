@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 import typer
 
 from sapiens2_cli.cli.options import JsonOption, QuietOption
-from sapiens2_cli.viz import FitMode, VizOptions, visualize
+from sapiens2_cli.text import plural
 
 
 def viz_command(
@@ -62,10 +62,13 @@ def viz_command(
     quiet: QuietOption = False,
 ) -> None:
     """Draw the first principal components of each image's patch features as colours."""
+    from sapiens2_cli.choices import FitMode
+    from sapiens2_cli.viz import VizOptions, visualize
+
     options = VizOptions(
         layer=layer,
         components=components,
-        fit=cast(FitMode, fit),
+        fit=FitMode.parse(fit, "--fit"),
         foreground_threshold=foreground_threshold,
         overlay=overlay,
         grid=grid,
@@ -84,4 +87,4 @@ def viz_command(
         typer.echo(json.dumps(summary))
     elif not quiet:
         sheet = f", contact sheet {result.grid}" if result.grid else ""
-        typer.echo(f"wrote {len(result.pictures)} pictures to {out}{sheet}", err=True)
+        typer.echo(f"wrote {plural(len(result.pictures), 'picture')} to {out}{sheet}", err=True)

@@ -1,11 +1,14 @@
-"""The Sapiens2 backbone in pure torch: configs, layers, the model and checkpoint loading."""
+"""The Sapiens2 backbone in pure torch: configs, layers, the model and checkpoint loading.
+
+The configs import eagerly (no torch); everything that needs torch is imported on first
+use, so commands that only read the zoo start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from sapiens2_cli.model.backbone import Sapiens2Backbone
-from sapiens2_cli.model.checkpoint import CheckpointInfo, inspect_checkpoint, load_backbone
 from sapiens2_cli.model.config import (
     ARCHS,
     PIXEL_MEAN,
@@ -14,18 +17,28 @@ from sapiens2_cli.model.config import (
     get_config,
     normalize_arch_name,
 )
-from sapiens2_cli.model.normalize import normalize_pixels
+
+if TYPE_CHECKING:
+    from sapiens2_cli.model.backbone import Sapiens2Backbone
+    from sapiens2_cli.model.build import build_backbone
+    from sapiens2_cli.model.checkpoint import CheckpointInfo, inspect_checkpoint, load_backbone
+    from sapiens2_cli.model.normalize import normalize_pixels
+
+#: Names that need torch, and the module each lives in.
+_LAZY = {
+    "Sapiens2Backbone": "sapiens2_cli.model.backbone",
+    "build_backbone": "sapiens2_cli.model.build",
+    "CheckpointInfo": "sapiens2_cli.model.checkpoint",
+    "inspect_checkpoint": "sapiens2_cli.model.checkpoint",
+    "load_backbone": "sapiens2_cli.model.checkpoint",
+    "normalize_pixels": "sapiens2_cli.model.normalize",
+}
 
 
-def build_backbone(
-    arch: str | Sapiens2Config,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Sapiens2Backbone:
-    """A randomly initialised backbone (for benchmarks and tests); `device="meta"` costs
-    no memory. Use `load_backbone` for real weights."""
-    config = get_config(arch) if isinstance(arch, str) else arch
-    return Sapiens2Backbone(config, device=device, dtype=dtype).eval()
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

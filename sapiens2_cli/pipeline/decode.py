@@ -23,14 +23,12 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sapiens2_cli.choices import ResizeMode
 from sapiens2_cli.model import PIXEL_MEAN
-
-ResizeMode = Literal["stretch", "letterbox"]
 
 #: Largest image accepted, in pixels: the point where Pillow itself refuses to open a file
 #: (twice its warning limit, 178,956,970 by default, about 13k x 13k), so one limit holds
@@ -57,7 +55,7 @@ class Decoded:
 
 
 def decode_image(
-    path: str, size: tuple[int, int], resize: ResizeMode = "stretch", draft: bool = False
+    path: str, size: tuple[int, int], resize: ResizeMode = ResizeMode.STRETCH, draft: bool = False
 ) -> Decoded:
     """Read `path` and make it the model's (H, W) = `size` input; raises ImageError.
 

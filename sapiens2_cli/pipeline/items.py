@@ -84,7 +84,7 @@ class ImageReader(Reader):
 
         for item in items:
             try:
-                decoded = decode_image(item.file, prep.size, prep.resize)
+                decoded = decode_image(item.file, prep.size, prep.resize, draft=prep.jpeg_draft)
             except ImageError as e:
                 yield Failure(item.key, str(e))
                 continue

@@ -119,7 +119,8 @@ def identity(path: str) -> str:
 
 def walk(folder: str, listing: Listing = Listing()) -> list[str]:
     """Files under `folder` with a wanted extension, sorted by relative path, each as
-    `folder` joined with it. Links to folders are not followed (they can loop)."""
+    `folder` joined with it (resolved where it is a link; pass a resolved folder to get
+    identities). Links to folders are not followed (they can loop)."""
     found: list[tuple[tuple[str, ...], str]] = []
 
     def fail(error: OSError) -> None:
@@ -135,7 +136,10 @@ def walk(folder: str, listing: Listing = Listing()) -> list[str]:
                 continue  # .DS_Store, macOS ._* resource forks, editors' temporary files
             if os.path.splitext(name)[1].lower() in listing.extensions:
                 rel = os.path.normpath(os.path.join(rel_root, name))
-                found.append((tuple(Path(rel).parts), os.path.join(folder, rel)))
+                path = os.path.join(folder, rel)
+                if os.path.islink(path):  # under a resolved folder only links need resolving
+                    path = identity(path)
+                found.append((tuple(Path(rel).parts), path))
     found.sort()
     return [path for _, path in found]
 
@@ -187,7 +191,7 @@ def list_files(
         except OSError as e:
             raise Sapiens2Error(f"cannot read --files-from {list_file} ({e.strerror})") from None
         paths += _expand(listed, listing, strict=False)
-    unique = list(dict.fromkeys(identity(p) for p in paths))
+    unique = list(dict.fromkeys(paths))
     if not unique:
         shown = ", ".join(sorted(listing.extensions)[:6])
         raise Sapiens2Error(
@@ -202,12 +206,13 @@ def list_images(inputs: Sequence[str], listing: Listing = Listing()) -> list[str
 
 
 def _expand(items: Iterable[str], listing: Listing, strict: bool) -> list[str]:
+    """`items` as identities, folders walked."""
     out: list[str] = []
     for item in items:
         if os.path.isdir(item):
-            out += walk(item, listing)
+            out += walk(identity(item), listing)
         elif strict and not os.path.isfile(item):
             raise Sapiens2Error(f"input {item} is not a file or folder: check the path")
         else:
-            out.append(item)
+            out.append(identity(item))
     return out

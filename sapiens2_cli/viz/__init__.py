@@ -4,6 +4,6 @@ patches (a stored row -> a (h, w, D) grid) -> pca (fit, scale) -> render (pictur
 run (the command's loop over a feature file).
 """
 
-from sapiens2_cli.viz.run import FitMode, VizOptions, VizResult, visualize
+from sapiens2_cli.viz.run import VizOptions, VizResult, visualize
 
-__all__ = ["FitMode", "VizOptions", "VizResult", "visualize"]
+__all__ = ["VizOptions", "VizResult", "visualize"]

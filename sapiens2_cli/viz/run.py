@@ -12,7 +12,6 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from sapiens2_cli.choices import FitMode
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import Decoded, ImageError, decode_image, resize_to
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
@@ -35,7 +35,6 @@ from sapiens2_cli.writers.reader import FeatureFile, open_features
 
 log = logging.getLogger(__name__)
 
-FitMode = Literal["per-image", "joint"]
 
 #: A joint fit samples patches from at most this many images, spread evenly over the file,
 JOINT_IMAGES = 256
@@ -52,7 +51,7 @@ class VizOptions:
 
     layer: int | None = None  # block index as stored; None: the last stored layer
     components: int = 3  # 3: RGB from the first three components; 1: grey from the first
-    fit: FitMode = "per-image"
+    fit: FitMode = FitMode.PER_IMAGE
     foreground_threshold: float | None = None  # in (0, 1); None: keep the background
     overlay: bool = False  # input image on the left
     grid: bool = False  # also write a contact sheet
@@ -111,8 +110,7 @@ def visualize(
 
 
 def _check_options(options: VizOptions) -> None:
-    if options.fit not in ("per-image", "joint"):
-        raise Sapiens2Error(f"--fit {options.fit!r}: use per-image or joint")
+    FitMode.parse(options.fit, "--fit")
     if options.components not in (1, 3):
         raise Sapiens2Error(
             f"--components {options.components}: use 3 (RGB) or 1 (grey), the first components"
