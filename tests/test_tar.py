@@ -130,11 +130,12 @@ def test_a_file_that_is_not_a_tar_is_refused_in_one_line(tmp_path, shard, conten
     assert reason in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("draft", [False, True])
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
-def test_every_member_decodes_as_the_same_file_on_disk(tmp_path, resize):
+def test_every_member_decodes_as_the_same_file_on_disk(tmp_path, resize, draft):
     # The hostile corpus (EXIF rotation, alpha, 16-bit, CMYK, palette, truncated, empty,
-    # text, a bomb header) tarred up. Catches: the bytes path skipping or reordering a
-    # step of decode_image, or giving another reason for a bad file.
+    # text, a bomb header) tarred up, with and without --jpeg-draft. Catches: the bytes
+    # path skipping or reordering a step of decode_image, or giving another reason.
     good, bad = make_corpus(tmp_path / "corpus")
     files = sorted(good) + sorted(bad)
     shard = make_tar(
@@ -145,13 +146,13 @@ def test_every_member_decodes_as_the_same_file_on_disk(tmp_path, resize):
     assert len(members) == len(files)
     for member, data, path in zip(members, read_members(str(shard), members), files, strict=True):
         try:
-            expected = decode_image(path, (64, 48), resize)
+            expected = decode_image(path, (64, 48), resize, draft)
         except ImageError as e:
             with pytest.raises(ImageError) as caught:
-                decode_bytes(data, (64, 48), resize)
+                decode_bytes(data, (64, 48), resize, draft)
             assert str(caught.value).split(":")[0] == str(e).split(":")[0], member.name
             continue
-        got = decode_bytes(data, (64, 48), resize)
+        got = decode_bytes(data, (64, 48), resize, draft)
         np.testing.assert_array_equal(got.pixels, expected.pixels, err_msg=path)
         assert (got.original_size, got.content_box) == (
             expected.original_size,

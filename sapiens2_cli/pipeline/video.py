@@ -38,7 +38,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from sapiens2_cli.pipeline.decode import FILL, Decoded, ResizeMode, resize_to
+from sapiens2_cli.choices import ResizeMode
+from sapiens2_cli.pipeline.decode import FILL, Decoded, _content_size, resize_to
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
 from sapiens2_cli.pipeline.sources import Expansion, Source
 
@@ -328,7 +329,7 @@ def orient(rgb: np.ndarray, matrix: np.ndarray | None, legacy_rotate: int = 0) -
     return np.ascontiguousarray(out)
 
 
-def fit(rgb: np.ndarray, size: tuple[int, int], resize: ResizeMode = "stretch") -> Decoded:
+def fit(rgb: np.ndarray, size: tuple[int, int], resize: ResizeMode = ResizeMode.STRETCH) -> Decoded:
     """RGB array -> the model's (H, W) input, exactly as decode.py resizes photos.
 
     Belongs in decode.py (its `_decode` would call it after `to_rgb`); kept here until
@@ -337,14 +338,13 @@ def fit(rgb: np.ndarray, size: tuple[int, int], resize: ResizeMode = "stretch") 
     height, width = size
     im = Image.fromarray(rgb)
     original = (im.height, im.width)
+    h, w = (height, width) if resize == "stretch" else _content_size(original, size)
+    resized = resize_to(im, w, h)
     if resize == "stretch":
-        return Decoded(np.asarray(resize_to(im, width, height)), original, None)
-    scale = min(height / im.height, width / im.width)
-    h = min(height, max(1, round(im.height * scale)))
-    w = min(width, max(1, round(im.width * scale)))
+        return Decoded(np.asarray(resized), original, None)
     top, left = (height - h) // 2, (width - w) // 2
     canvas = Image.new("RGB", (width, height), FILL)
-    canvas.paste(resize_to(im, w, h), (left, top))
+    canvas.paste(resized, (left, top))
     return Decoded(np.asarray(canvas), original, (top, left, h, w))
 
 
