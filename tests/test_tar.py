@@ -16,7 +16,6 @@ from media import DATA, make_tar, webdataset_members
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ImageError, decode_image
 from sapiens2_cli.pipeline.tar import (
-    decode_bytes,
     expand_braces,
     read_member,
     read_members,
@@ -149,10 +148,10 @@ def test_every_member_decodes_as_the_same_file_on_disk(tmp_path, resize, draft):
             expected = decode_image(path, (64, 48), resize, draft)
         except ImageError as e:
             with pytest.raises(ImageError) as caught:
-                decode_bytes(data, (64, 48), resize, draft)
+                decode_image(data, (64, 48), resize, draft)
             assert str(caught.value).split(":")[0] == str(e).split(":")[0], member.name
             continue
-        got = decode_bytes(data, (64, 48), resize, draft)
+        got = decode_image(data, (64, 48), resize, draft)
         np.testing.assert_array_equal(got.pixels, expected.pixels, err_msg=path)
         assert (got.original_size, got.content_box) == (
             expected.original_size,
@@ -168,7 +167,7 @@ def test_bad_member_bytes_give_one_line_reasons(data, reason):
     if data is None:
         data = (DATA / "chelsea.jpg").read_bytes()[:3000]
     with pytest.raises(ImageError, match=reason):
-        decode_bytes(data, (64, 48))
+        decode_image(data, (64, 48))
 
 
 def test_reading_members_of_a_shard_cut_since_the_scan_gives_reasons(shard):

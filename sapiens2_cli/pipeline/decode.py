@@ -20,6 +20,7 @@ Runs in decode worker processes. Every step is fixed and documented (docs/cli.md
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -55,16 +56,20 @@ class Decoded:
 
 
 def decode_image(
-    path: str, size: tuple[int, int], resize: ResizeMode = ResizeMode.STRETCH, draft: bool = False
+    source: str | bytes,
+    size: tuple[int, int],
+    resize: ResizeMode = ResizeMode.STRETCH,
+    draft: bool = False,
 ) -> Decoded:
-    """Read `path` and make it the model's (H, W) = `size` input; raises ImageError.
+    """Read `source` (a path, or an image file's bytes such as a tar member) and make it
+    the model's (H, W) = `size` input; raises ImageError.
 
     `draft`: decode JPEGs at a reduced DCT scale (module docstring); off by default.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings on odd files are not news
-            return _decode(path, size, resize, draft)
+            return _decode(source, size, resize, draft)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -87,11 +92,15 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _decode(path: str, size: tuple[int, int], resize: ResizeMode, draft: bool) -> Decoded:
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
+def _decode(source: str | bytes, size: tuple[int, int], resize: ResizeMode, draft: bool) -> Decoded:
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("empty file (0 bytes)")
+        source = io.BytesIO(source)
+    elif os.path.isfile(source) and os.path.getsize(source) == 0:
         raise ImageError("empty file (0 bytes)")
     height, width = size
-    with Image.open(path) as im:
+    with Image.open(source) as im:
         w0, h0 = im.size
         if w0 * h0 > MAX_PIXELS:
             raise ImageError(

@@ -9,31 +9,15 @@ reach each member.
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import re
 import tarfile
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from sapiens2_cli.choices import ResizeMode
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.decode import (
-    _TURNING_ORIENTATIONS,
-    FILL,
-    MAX_PIXELS,
-    ORIENTATION_TAG,
-    Decoded,
-    ImageError,
-    _content_size,
-    resize_to,
-    to_rgb,
-)
+from sapiens2_cli.pipeline.decode import ImageError, decode_image
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
 from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
 
@@ -124,63 +108,6 @@ def read_member(tar_path: str, offset: int, size: int) -> bytes:
     return result
 
 
-def decode_bytes(
-    data: bytes,
-    size: tuple[int, int],
-    resize: ResizeMode = ResizeMode.STRETCH,
-    draft: bool = False,
-) -> Decoded:
-    """decode.decode_image for an image held in memory; raises ImageError.
-
-    decode.py could serve this itself: its `_decode` only needs to skip the empty-file
-    check (`os.path.isfile`) when given a file object, since Image.open takes a BytesIO.
-    Until then this repeats its steps (bomb check, EXIF, draft, RGB, resize, letterbox)
-    with its helpers, and its reasons; tests/test_tar.py checks both agree on every file
-    of the hostile corpus.
-    """
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _decode_bytes(data, size, resize, draft)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not an image, or a format Pillow cannot read") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"decompression bomb refused: {_one_line(e)}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"truncated or corrupt image: {_one_line(e)}") from None
-    except MemoryError:
-        raise ImageError("out of memory while decoding") from None
-
-
-def _decode_bytes(data: bytes, size: tuple[int, int], resize: ResizeMode, draft: bool) -> Decoded:
-    height, width = size
-    with Image.open(io.BytesIO(data)) as im:
-        w0, h0 = im.size
-        if w0 * h0 > MAX_PIXELS:
-            raise ImageError(
-                f"decompression bomb refused: header claims {w0}x{h0} pixels, "
-                f"more than the limit of {MAX_PIXELS:,}"
-            )
-        im.seek(0)
-        turned = im.getexif().get(ORIENTATION_TAG) in _TURNING_ORIENTATIONS
-        original = (w0, h0) if turned else (h0, w0)  # (height, width) once upright
-        h, w = (height, width) if resize == "stretch" else _content_size(original, size)
-        if draft:
-            im.draft(None, (2 * h, 2 * w) if turned else (2 * w, 2 * h))
-        oriented = ImageOps.exif_transpose(im)
-    rgb = resize_to(to_rgb(oriented), w, h)
-    if resize == "stretch":
-        return Decoded(np.asarray(rgb), original, None)
-    top, left = (height - h) // 2, (width - w) // 2
-    canvas = Image.new("RGB", (width, height), FILL)
-    canvas.paste(rgb, (left, top))
-    return Decoded(np.asarray(canvas), original, (top, left, h, w))
-
-
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)")
 
@@ -254,7 +181,7 @@ class TarReader(Reader):
                 yield Failure(item.key, data)
                 continue
             try:
-                decoded = decode_bytes(data, prep.size, prep.resize, prep.jpeg_draft)
+                decoded = decode_image(data, prep.size, prep.resize, prep.jpeg_draft)
             except ImageError as e:
                 yield Failure(item.key, str(e))
                 continue
