@@ -18,8 +18,8 @@ from media import frame_pixels, index_of, make_video, plain_decode
 from PIL import Image
 
 from sapiens2_cli.pipeline import video
-from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.pipeline.video import DEFAULT_FPS, VideoError, decode, fit, probe
+from sapiens2_cli.pipeline.decode import decode_image, fit
+from sapiens2_cli.pipeline.video import DEFAULT_FPS, VideoError, decode, probe
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_fit_resizes_a_frame_as_a_photo_of_the_same_pixels(tmp_path, resize):
     rgb = frame_pixels(3, 90, 130)
     Image.fromarray(rgb).save(tmp_path / "frame.png")
     photo = decode_image(str(tmp_path / "frame.png"), (64, 48), resize)
-    frame = fit(rgb, (64, 48), resize)
+    frame = fit(Image.fromarray(rgb), (64, 48), resize)
     np.testing.assert_array_equal(frame.pixels, photo.pixels)
     assert (frame.original_size, frame.content_box) == (photo.original_size, photo.content_box)
 

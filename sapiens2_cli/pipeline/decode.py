@@ -114,12 +114,27 @@ def _decode(source: str | bytes, size: tuple[int, int], resize: ResizeMode, draf
         if draft:  # Pillow keeps each axis at least the size asked for: twice the target
             im.draft(None, (2 * h, 2 * w) if turned else (2 * w, 2 * h))
         oriented = ImageOps.exif_transpose(im)  # loads the pixels
-    rgb = resize_to(to_rgb(oriented), w, h)
+    return fit(to_rgb(oriented), size, resize, original)
+
+
+def fit(
+    rgb: Image.Image,
+    size: tuple[int, int],
+    resize: ResizeMode,
+    original: tuple[int, int] | None = None,
+) -> Decoded:
+    """An upright RGB image (a photo, a video frame) -> the model's (H, W) input: resized,
+    and letterboxed onto the mean colour when asked. `original` is the (height, width) to
+    record and letterbox by, when `rgb` was decoded smaller (--jpeg-draft)."""
+    height, width = size
+    original = original or (rgb.height, rgb.width)
+    h, w = (height, width) if resize == "stretch" else _content_size(original, size)
+    resized = resize_to(rgb, w, h)
     if resize == "stretch":
-        return Decoded(np.asarray(rgb), original, None)
+        return Decoded(np.asarray(resized), original, None)
     top, left = (height - h) // 2, (width - w) // 2
     canvas = Image.new("RGB", (width, height), FILL)
-    canvas.paste(rgb, (left, top))
+    canvas.paste(resized, (left, top))
     return Decoded(np.asarray(canvas), original, (top, left, h, w))
 
 

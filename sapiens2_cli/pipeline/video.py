@@ -38,8 +38,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from sapiens2_cli.choices import ResizeMode
-from sapiens2_cli.pipeline.decode import FILL, Decoded, _content_size, resize_to
+from sapiens2_cli.pipeline.decode import fit
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
 from sapiens2_cli.pipeline.sources import Expansion, Source
 
@@ -329,25 +328,6 @@ def orient(rgb: np.ndarray, matrix: np.ndarray | None, legacy_rotate: int = 0) -
     return np.ascontiguousarray(out)
 
 
-def fit(rgb: np.ndarray, size: tuple[int, int], resize: ResizeMode = ResizeMode.STRETCH) -> Decoded:
-    """RGB array -> the model's (H, W) input, exactly as decode.py resizes photos.
-
-    Belongs in decode.py (its `_decode` would call it after `to_rgb`); kept here until
-    that file's owner moves it.
-    """
-    height, width = size
-    im = Image.fromarray(rgb)
-    original = (im.height, im.width)
-    h, w = (height, width) if resize == "stretch" else _content_size(original, size)
-    resized = resize_to(im, w, h)
-    if resize == "stretch":
-        return Decoded(np.asarray(resized), original, None)
-    top, left = (height - h) // 2, (width - w) // 2
-    canvas = Image.new("RGB", (width, height), FILL)
-    canvas.paste(resized, (left, top))
-    return Decoded(np.asarray(canvas), original, (top, left, h, w))
-
-
 def _open(path: str) -> av.container.InputContainer:
     try:
         container = av.open(path, "r")
@@ -440,7 +420,7 @@ class VideoReader(Reader):
             if isinstance(pixels, str):
                 yield Failure(item.key, pixels)
                 continue
-            decoded = fit(pixels, prep.size, prep.resize)
+            decoded = fit(Image.fromarray(pixels), prep.size, prep.resize)
             yield Row(item.key, decoded.pixels, {**item.columns, **image_columns(decoded, prep)})
 
 
