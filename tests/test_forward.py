@@ -284,3 +284,35 @@ def test_submitting_a_batch_never_waits_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(len(job.result()) == 2 for job in jobs)
+
+
+class _RunsOutOfMemory(torch.nn.Module):
+    """The tiny model, but raising CUDA's out-of-memory error above `fits` images, as a GPU
+    does; no part of the project is mocked."""
+
+    def __init__(self, model: torch.nn.Module, fits: int) -> None:
+        super().__init__()
+        self.model, self.fits, self.calls = model, fits, []
+
+    def forward_layers(self, pixels: torch.Tensor, layers):
+        self.calls.append(len(pixels))
+        if len(pixels) > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.model.forward_layers(pixels, layers)
+
+
+def test_out_of_memory_halves_the_batch_once_and_keeps_every_image():
+    """Catches: the halving losing or repeating images, halving again on every batch (the
+    smaller size not remembered), or giving up above one image."""
+    pixels = _photos()  # 4 images
+    flaky = _RunsOutOfMemory(load_backbone(TINY), fits=1)
+    device = _device_model(flaky, batch_size=4)
+    got = device.submit(pixels).result()
+    np.testing.assert_allclose(got, _reference(pixels), rtol=0, atol=1e-5)
+    assert flaky.calls == [4, 2, 1, 1, 1, 1] and device.chunk == 1
+    flaky.calls.clear()
+    device.submit(pixels[:2]).result()
+    assert flaky.calls == [1, 1]  # remembered: no new attempt at 2
+    never = _device_model(_RunsOutOfMemory(load_backbone(TINY), fits=0), batch_size=2)
+    with pytest.raises(Sapiens2Error, match="out of memory on a single image"):
+        never.submit(pixels[:2])
