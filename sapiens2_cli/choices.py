@@ -21,6 +21,8 @@ class Choice(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    __hash__ = str.__hash__  # a member and its text are the same dict key on every Python
+
     @classmethod
     def parse(cls: type[C], value: str | C, flag: str) -> C:
         """`value` as a member of this choice; a one-line error naming `flag` otherwise."""
