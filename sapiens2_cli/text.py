@@ -6,3 +6,9 @@ from __future__ import annotations
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     """'1 image', '2 images', '0 images' (`plural_form` for irregular nouns)."""
     return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message folded onto one line (its type's name when it has none), for
+    failure records and error lines."""
+    return " ".join(str(error).split()) or type(error).__name__

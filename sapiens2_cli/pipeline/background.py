@@ -9,6 +9,7 @@ import threading
 import time
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.text import one_line
 from sapiens2_cli.writers import FeatureWriter, RowBatch
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,7 @@ class BackgroundWriter:
         error = self._error
         if isinstance(error, Sapiens2Error):
             raise error
-        reason = " ".join(str(error).split()) or type(error).__name__
         raise Sapiens2Error(
-            f"writing {self.writer.path} failed ({reason}): if the disk is full, free space "
-            "and rerun the same command to resume; rows written so far are kept"
+            f"writing {self.writer.path} failed ({one_line(error)}): if the disk is full, free "
+            "space and rerun the same command to resume; rows written so far are kept"
         ) from error

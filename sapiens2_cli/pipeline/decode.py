@@ -30,6 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sapiens2_cli.choices import ResizeMode
 from sapiens2_cli.model import PIXEL_MEAN
+from sapiens2_cli.text import one_line
 
 #: Largest image accepted, in pixels: the point where Pillow itself refuses to open a file
 #: (twice its warning limit, 178,956,970 by default, about 13k x 13k), so one limit holds
@@ -81,15 +82,11 @@ def decode_image(
     except UnidentifiedImageError:
         raise ImageError("not an image, or a format Pillow cannot read") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"decompression bomb refused: {_one_line(e)}") from None
+        raise ImageError(f"decompression bomb refused: {one_line(e)}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"truncated or corrupt image: {_one_line(e)}") from None
+        raise ImageError(f"truncated or corrupt image: {one_line(e)}") from None
     except MemoryError:
         raise ImageError("out of memory while decoding") from None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _decode(source: str | bytes, size: tuple[int, int], resize: ResizeMode, draft: bool) -> Decoded:

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Row
+from sapiens2_cli.text import one_line
 from sapiens2_cli.writers import RowBatch
 from sapiens2_cli.writers.base import concat_columns
 
@@ -89,7 +90,7 @@ class _Units(Dataset):
         try:
             results = list(reader.read(unit, self.prep))
         except Exception as e:  # a decoder bug must cost one unit, not the run
-            reason = f"unexpected {type(e).__name__} while decoding: {' '.join(str(e).split())}"
+            reason = f"unexpected {type(e).__name__} while decoding: {one_line(e)}"
             results = [Failure(item.key, reason) for item in unit]
         return results, time.perf_counter() - start
 
@@ -148,8 +149,13 @@ def default_workers(device: torch.device) -> int:
     """
     if device.type == "cpu":
         return 1
+    return max(1, min(32, usable_cores() - 2))
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS tells it)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(32, (cores or 1) - 2))
+    return cores or 1
 
 
 #: Decoded pixels the workers may hold ahead of the loop, across all of them.

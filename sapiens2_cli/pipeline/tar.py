@@ -20,6 +20,7 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ImageError, decode_image
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
 from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
+from sapiens2_cli.text import one_line
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def scan(tar_path: str) -> Scan:
                 try:
                     info = archive.next()
                 except tarfile.TarError as e:
-                    damage = f"truncated or corrupt ({_one_line(e)})"
+                    damage = f"truncated or corrupt ({one_line(e)})"
                     break
                 if info is None:
                     damage = _end_damage(tar_path, archive.offset, size)
@@ -70,14 +71,14 @@ def scan(tar_path: str) -> Scan:
                     skipped += 1
     except tarfile.ReadError as e:
         if not _starts_like_tar(tar_path):
-            raise ImageError(f"not an uncompressed tar file: {_one_line(e)}") from None
-        damage = _one_line(e)  # its first member is already cut off
+            raise ImageError(f"not an uncompressed tar file: {one_line(e)}") from None
+        damage = one_line(e)  # its first member is already cut off
     except FileNotFoundError:
         raise ImageError("file not found") from None
     except IsADirectoryError:
         raise ImageError("is a folder, not a tar file") from None
     except OSError as e:
-        raise ImageError(f"cannot read tar file: {_one_line(e)}") from None
+        raise ImageError(f"cannot read tar file: {one_line(e)}") from None
     if damage:
         damage = f"tar damaged after {len(members)} image members: {damage}"
     return Scan(members, skipped, damage)
@@ -97,7 +98,7 @@ def read_members(tar_path: str, members: Sequence[Member]) -> Iterator[bytes | s
                 else:
                     yield f"member cut off: {len(data)} of {member.size} bytes in the tar"
     except OSError as e:
-        yield from itertools.repeat(f"cannot read tar file: {_one_line(e)}", len(members) - done)
+        yield from itertools.repeat(f"cannot read tar file: {one_line(e)}", len(members) - done)
 
 
 def read_member(tar_path: str, offset: int, size: int) -> bytes:
@@ -161,10 +162,6 @@ def _end_damage(tar_path: str, offset: int, size: int) -> str | None:
     if block.count(0) != tarfile.BLOCKSIZE:
         return f"invalid header at byte {offset}"
     return None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 @dataclass(frozen=True)

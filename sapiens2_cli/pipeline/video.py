@@ -41,6 +41,7 @@ from PIL import Image
 from sapiens2_cli.pipeline.decode import fit
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
 from sapiens2_cli.pipeline.sources import Expansion, Source
+from sapiens2_cli.text import one_line
 
 #: Containers picked up when walking a folder (case-insensitive).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
@@ -99,7 +100,7 @@ def probe(path: str, fps: float | None = DEFAULT_FPS) -> Probe:
                 if t is not None and not packet.is_discard:
                     pts.append(t)
         except av.FFmpegError as e:
-            damage = _one_line(e)
+            damage = one_line(e)
         if not pts:
             if damage or not packets:
                 raise VideoError(f"no readable video frames ({damage or 'empty stream'})")
@@ -168,7 +169,7 @@ def decode(path: str, frames: Sequence[Frame], threads: int = 0) -> Iterator[Fra
     except (av.FFmpegError, VideoError, OSError, MemoryError) as e:
         close_decoder()
         if wanted:
-            yield f"video decoding failed: {_one_line(e)}"
+            yield f"video decoding failed: {one_line(e)}"
         return
     close_decoder()  # the stream ended
     if wanted:
@@ -338,7 +339,7 @@ def _open(path: str) -> av.container.InputContainer:
     except PermissionError:
         raise VideoError("permission denied") from None
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"not a video, or truncated before its index: {_one_line(e)}") from None
+        raise VideoError(f"not a video, or truncated before its index: {one_line(e)}") from None
     name, has_video = container.format.name, bool(container.streams.video)
     if _IMAGE_DEMUXERS.match(name) or not has_video:
         container.close()
@@ -395,10 +396,6 @@ def _counts(tags: list[str]) -> dict[str, int]:
     return counts
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 @dataclass(frozen=True)
 class VideoReader(Reader):
     """Decodes a run of a video's frames (the items' locators) from one seek."""
@@ -430,10 +427,11 @@ def _decode_threads() -> int:
     all, so a video is not decoded on one core while the rest wait."""
     from torch.utils.data import get_worker_info
 
+    from sapiens2_cli.pipeline.loader import usable_cores
+
     info = get_worker_info()
     workers = info.num_workers if info is not None else 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // workers)
+    return max(1, usable_cores() // workers)
 
 
 class VideoSource(Source):
