@@ -24,11 +24,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.boxes import Box, BoxFile, box_problem, load_boxes
-from sapiens2_cli.pipeline.decode import ImageError, decode_image
+from sapiens2_cli.pipeline.decode import ImageError, read_rgb
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row
 from sapiens2_cli.pipeline.sources import Expansion, Source, identity
 
@@ -93,31 +92,6 @@ def warp(image: np.ndarray, affine: np.ndarray, size: tuple[int, int]) -> np.nda
     shrinking = min(affine[0, 0], affine[1, 1]) < 1
     flags = cv2.INTER_LINEAR if shrinking else cv2.INTER_CUBIC
     return cv2.warpAffine(image, affine, (size[1], size[0]), flags=flags)
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """The whole image as (h, w, 3) uint8 RGB after EXIF orientation; raises ImageError.
-
-    `decode_image` at the image's own size, which it leaves unresampled: the same opening,
-    orientation, mode conversion, bomb check and one-line reasons as whole-image rows.
-    """
-    size = _oriented_size(path)
-    decoded = decode_image(path, size)
-    if decoded.original_size != size:  # the header's guess was wrong: decode at the truth
-        decoded = decode_image(path, decoded.original_size)
-    return decoded.pixels
-
-
-def _oriented_size(path: str) -> tuple[int, int]:
-    """(height, width) after EXIF orientation from the header, or (1, 1) if unreadable."""
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if im.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):  # 90-degree turns
-                width, height = height, width
-            return height, width
-    except Exception:  # decode_image meets the same problem and names it
-        return 1, 1
 
 
 def box_key(image_key: str, box_id: int) -> str:

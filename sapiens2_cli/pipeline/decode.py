@@ -20,9 +20,11 @@ Runs in decode worker processes. Every step is fixed and documented (docs/cli.md
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,10 +69,25 @@ def decode_image(
 
     `draft`: decode JPEGs at a reduced DCT scale (module docstring); off by default.
     """
+    with _reasons():
+        rgb, original = _upright(source, (size, resize) if draft else None)
+        return fit(rgb, size, resize, original)
+
+
+def read_rgb(source: str | bytes) -> np.ndarray:
+    """The whole image as (h, w, 3) uint8 RGB after EXIF orientation, unresampled (what a
+    person crop is cut from); the same steps and reasons as `decode_image`."""
+    with _reasons():
+        return np.asarray(_upright(source, None)[0])
+
+
+@contextlib.contextmanager
+def _reasons() -> Iterator[None]:
+    """Any failure to read an image as an ImageError with its one-line reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings on odd files are not news
-            return _decode(source, size, resize, draft)
+            yield
     except ImageError:
         raise
     except FileNotFoundError:
@@ -89,14 +106,18 @@ def decode_image(
         raise ImageError("out of memory while decoding") from None
 
 
-def _decode(source: str | bytes, size: tuple[int, int], resize: ResizeMode, draft: bool) -> Decoded:
+def _upright(
+    source: str | bytes, draft_for: tuple[tuple[int, int], ResizeMode] | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """The image upright in 8-bit RGB, and its (height, width) once upright (the header's:
+    `draft_for` = (size, resize) decodes a JPEG smaller, at least twice what that resize
+    keeps of it)."""
     if isinstance(source, bytes):
         if not source:
             raise ImageError("empty file (0 bytes)")
         source = io.BytesIO(source)
     elif os.path.isfile(source) and os.path.getsize(source) == 0:
         raise ImageError("empty file (0 bytes)")
-    height, width = size
     with Image.open(source) as im:
         w0, h0 = im.size
         if w0 * h0 > MAX_PIXELS:
@@ -107,11 +128,12 @@ def _decode(source: str | bytes, size: tuple[int, int], resize: ResizeMode, draf
         im.seek(0)
         turned = im.getexif().get(ORIENTATION_TAG) in _TURNING_ORIENTATIONS
         original = (w0, h0) if turned else (h0, w0)  # (height, width) once upright
-        h, w = (height, width) if resize == "stretch" else _content_size(original, size)
-        if draft:  # Pillow keeps each axis at least the size asked for: twice the target
+        if draft_for is not None:  # Pillow keeps each axis at least the size asked for
+            size, resize = draft_for
+            h, w = size if resize == "stretch" else _content_size(original, size)
             im.draft(None, (2 * h, 2 * w) if turned else (2 * w, 2 * h))
         oriented = ImageOps.exif_transpose(im)  # loads the pixels
-    return fit(to_rgb(oriented), size, resize, original)
+    return to_rgb(oriented), original
 
 
 def fit(
