@@ -15,7 +15,6 @@ its boxes, in a decode worker.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,7 @@ from sapiens2_cli.pipeline.boxes import Box, BoxFile, box_problem, load_boxes
 from sapiens2_cli.pipeline.decode import ImageError, read_rgb
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row
 from sapiens2_cli.pipeline.sources import Expansion, Source, identity
+from sapiens2_cli.pipeline.weights import file_sha256
 
 #: Upstream's default padding around a box (`PoseGetBBoxCenterScale(padding=1.25)`).
 DEFAULT_PADDING = 1.25
@@ -188,15 +188,7 @@ def load_box_source(
     if not (math.isfinite(padding) and padding > 0):
         raise Sapiens2Error(f"--box-padding {padding} must be a positive number, like 1.25")
     boxes = load_boxes(box_file, inputs[0], min_score, include_crowd)
-    return BoxSource(boxes, _sha256(box_file), padding)
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return BoxSource(boxes, file_sha256(box_file), padding)
 
 
 def box_settings_problem(existing: dict, now: dict[str, object]) -> str | None:

@@ -50,6 +50,15 @@ def cache_dir() -> Path:
     return Path(base) / "sapiens2"
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a checkpoint, a box file), read in 16 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 * 2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def checkpoint_sha256(path: Path) -> str:
     """sha256 of the file, from the cache when the file has not changed since it was hashed."""
     stat = path.stat()
@@ -65,11 +74,7 @@ def checkpoint_sha256(path: Path) -> str:
         return cache[key]
     if stat.st_size > 2**30:
         log.warning("hashing %s once (%.1f GB) for the output", path, stat.st_size / 1e9)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 * 2**20):
-            digest.update(chunk)
-    cache[key] = digest.hexdigest()
+    cache[key] = file_sha256(path)
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(f"{HASH_CACHE}.{os.getpid()}.tmp")
