@@ -29,7 +29,7 @@ import itertools
 import math
 import os
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -114,7 +114,7 @@ def probe(path: str, fps: float | None = DEFAULT_FPS) -> Probe:
     times = [(p - pts[0]) * base for p in pts]
     keep = range(len(pts)) if fps is None else _sample(times, Fraction(fps).limit_denominator())
     tags = [f"t={float(t):.3f}" for t in times]
-    ties = {tag for tag, n in _counts(tags).items() if n > 1}
+    ties = {tag for tag, n in Counter(tags).items() if n > 1}
     frames = [
         Frame(
             i,
@@ -387,13 +387,6 @@ def _legacy_rotation(stream: av.video.stream.VideoStream) -> int:
         return int(float(stream.metadata.get("rotate", 0)))
     except ValueError:
         return 0
-
-
-def _counts(tags: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for tag in tags:
-        counts[tag] = counts.get(tag, 0) + 1
-    return counts
 
 
 @dataclass(frozen=True)
