@@ -2,7 +2,7 @@
 
 `scan` reads the headers in stored order (tarfile seeks over member data, so a shard costs
 one 512-byte read per member) and lists the image members with where their bytes lie;
-`read_member` reads one member's bytes for the decoder. Keys are `SHARD.tar/MEMBER`.
+`read_members` reads a run of members' bytes, with one open file, for the decoder. Keys are `SHARD.tar/MEMBER`.
 Only uncompressed tars: a compressed one would have to be decompressed from its start to
 reach each member.
 """
@@ -99,14 +99,6 @@ def read_members(tar_path: str, members: Sequence[Member]) -> Iterator[bytes | s
                     yield f"member cut off: {len(data)} of {member.size} bytes in the tar"
     except OSError as e:
         yield from itertools.repeat(f"cannot read tar file: {one_line(e)}", len(members) - done)
-
-
-def read_member(tar_path: str, offset: int, size: int) -> bytes:
-    """One member's bytes; raises ImageError if the tar is shorter than that."""
-    (result,) = read_members(tar_path, [Member("", offset, size)])
-    if isinstance(result, str):
-        raise ImageError(result)
-    return result
 
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
