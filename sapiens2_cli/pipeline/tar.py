@@ -2,7 +2,8 @@
 
 `scan` reads the headers in stored order (tarfile seeks over member data, so a shard costs
 one 512-byte read per member) and lists the image members with where their bytes lie;
-`read_members` reads a run of members' bytes, with one open file, for the decoder. Keys are `SHARD.tar/MEMBER`.
+`read_members` reads a run of members' bytes, with one open file, for the decoder.
+Keys are `SHARD.tar/MEMBER`.
 Only uncompressed tars: a compressed one would have to be decompressed from its start to
 reach each member.
 """
