@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,35 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+#: `SAPIENS2_TEST_CPU_BF16=yes|no` runs the tests in this process as if the CPU had (or
+#: lacked) native bf16, where `--precision auto` means bf16 (or fp32): the suite must hold on
+#: both kinds of machine, and .ci/run runs the fast tests both ways.
+FAKE_CPU_BF16 = os.environ.get("SAPIENS2_TEST_CPU_BF16")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_bf16_as_asked():
+    """Session-wide, so module fixtures (the references) see the same CPU as the tests."""
+    if FAKE_CPU_BF16 is None:
+        yield
+        return
+    if FAKE_CPU_BF16 not in ("yes", "no"):
+        raise pytest.UsageError("SAPIENS2_TEST_CPU_BF16 is yes or no")
+    from sapiens2_cli import device
+
+    real, proc = device.cpu_flags, Path("/proc/cpuinfo")
+    faked = real(proc) - set(device.CPU_BF16_FLAGS)
+    if FAKE_CPU_BF16 == "yes":
+        faked.add("avx512_bf16")
+
+    def cpu_flags(cpuinfo: Path = proc) -> set[str]:
+        return set(faked) if cpuinfo == proc else real(cpuinfo)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(device, "cpu_flags", cpu_flags)
+        yield
 
 
 #: A closed port: anything that tries the hub without a test's fake hub fails at once.

@@ -22,6 +22,9 @@ from sapiens2_cli.writers import open_features
 GOLDEN = Path(__file__).parent / "golden"
 TINY = GOLDEN / "tiny_weights.safetensors"
 FAST = ["--checkpoint", str(TINY), "--size", "64x48", "--workers", "0", "-q"]
+#: For tests that compare features with a float32 reference: `--precision auto` is bf16 on
+#: CPUs with native bf16 (AMX, AVX512-BF16) and fp32 on the others, so they must ask.
+FP32 = ["--precision", "fp32"]
 
 
 @contextlib.contextmanager

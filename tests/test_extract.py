@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from extract_helpers import (
     FAST,
+    FP32,
     GOLDEN,
     TINY,
     extract,
@@ -44,7 +45,7 @@ def test_an_image_at_the_target_size_matches_the_model_run_directly(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (64, 48, 3), np.uint8)
     Image.fromarray(pixels).save(tmp_path / "exact.png")
     out = tmp_path / "f.h5"
-    args = ["--layers", "0,-1", "--tokens", "all", "--dtype", "float32"]
+    args = ["--layers", "0,-1", "--tokens", "all", "--dtype", "float32", *FP32]
     result = extract(tmp_path / "exact.png", "-o", out, *FAST, *args)
     assert result.exit_code == 0, result.output
     with open_features(out) as f:
@@ -58,7 +59,7 @@ def test_corpus_rows_align_with_paths_and_failures_are_recorded(corpus, tmp_path
     root, good, bad = corpus
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
     result = extract(
-        root, "-o", out, *FAST, "--workers", "2", "--batch-size", "3", "--json",
+        root, "-o", out, *FAST, *FP32, "--workers", "2", "--batch-size", "3", "--json",
         "--rows-per-shard" if fmt == "npy" else "--compression",
         "4" if fmt == "npy" else "gzip",
     )  # fmt: skip
@@ -298,7 +299,8 @@ def test_jpeg_draft_reaches_the_decoder_and_is_recorded(tmp_path):
     resume could mix reduced and full decodes in one output."""
     out = tmp_path / "f.h5"
     image = DATA / "hubble_deep_field.jpg"  # 480x419: decodes at 1/2 for a 64x48 input
-    assert extract(image, "-o", out, *FAST, "--jpeg-draft", "--dtype", "float32").exit_code == 0
+    flags = ["--jpeg-draft", "--dtype", "float32", *FP32]
+    assert extract(image, "-o", out, *FAST, *flags).exit_code == 0
     draft = decode_image(str(image), (64, 48), draft=True).pixels
     assert not np.array_equal(draft, decode_image(str(image), (64, 48)).pixels)
     with open_features(out) as f:

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from extract_helpers import FAST, TINY, extract, extract_subprocess, quiet_machine
+from extract_helpers import FAST, FP32, TINY, extract, extract_subprocess, quiet_machine
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -73,7 +73,7 @@ def test_one_row_per_box_with_its_columns_features_and_failures(photos, tmp_path
     """Catches a box's row holding another crop, columns misaligned, a bad box or a missing
     image failing its neighbours, or failures keyed by image instead of box."""
     out = tmp_path / ("crops.h5" if fmt == "h5" else "crops")
-    result = run(photos, out)
+    result = run(photos, out, *FP32)
     assert result.exit_code == 0, result.output
     astronaut, chelsea = (str((photos / n).resolve()) for n in ("astronaut.png", "chelsea.jpg"))
     with open_features(out) as f:
@@ -139,7 +139,7 @@ def test_each_image_is_decoded_once_for_all_its_boxes(photos, tmp_path, monkeypa
 
 def test_padding_changes_the_crop(photos, tmp_path):
     out = tmp_path / "loose.h5"
-    assert run(photos, out, "--box-padding", "2").exit_code == 0
+    assert run(photos, out, "--box-padding", "2", *FP32).exit_code == 0
     with open_features(out) as f:
         assert f.settings["box_padding"] == 2.0
         got = f.read([0])[0, 0].astype(np.float32)

@@ -184,7 +184,8 @@ def test_extract_profile_and_bf16_weights_from_the_command_line(tmp_path):
     assert set(summary["profile"]["stages_s"]) == set(STAGES)
     with open_features(out) as f:
         assert (f.settings["precision"], f.settings["weights_dtype"]) == ("bf16", "bf16")
-    result = extract(DATA, "-o", tmp_path / "g.h5", *FAST, "--weights-dtype", "bf16")
+    flags = ["--weights-dtype", "bf16", "--precision", "fp32"]
+    result = extract(DATA, "-o", tmp_path / "g.h5", *FAST, *flags)
     assert "--weights-dtype fp32 or auto" in str(result.exception)
 
 

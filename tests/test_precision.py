@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import FAKE_CPU_BF16
 
 from sapiens2_cli import Sapiens2Error
 from sapiens2_cli import device as device_module
@@ -49,6 +51,7 @@ def test_auto_on_cpu_follows_the_feature(monkeypatch, feature, expected):
     assert resolve_precision("bf16", CPU) == torch.bfloat16
 
 
+@pytest.mark.skipif(FAKE_CPU_BF16 is not None, reason="CPU flags faked by SAPIENS2_TEST_CPU_BF16")
 def test_auto_on_this_cpu_is_what_its_cpuinfo_says():
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     native = re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", text, re.MULTILINE)
@@ -58,3 +61,27 @@ def test_auto_on_this_cpu_is_what_its_cpuinfo_says():
 def test_fp16_on_cpu_is_one_error_naming_the_choices():
     with pytest.raises(Sapiens2Error, match="fp16 is not supported on the CPU: use bf16 or fp32"):
         resolve_precision("fp16", CPU)
+
+
+@pytest.mark.parametrize(
+    ("flags", "recorded"), [({"avx2"}, "fp32"), ({"avx2", "amx_bf16"}, "bf16")]
+)
+def test_extract_with_auto_records_what_the_cpu_flags_give(monkeypatch, tmp_path, flags, recorded):
+    """Catches `auto` on CPU ignoring the bf16 flags (or reading them only in the unit under
+    test): the output records and computes in bf16 exactly when the CPU has native bf16."""
+    from extract_helpers import FAST, FP32, extract
+    from hostile_corpus import DATA
+
+    from sapiens2_cli.writers import open_features
+
+    monkeypatch.setattr(device_module, "cpu_flags", lambda cpuinfo=None: set(flags))
+    image = DATA / "coffee.jpg"
+    outs = {name: tmp_path / f"{name}.h5" for name in ("auto", "fp32")}
+    for name, extra in (("auto", []), ("fp32", FP32)):
+        result = extract(image, "-o", outs[name], *FAST, "--dtype", "float32", *extra)
+        assert result.exit_code == 0, result.output
+    with open_features(outs["auto"]) as auto, open_features(outs["fp32"]) as fp32:
+        assert auto.settings["precision"] == recorded
+        assert auto.settings["weights_dtype"] == recorded
+        same = np.array_equal(auto.read([0]), fp32.read([0]))
+    assert same == (recorded == "fp32")
