@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -227,3 +228,55 @@ def test_bad_boxes_are_kept_and_flagged_one_by_one(tmp_path, images):
     assert "zero or negative size" in box_problem(negative)
     assert box_problem(far) is None  # outside only shows with the image's size
     assert "entirely outside the 128x128 image" in box_problem(far, (128, 128))
+
+
+def test_a_non_person_crowd_box_stays_out_with_include_crowd(tmp_path, images):
+    """Catches the crowd rule applied before the person filter: --include-crowd would then
+    bring back a crowd of dogs."""
+    data = coco()
+    data["annotations"].append(
+        {"id": 15, "image_id": 285, "category_id": 99, "bbox": [2, 2, 9, 9], "iscrowd": 1}
+    )
+    found = load_boxes(write(tmp_path, "ann.json", data), str(images), include_crowd=True)
+    ids = {b.box_id for boxes in found.images.values() for b in boxes}
+    assert ids == {11, 12, 13}  # the person crowd 12 is back; dogs 14 and 15 are not
+    assert found.dropped == {"not a person": 2}
+
+
+@pytest.mark.parametrize("layout", ["csv", "jsonl"])
+def test_min_score_keeps_a_box_scored_exactly_at_it(tmp_path, images, layout):
+    """Catches `<=` for `<`, and a comparison after the float32 rounding: float32(0.7) is
+    0.69999999 and would drop the box scored exactly 0.7."""
+    scores = [0.7, 0.6999999, 0.71]
+    if layout == "csv":
+        text = "".join(f"sub/astronaut.png,1,2,3,4,{s}\n" for s in scores)
+    else:
+        text = "".join(
+            json.dumps({"path": "sub/astronaut.png", "bbox": [1, 2, 3, 4], "score": s}) + "\n"
+            for s in scores
+        )
+    found = load_boxes(write(tmp_path, f"b.{layout}", text), str(images), min_score=0.7)
+    (kept,) = found.images.values()
+    assert [b.box_id for b in kept] == [0, 2]
+    assert found.dropped == {"score below 0.7": 1}
+
+
+def test_a_nan_min_score_is_refused(tmp_path, images):
+    """Catches NaN passing as a threshold: every comparison with it is false, so it would
+    silently keep every box."""
+    path = write(tmp_path, "b.csv", "sub/astronaut.png,1,2,3,4,0.5\n")
+    with pytest.raises(Sapiens2Error) as caught:
+        load_boxes(path, str(images), min_score=math.nan)
+    assert str(caught.value) == "--min-score nan is not a score: give a number, like 0.3"
+
+
+def test_a_coordinate_beyond_float32_is_a_bad_box_without_a_warning(tmp_path, images):
+    """Catches numpy's overflow RuntimeWarning (printed with a source line) on 1e40, and
+    such a box passing as good."""
+    text = "sub/astronaut.png,1e40,2,3,4,1e40\nsub/astronaut.png,1,2,3,4\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        boxes = load_boxes(write(tmp_path, "b.csv", text), str(images)).images
+    huge, good = boxes[str(images / "sub" / "astronaut.png")]
+    assert "beyond float32's range (x, y, w, h = inf, 2, 3, 4)" in box_problem(huge)
+    assert box_problem(good, (128, 128)) is None

@@ -9,6 +9,7 @@ by a bilinear sample written in numpy.
 from __future__ import annotations
 
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -229,6 +230,25 @@ def test_bad_boxes_are_refused_with_their_reason(astronaut, box, reason):
     with pytest.raises(ImageError) as caught:
         crop_box(astronaut, box, SIZE)
     assert reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        Box(0.0, 0.0, 3e38, 10.0, 4),  # padded width overflows: an infinite scale
+        Box(10.0, 10.0, 1e-38, 1e-38, 4),  # x + w rounds to x: a zero scale
+    ],
+    ids=["huge", "tiny"],
+)
+def test_a_box_beyond_float32_arithmetic_is_refused_without_a_warning(astronaut, box):
+    """Catches a NaN or infinite matrix warping a black crop that is stored as a row, and
+    numpy's RuntimeWarnings (printed with a source line) on the way."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError) as caught:
+            crop_box(astronaut, box, SIZE)
+    assert "is too large or too small to crop in float32 arithmetic" in str(caught.value)
+    assert str(caught.value).startswith("box 4 (w = ")
 
 
 def test_a_box_barely_inside_is_cropped(astronaut):

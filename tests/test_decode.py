@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hostile_corpus import DATA, make_corpus
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sapiens2_cli.pipeline import decode as decode_module
-from sapiens2_cli.pipeline.decode import FILL, ImageError, decode_image
+from sapiens2_cli.pipeline.decode import FILL, ImageError, decode_image, read_rgb
 
 SIZE = (64, 48)  # (H, W)
 
@@ -86,6 +86,20 @@ def test_exif_orientation_is_applied(tmp_path):
     assert np.abs(decoded.pixels.astype(np.int16) - upright).mean() < 12
 
 
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])
+def test_every_quarter_turn_swaps_the_original_size(tmp_path, orientation):
+    """Catches 5 (transpose) and 7 (transverse) turned by Pillow but not counted as quarter
+    turns: original_size (and the draft size) left as stored. Pixels: Pillow's own turn."""
+    path = _photo_jpeg(tmp_path / "turned.jpg", 60, 40, orientation)  # stored 60 wide
+    with Image.open(path) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert upright.shape == (60, 40, 3)
+    decoded = decode_image(path, (60, 40))  # the upright size: no resampling
+    assert decoded.original_size == (60, 40)
+    assert np.array_equal(decoded.pixels, upright)
+    assert np.array_equal(read_rgb(path), upright)
+
+
 def test_letterbox_keeps_aspect_and_records_the_content_box():
     decoded = decode_image(str(DATA / "coffee.jpg"), SIZE, "letterbox")  # 133 x 200, landscape
     top, left, h, w = decoded.content_box
@@ -130,6 +144,8 @@ def decoded_sizes(monkeypatch):
         ((4000, 3000), 1, (1024, 768), "stretch", (4000, 3000)),  # 1/2 gives 1500 < 2048
         ((4000, 3000), 1, (1024, 768), "letterbox", (2000, 1500)),  # content 576 x 768
         ((4096, 3072), 6, (1024, 768), "stretch", (1536, 2048)),  # stored on its side
+        ((4096, 3072), 5, (1024, 768), "stretch", (1536, 2048)),  # transposed
+        ((4096, 3072), 7, (1024, 768), "stretch", (1536, 2048)),  # transversed
     ],
 )
 def test_jpeg_draft_decodes_at_the_smallest_scale_at_least_twice_the_target(
@@ -138,7 +154,7 @@ def test_jpeg_draft_decodes_at_the_smallest_scale_at_least_twice_the_target(
     path = _photo_jpeg(tmp_path / "big.jpg", *image_wh, orientation)
     full = decode_image(path, size, resize)
     drafted = decode_image(path, size, resize, draft=True)
-    upright_wh = image_wh[::-1] if orientation == 6 else image_wh
+    upright_wh = image_wh[::-1] if orientation in (5, 6, 7, 8) else image_wh
     assert decoded_sizes == [upright_wh, decoded_wh]  # off by default: full scale
     assert drafted.original_size == full.original_size
     assert drafted.content_box == full.content_box

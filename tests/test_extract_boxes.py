@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import h5py
@@ -190,14 +191,47 @@ def test_bad_box_options_stop_before_any_work(photos, tmp_path, args, message):
     assert not out.exists()
 
 
-def test_a_bad_box_file_is_one_line_on_the_command_line(photos, tmp_path):
+@pytest.mark.parametrize(
+    ("boxes", "more", "message"),
+    [
+        ("b.json", [], "is not JSON (line 1"),
+        # crops are upstream's, cut from the full decode: a draft would be recorded, not used
+        ("boxes.csv", ["--jpeg-draft"], "--jpeg-draft does not apply to --boxes crops"),
+        # NaN compares false with every score: it would keep every box
+        ("boxes.csv", ["--min-score", "nan"], "--min-score nan is not a score"),
+    ],
+    ids=["bad-file", "jpeg-draft", "nan-min-score"],
+)
+def test_a_box_mistake_is_one_line_on_the_command_line(photos, tmp_path, boxes, more, message):
     (tmp_path / "b.json").write_text('{"images": [')
+    out = tmp_path / "f.h5"
     proc = extract_subprocess(
-        photos, "--boxes", tmp_path / "b.json", "-o", tmp_path / "f.h5", "--checkpoint", TINY
+        photos, "--boxes", tmp_path / boxes, *more, "-o", out, "--checkpoint", TINY
     )
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and stdout == ""
-    assert stderr.count("\n") == 1 and "is not JSON (line 1" in stderr
+    assert stderr.count("\n") == 1 and message in stderr, stderr
+    assert not out.exists()
+
+
+def test_boxes_beyond_float32_are_failures_of_their_own_without_a_warning(photos, tmp_path):
+    """Catches numpy's overflow RuntimeWarning (printed with its source line) for a box
+    coordinate of 1e40 or a box too wide for float32 once padded, and such a box stored as
+    a black crop or failing its image's other boxes."""
+    text = "chelsea.jpg,1e40,30,60,100\nchelsea.jpg,0,0,3e38,10\nchelsea.jpg,20,30,60,100\n"
+    (tmp_path / "huge.csv").write_text(text)
+    out = tmp_path / "crops.h5"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(photos, out, boxes="huge.csv")
+    assert result.exit_code == 0, result.output
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    chelsea = str((photos / "chelsea.jpg").resolve())
+    with open_features(out) as f:
+        assert f.paths == [f"{chelsea}#box=2"]
+        failed = dict(f.failed)
+    assert "NaN or infinite coordinate, or one beyond float32's range" in failed[f"{chelsea}#box=0"]
+    assert "too large or too small to crop in float32" in failed[f"{chelsea}#box=1"]
 
 
 def test_shards_keep_an_images_boxes_together_and_merge(photos, tmp_path):

@@ -16,9 +16,9 @@ Three layouts, recognised from the content, not the file name:
   add an `id` column), for detector output from anywhere.
 
 A box file that cannot be used stops the run before any work (Sapiens2Error, one line).
-A box that cannot be cropped (NaN, zero or negative size, entirely outside its image) is
-kept here and becomes a failure of its own row (`box_problem`), so one bad box never
-costs the others.
+A box that cannot be cropped (NaN or beyond float32, zero or negative size, entirely
+outside its image) is kept here and becomes a failure of its own row (`box_problem`), so
+one bad box never costs the others.
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ def box_problem(box: Box, image_size: tuple[int, int] | None = None) -> str | No
     """Why `box` cannot be cropped (one line), or None; `image_size` is (height, width)."""
     coords = (box.x, box.y, box.w, box.h)
     if not all(math.isfinite(v) for v in coords):
-        return f"box {box.box_id} has a NaN or infinite coordinate (x, y, w, h = {_fmt(coords)})"
+        return (
+            f"box {box.box_id} has a NaN or infinite coordinate, or one beyond float32's "
+            f"range (x, y, w, h = {_fmt(coords)})"
+        )
     if box.w <= 0 or box.h <= 0:
         return f"box {box.box_id} has zero or negative size (w = {box.w:g}, h = {box.h:g})"
     if image_size is not None:
@@ -99,11 +102,15 @@ def load_boxes(
 ) -> BoxFile:
     """Read a box file of any layout; image names are resolved against `image_root`.
 
-    `min_score` leaves out boxes scored below it (boxes without a score are kept);
-    `include_crowd` keeps COCO crowd boxes. Raises Sapiens2Error for a file that cannot be
-    used: unreadable, not JSON/JSONL/CSV, an unknown layout, a malformed entry, an image
-    id with no file, a box id given twice for one image, or no image found at all.
+    `min_score` leaves out boxes scored below it, comparing the score as the file writes
+    it (before float32), so a box scored exactly `min_score` is kept; boxes without a
+    score are kept. `include_crowd` keeps COCO crowd boxes. Raises Sapiens2Error for a
+    NaN `min_score` (it would keep every box) and for a file that cannot be used:
+    unreadable, not JSON/JSONL/CSV, an unknown layout, a malformed entry, an image id
+    with no file, a box id given twice for one image, or no image found at all.
     """
+    if min_score is not None and math.isnan(min_score):
+        raise Sapiens2Error("--min-score nan is not a score: give a number, like 0.3")
     name = str(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -151,9 +158,11 @@ def _collect(
             kept.append((image, xywh, n if box_id is None else box_id, score, None))
         else:
             dropped[reason] = dropped.get(reason, 0) + 1
-    # float32 once for all boxes: what is stored, and what upstream crops from
-    coords = np.array([entry[1] for entry in kept], np.float32).reshape(-1, 4).tolist()
-    scores = np.array([entry[3] for entry in kept], np.float32).tolist()
+    # float32 once for all boxes: what is stored, and what upstream crops from; a value
+    # beyond float32's range becomes infinite silently, and box_problem fails its box
+    with np.errstate(over="ignore"):
+        coords = np.array([entry[1] for entry in kept], np.float32).reshape(-1, 4).tolist()
+        scores = np.array([entry[3] for entry in kept], np.float32).tolist()
     per_image: dict[str, list[Box]] = {}
     for (image, _, box_id, _, _), (x, y, w, h), score in zip(kept, coords, scores, strict=True):
         per_image.setdefault(image, []).append(Box(x, y, w, h, box_id, score))
@@ -296,7 +305,7 @@ def _coco(data: dict, name: str) -> list[_Raw]:
         if image_id not in files:
             raise Sapiens2Error(f"{where} has image_id {image_id}, which is not in 'images'")
         reason = None
-        if ann.get("category_id", person) != person:
+        if ann.get("category_id", person) != person:  # first: --include-crowd keeps people
             reason = "not a person"
         elif ann.get("iscrowd", 0):
             reason = "crowd"

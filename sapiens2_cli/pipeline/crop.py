@@ -73,12 +73,19 @@ def crop_box(
 ) -> Crop:
     """Crop `box` from an (h, w, 3) uint8 RGB image to `size` = (H, W); raises ImageError.
 
-    The box must be usable (`box_problem`); the reason it is not is the error's message.
+    The box must be usable (`box_problem`) and its matrix finite in float32 (upstream's
+    arithmetic); the reason it is not is the error's message.
     """
     problem = box_problem(box, image.shape[:2])
     if problem:
         raise ImageError(problem)
-    affine = udp_affine(*center_scale(box, size, padding), size)
+    with np.errstate(all="ignore"):  # a box too big or small for float32: refused below
+        affine = udp_affine(*center_scale(box, size, padding), size)
+    if not np.isfinite(affine).all():
+        raise ImageError(
+            f"box {box.box_id} (w = {box.w:g}, h = {box.h:g}) is too large or too small to "
+            "crop in float32 arithmetic"
+        )
     return Crop(warp(image, affine, size), affine)
 
 
