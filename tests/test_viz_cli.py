@@ -231,7 +231,8 @@ def test_overlay_draws_video_frames_and_tar_members(tmp_path, monkeypatch):
     assert summary["missing_images"] == []
     names = ["0_000000000.png", "1_000000001.png", "2_clip_t_0.000.png", "3_clip_t_2.000.png"]
     assert [Path(p).name for p in summary["pictures"]] == names
-    left = [np.asarray(Image.open(p))[:, : Image.open(p).width // 2] for p in summary["pictures"]]
+    pictures = [np.asarray(Image.open(p)) for p in summary["pictures"]]
+    left = [picture[:, : picture.shape[1] // 2] for picture in pictures]  # the input images
     np.testing.assert_array_equal(left[0], np.asarray(Image.open(DATA / "astronaut.png")))
     chelsea = Image.open(DATA / "chelsea.jpg")
     shown = decode_image(str(DATA / "chelsea.jpg"), panel_size(chelsea.size[::-1], 128)).pixels

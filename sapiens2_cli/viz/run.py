@@ -94,7 +94,8 @@ def visualize(
             x, border = joint_sample(ff, spec, progress)
             joint = fit_colouring(x, x[border], options.components, options.foreground_threshold)
         result = VizResult()
-        inputs = InputImages(options.image_root, float(ff.settings.get("video_fps", 1.0)))
+        fps = float(ff.settings.get("video_fps", 1.0))  # always there when frames are
+        inputs = InputImages(options.image_root, fps)
         sheet: list[tuple[Image.Image, str]] = []
         digits = len(str(len(ff) - 1))
         bar = tqdm(rows, desc="viz", unit="img", disable=not progress, leave=False)
