@@ -225,3 +225,30 @@ def test_the_video_reading_example_in_format_docs_runs(inputs, tmp_path, monkeyp
     )
     np.testing.assert_array_equal(scope["times"], [0.0, 1.0, 2.0, 3.0])
     assert scope["frames"].shape[0] == 4
+
+
+@pytest.mark.parametrize("fmt", ["h5", "npy"])
+def test_a_photo_named_like_a_frame_is_a_row_of_its_own_and_resumes(tmp_path, fmt):
+    # Catches: a photo 'clip.mp4#t=1.000' beside clip.mp4 keyed like the clip's frame at
+    # 1 s: two rows with one key in one run, or one of them skipped as done on a resume.
+    root = tmp_path / "in"
+    root.mkdir()
+    clip = make_video(root / "clip.mp4")
+    photo = root / "clip.mp4#t=1.000"
+    shutil.copy(DATA / "astronaut.png", photo)
+    together, resumed = (
+        tmp_path / f"{name}.h5" if fmt == "h5" else tmp_path / name for name in "ab"
+    )
+    assert run(clip, photo, "-o", together)["images"] == 5
+    assert run(clip, photo, "-o", together)["skipped"] == 5  # a rerun finds all five done
+    assert run(photo, "-o", resumed)["images"] == 1
+    summary = run(photo, clip, "-o", resumed)  # the frame at 1 s is not the photo: not done
+    assert (summary["skipped"], summary["images"]) == (1, 4)
+    frames = [f"{clip}#t={t}.000" for t in range(4)]
+    photo_key = f"{root}/clip.mp4##t=1.000"  # its '#' doubled (docs/format.md)
+    keys, columns, failed = rows(together)
+    assert keys == [*frames, photo_key] and failed == []
+    assert columns["original_size"].tolist() == [[96, 128]] * 4 + [[128, 128]]
+    keys, columns, _ = rows(resumed)
+    assert keys == [photo_key, *frames]
+    assert columns["frame_index"].tolist() == [-1, 0, 10, 20, 30]

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.items import derived_key, file_key, split_key
 from sapiens2_cli.pipeline.sources import Listing, expand, list_files, walk
 from sapiens2_cli.pipeline.sources import default_sources as sources
 
@@ -94,3 +95,22 @@ def test_each_image_file_is_one_item_keyed_by_its_identity(tmp_path):
     expansion = expand(files, sources())
     assert [(i.key, i.file) for i in expansion.items] == [(f, f) for f in files]
     assert not expansion.failures and expansion.ignored == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "fragment", "key"),
+    [
+        ("/d/a.jpg", None, "/d/a.jpg"),  # no '#': today's key, so old outputs resume
+        ("/d/clip.mp4", "t=1.000", "/d/clip.mp4#t=1.000"),
+        ("/d/clip.mp4#t=1.000", None, "/d/clip.mp4##t=1.000"),  # a photo named like a frame
+        ("/d/a#b/x.jpg#", "box=3", "/d/a##b/x.jpg###box=3"),
+        ("/d/s.tar/m#1.png", None, "/d/s.tar/m##1.png"),  # a tar member: TAR/MEMBER
+        ("/d/hfr.mp4", "t=0.001&frame=2", "/d/hfr.mp4#t=0.001&frame=2"),
+    ],
+)
+def test_keys_escape_hash_and_read_back(path, fragment, key):
+    """Catches: a photo named 'clip.mp4#t=1.000' keyed like that frame of clip.mp4 (two
+    rows with one key, or the frame skipped as done), keys that do not split back."""
+    made = file_key(path) if fragment is None else derived_key(path, fragment)
+    assert made == key
+    assert split_key(key) == (path, fragment)

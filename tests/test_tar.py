@@ -17,6 +17,7 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ImageError, decode_image
 from sapiens2_cli.pipeline.tar import (
     expand_braces,
+    member_of,
     read_members,
     scan,
 )
@@ -59,6 +60,18 @@ def test_names_and_folders_inside_the_tar_are_kept(tmp_path):
     assert [m.name for m in found.members] == [long_name, "b/c.jpeg"]
     assert found.skipped == 1
     assert next(read_members(str(path), found.members[:1])) == jpg
+
+
+def test_a_member_key_splits_at_the_tar_file_on_disk(tmp_path):
+    # A folder named like a tar, holding a tar with a member named like one. Catches: a
+    # key split at the last (or first) '.tar/' by its text, not where the file is.
+    folder = tmp_path / "d.tar"
+    folder.mkdir()
+    make_tar(folder / "a.tar", [("b.tar/c.png", (DATA / "astronaut.png").read_bytes())])
+    (folder / "p.png").write_bytes(b"x")
+    assert member_of(f"{folder}/a.tar/b.tar/c.png") == (f"{folder}/a.tar", "b.tar/c.png")
+    assert member_of(f"{folder}/p.png") is None  # a file on disk is no member
+    assert member_of(f"{tmp_path}/gone.tar/c.png") is None
 
 
 @pytest.mark.parametrize(

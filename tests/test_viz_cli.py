@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from extract_helpers import TINY, extract
+from media import index_of, make_tar, make_video, plain_decode, webdataset_members
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -212,6 +213,34 @@ def test_a_missing_image_gets_a_note_and_a_warning(photos, tmp_path, monkeypatch
     note = np.asarray(Image.open(summary["pictures"][1]))
     assert tuple(note[0, 0]) == (96, 96, 96)  # the grey note panel where the photo would be
     assert f"{gone}: file not found" in caplog.text
+
+
+def test_overlay_draws_video_frames_and_tar_members(tmp_path, monkeypatch):
+    """Catches: a frame's or member's key read as a file ('file not found: …/clip.mp4#t=0.000',
+    'Not a directory: …/000.tar/…'), another frame or member drawn than the row's, or a
+    '#' in their folder's name (doubled in keys) looked up as stored."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "in#1"
+    root.mkdir()
+    clip = make_video(root / "clip.mp4")
+    shard = make_tar(root / "000.tar", webdataset_members(2))  # astronaut.png, chelsea.jpg
+    feats = tmp_path / "f.h5"
+    args = ["--checkpoint", TINY, "--size", "64x48", "--workers", 0, "-q", "--fps", 0.5]
+    assert extract(shard, clip, "-o", feats, *args).exit_code == 0
+    summary = run_json(feats, "-o", tmp_path / "viz", "--overlay", "--long-side", 128)
+    assert summary["missing_images"] == []
+    names = ["0_000000000.png", "1_000000001.png", "2_clip_t_0.000.png", "3_clip_t_2.000.png"]
+    assert [Path(p).name for p in summary["pictures"]] == names
+    pictures = [np.asarray(Image.open(p)) for p in summary["pictures"]]
+    left = [picture[:, : picture.shape[1] // 2] for picture in pictures]  # the input images
+    np.testing.assert_array_equal(left[0], np.asarray(Image.open(DATA / "astronaut.png")))
+    chelsea = Image.open(DATA / "chelsea.jpg")
+    shown = decode_image(str(DATA / "chelsea.jpg"), panel_size(chelsea.size[::-1], 128)).pixels
+    np.testing.assert_array_equal(left[1], shown)
+    frames = plain_decode(clip)  # 96x128: the panel at --long-side 128 is the frame as is
+    for panel, index in zip(left[2:], (0, 20), strict=True):
+        assert index_of(panel) == index
+        np.testing.assert_array_equal(panel, frames[index])
 
 
 def test_images_are_found_from_anywhere_and_paths_by_any_spelling(photos, tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ black outside the image. The same OpenCV call makes the same pixels; the arithme
 done in float32, as upstream's (its boxes are float32 arrays), so the matrix matches too.
 
 As an input kind: `BoxSource` turns the images named in a box file into one item per box
-(key: the image's key + "#box=<id>"), and `CropReader` decodes each image once for all
-its boxes, in a decode worker.
+(key: the image's path, then "#box=<id>": `box_key`), and `CropReader` decodes each image
+once for all its boxes, in a decode worker.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.boxes import Box, BoxFile, box_problem, load_boxes
 from sapiens2_cli.pipeline.decode import ImageError, read_rgb
-from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row
+from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, derived_key
 from sapiens2_cli.pipeline.sources import Expansion, Source, identity
 from sapiens2_cli.pipeline.weights import file_sha256
 
@@ -101,14 +101,9 @@ def warp(image: np.ndarray, affine: np.ndarray, size: tuple[int, int]) -> np.nda
     return cv2.warpAffine(image, affine, (size[1], size[0]), flags=flags)
 
 
-def box_key(image_key: str, box_id: int) -> str:
-    """A crop's key: its image's key and the box id; the image's is before the last '#box='."""
-    return f"{image_key}#box={box_id}"
-
-
-def image_key(key: str) -> str:
-    """The image's key (its path) in a crop's key; a plain image's key is returned as is."""
-    return key.rpartition("#box=")[0] or key
+def box_key(image: str, box_id: int) -> str:
+    """A crop's key: the image's path and 'box=ID' (`items.derived_key`; `split_key` reads it)."""
+    return derived_key(image, f"box={box_id}")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,18 @@ the frames of a video, the members of a tar file), a `locator` saying which. The
 resume and parts only ever see keys and files; a new kind of input is a new Reader and a
 new Source (pipeline/sources.py), nothing else.
 
+Keys (docs/format.md): a file's key is its path with every '#' doubled (`file_key`); an item
+inside a file (a video frame, a person box) adds one '#' and a fragment without '#'
+(`derived_key`: `/d/clip.mp4#t=1.000`). So no file's key equals a derived item's, even for
+a photo named `clip.mp4#t=1.000`, and `split_key` gives the path and fragment back. Paths
+without '#' are their own key, as before '#' was escaped, so older outputs still resume.
+
 Readers run in decode worker processes, so items and readers are small and picklable.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +26,29 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sapiens2_cli.choices import ResizeMode
+
+
+def file_key(path: str) -> str:
+    """The key of a whole file (or of a tar member, `TAR/MEMBER`): `path`, '#' doubled."""
+    return path.replace("#", "##")
+
+
+def derived_key(path: str, fragment: str) -> str:
+    """The key of one item inside the file at `path`: `fragment` ('t=1.000', 'box=3') holds
+    no '#', so the single '#' before it marks where the file's key ends."""
+    return f"{file_key(path)}#{fragment}"
+
+
+_KEY = re.compile(r"((?:[^#]|##)*)(?:#([^#]*))?", re.DOTALL)
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """(path, fragment) of a key, undoing `file_key` / `derived_key`; fragment None for a
+    whole file. Text no key has (a '#' path stored before '#' was escaped) is a path."""
+    match = _KEY.fullmatch(key)
+    if match is None:
+        return key, None
+    return match[1].replace("##", "#"), match[2]
 
 
 @dataclass(frozen=True)

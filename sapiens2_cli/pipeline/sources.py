@@ -24,7 +24,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.items import Failure, ImageReader, Item
+from sapiens2_cli.pipeline.items import Failure, ImageReader, Item, file_key
 
 #: Extensions picked up when walking a folder (case-insensitive). Files named explicitly,
 #: or listed on stdin / --files-from, are taken whatever their extension.
@@ -69,7 +69,7 @@ class Source(ABC):
 
 
 class ImageSource(Source):
-    """Each file is one image, one row, keyed by its path."""
+    """Each file is one image, one row, keyed by its path (`file_key`)."""
 
     extensions = IMAGE_EXTENSIONS
 
@@ -78,7 +78,7 @@ class ImageSource(Source):
 
     def expand(self, files: Sequence[str]) -> Expansion:
         reader = ImageReader()
-        return Expansion([Item(path, path, reader) for path in files])
+        return Expansion([Item(file_key(path), path, reader) for path in files])
 
 
 def default_sources() -> list[Source]:

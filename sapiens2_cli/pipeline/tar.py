@@ -3,7 +3,7 @@
 `scan` reads the headers in stored order (tarfile seeks over member data, so a shard costs
 one 512-byte read per member) and lists the image members with where their bytes lie;
 `read_members` reads a run of members' bytes, with one open file, for the decoder.
-Keys are `SHARD.tar/MEMBER`.
+Keys are `SHARD.tar/MEMBER` (as a file's key: '#' doubled); `member_of` splits one back.
 Only uncompressed tars: a compressed one would have to be decompressed from its start to
 reach each member.
 """
@@ -19,7 +19,15 @@ from dataclasses import dataclass
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ImageError, decode_image
-from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
+from sapiens2_cli.pipeline.items import (
+    Failure,
+    Item,
+    Preprocess,
+    Reader,
+    Row,
+    file_key,
+    image_columns,
+)
 from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
 from sapiens2_cli.text import one_line
 
@@ -100,6 +108,17 @@ def read_members(tar_path: str, members: Sequence[Member]) -> Iterator[bytes | s
                     yield f"member cut off: {len(data)} of {member.size} bytes in the tar"
     except OSError as e:
         yield from itertools.repeat(f"cannot read tar file: {one_line(e)}", len(members) - done)
+
+
+def member_of(path: str) -> tuple[str, str] | None:
+    """(tar file, member name) when `path` (a key's, `items.split_key`) names a tar member:
+    the first prefix that is a file on disk is the tar. None for a file or a missing path."""
+    cut = path.find("/", 1)
+    while cut != -1:
+        if os.path.isfile(path[:cut]):
+            return path[:cut], path[cut + 1 :]
+        cut = path.find("/", cut + 1)
+    return None
 
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -189,12 +208,13 @@ class TarSource(Source):
             try:
                 found = scan(file)
             except ImageError as e:
-                out.failures.append(Failure(file, str(e)))
+                out.failures.append(Failure(file_key(file), str(e)))
                 continue
-            out.items += [Item(f"{file}/{m.name}", file, reader, m) for m in found.members]
+            for m in found.members:
+                out.items.append(Item(file_key(f"{file}/{m.name}"), file, reader, m))
             out.ignored += found.skipped
             if found.damage:
-                out.failures.append(Failure(file, found.damage))
+                out.failures.append(Failure(file_key(file), found.damage))
         return out
 
 

@@ -19,7 +19,7 @@ each k = 0, 1, ..., the first frame whose timestamp is >= k/F (a frame that is f
 several k is kept once). Keys are `VIDEO#t=SECONDS` with three decimals, the W3C media
 fragment syntax; if two frames of a video round to the same millisecond, every frame of
 that millisecond becomes `VIDEO#t=SECONDS&frame=INDEX`, so keys stay unique whatever the
-sampling.
+sampling (VIDEO is the video's key, `items.file_key`: its path with any '#' doubled).
 """
 
 from __future__ import annotations
@@ -39,7 +39,16 @@ import numpy as np
 from PIL import Image
 
 from sapiens2_cli.pipeline.decode import fit
-from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, image_columns
+from sapiens2_cli.pipeline.items import (
+    Failure,
+    Item,
+    Preprocess,
+    Reader,
+    Row,
+    derived_key,
+    file_key,
+    image_columns,
+)
 from sapiens2_cli.pipeline.sources import Expansion, Source
 from sapiens2_cli.text import one_line
 
@@ -67,8 +76,9 @@ class Frame:
     timestamp: float  # seconds since the stream's first frame
     fragment: str  # key suffix after '#': "t=1.000", or "t=1.000&frame=30" on a tie
 
-    def key(self, video_key: str) -> str:
-        return f"{video_key}#{self.fragment}"
+    def key(self, video: str) -> str:
+        """Its key, for the video at path `video`."""
+        return derived_key(video, self.fragment)
 
 
 @dataclass(frozen=True)
@@ -403,7 +413,7 @@ class VideoReader(Reader):
         frames = [item.locator for item in items]
         for result in decode(items[0].file, frames, _decode_threads()):
             if isinstance(result, str):  # the video broke off: one record for the rest
-                yield Failure(items[0].file, result)
+                yield Failure(file_key(items[0].file), result)
                 return
             frame, pixels = result
             item = by_index[frame.index]
@@ -441,7 +451,7 @@ class VideoSource(Source):
             try:
                 found = probe(file, self.fps or None)
             except VideoError as e:
-                out.failures.append(Failure(file, str(e)))
+                out.failures.append(Failure(file_key(file), str(e)))
                 continue
             for frame in found.frames:
                 columns = {
@@ -450,7 +460,7 @@ class VideoSource(Source):
                 }
                 out.items.append(Item(frame.key(file), file, reader, frame, columns))
             if found.damage:
-                out.failures.append(Failure(file, found.damage))
+                out.failures.append(Failure(file_key(file), found.damage))
         return out
 
     def settings(self) -> dict[str, object]:

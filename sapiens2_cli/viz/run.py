@@ -21,7 +21,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sapiens2_cli.choices import FitMode
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.decode import Decoded, ImageError, decode_image, resize_to
+from sapiens2_cli.pipeline.decode import ImageError
+from sapiens2_cli.pipeline.items import split_key
+from sapiens2_cli.viz.inputs import InputImages
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
 from sapiens2_cli.viz.pca import Colouring, fit_colouring
 from sapiens2_cli.viz.render import (
@@ -92,12 +94,14 @@ def visualize(
             x, border = joint_sample(ff, spec, progress)
             joint = fit_colouring(x, x[border], options.components, options.foreground_threshold)
         result = VizResult()
+        fps = float(ff.settings.get("video_fps", 1.0))  # always there when frames are
+        inputs = InputImages(options.image_root, fps)
         sheet: list[tuple[Image.Image, str]] = []
         digits = len(str(len(ff) - 1))
         bar = tqdm(rows, desc="viz", unit="img", disable=not progress, leave=False)
         with logging_redirect_tqdm():  # warnings print above the bar, not through it
             for row in bar:
-                picture = _draw_row(ff, row, spec, options, joint, result)
+                picture = _draw_row(ff, row, spec, options, joint, inputs, result)
                 target = out_dir / picture_name(row, ff.paths[row], digits)
                 picture.save(target)
                 result.pictures.append(target)
@@ -205,6 +209,7 @@ def _draw_row(
     spec: GridSpec,
     options: VizOptions,
     joint: Colouring | None,
+    inputs: InputImages,
     result: VizResult,
 ) -> Image.Image:
     """One row -> its picture (with the input image on the left if asked)."""
@@ -233,37 +238,26 @@ def _draw_row(
             options.foreground_threshold,
         )
     if options.overlay:
-        panel = _input_panel(stored, original, size, options, result, affine, spec.image_size)
+        panel = _input_panel(inputs, stored, original, size, result, affine, spec.image_size)
         picture = side_by_side(panel, picture)
     return picture
 
 
 def _input_panel(
+    inputs: InputImages,
     stored: str,
     original: tuple[int, int],
     size: tuple[int, int],
-    options: VizOptions,
     result: VizResult,
     affine: np.ndarray | None = None,
     input_size: tuple[int, int] = (0, 0),
 ) -> Image.Image:
-    """The input image at `size`, decoded as extract decodes it, or a note saying why not.
-
-    A person crop (`affine` given) is cut again from its image with the stored matrix,
-    exactly as extract cut it, at the model's `input_size`, then scaled to `size`."""
-    path = Path(stored if affine is None else stored.rpartition("#box=")[0])
-    if not path.is_absolute() and options.image_root is not None:
-        path = options.image_root / path
+    """The input image at `size`, decoded as extract decodes it (a frame from its video, a
+    member from its tar, a crop cut again with the stored matrix), or a note saying why not."""
     try:
-        if affine is None:
-            decoded = decode_image(str(path), size, "stretch")
-        else:
-            from sapiens2_cli.pipeline.crop import read_rgb, warp  # OpenCV only for crops
-
-            image = read_rgb(str(path))
-            crop = Image.fromarray(warp(image, affine, input_size), "RGB")
-            decoded = Decoded(np.asarray(resize_to(crop, size[1], size[0])), image.shape[:2], None)
+        decoded = inputs.read(stored, size, affine, input_size)
     except ImageError as e:
+        path = inputs.path(stored)
         log.warning("%s: %s at %s; its picture says so (see --image-root)", stored, e, path)
         result.missing_images.append(stored)
         return note_panel(size, f"{e}: {stored}")
@@ -284,10 +278,9 @@ def picture_name(row: int, stored: str, digits: int) -> str:
     """'00042_IMG_0001.png' (a crop: '00042_IMG_0001_box3.png'): the row keeps names unique
     (duplicate basenames, re-used names), the stem keeps them readable; only word
     characters, '.' and '-' survive."""
-    base, _, box = stored.rpartition("#box=")
-    if not base or not box.lstrip("-").isdigit():
-        base, box = stored, ""
-    stem = unicodedata.normalize("NFC", Path(base.replace("\\", "/")).stem)
+    path, fragment = split_key(stored)
+    stem = unicodedata.normalize("NFC", Path(path.replace("\\", "/")).stem)
     stem = _UNSAFE.sub("_", stem).strip("._")[:80] or "image"
-    stem += f"_box{box}" if box else ""
+    if fragment:  # a crop: '_box3'; a frame: '_t_1.000'
+        stem += "_" + _UNSAFE.sub("_", fragment.replace("box=", "box", 1))
     return f"{row:0{digits}d}_{stem}.png"
