@@ -1,4 +1,5 @@
-"""Tar shards: image members in stored order, others counted, damage, bytes, brace patterns.
+"""Tar shards: image members in stored order, others counted, damage, bytes, brace patterns,
+compressed shards, and the members through `extract` as loose files go.
 
 The shards are made here from the real photos in tests/data, laid out as img2dataset /
 WebDataset write them (KEY.jpg beside KEY.json, KEY.txt, KEY.cls).
@@ -6,14 +7,23 @@ WebDataset write them (KEY.jpg beside KEY.json, KEY.txt, KEY.cls).
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import json
+import lzma
+import shutil
+import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from extract_helpers import FAST, extract, quiet_machine
 from hostile_corpus import make_corpus
-from media import DATA, make_tar, webdataset_members
+from media import DATA, PHOTOS, make_tar, webdataset_members
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline import tar
 from sapiens2_cli.pipeline.decode import ImageError, decode_image
 from sapiens2_cli.pipeline.tar import (
     expand_braces,
@@ -21,6 +31,11 @@ from sapiens2_cli.pipeline.tar import (
     read_members,
     scan,
 )
+from sapiens2_cli.writers import open_features
+
+COMPRESS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
+#: Float32 features computed in float32, so rows of the same pixels compare exactly.
+EXACT = ["--precision", "fp32", "--dtype", "float32"]
 
 
 @pytest.fixture
@@ -124,17 +139,19 @@ def test_a_tar_cut_after_its_last_member_but_before_the_end_block_is_damaged(tmp
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(b"hello" * 300, "not an uncompressed tar"), (None, "file not found"), ("gz", "not an")],
+    [
+        (b"hello" * 300, "not a tar file"),
+        (gzip.compress(b"hello" * 300), "not a tar file"),
+        (lzma.compress(b"hello" * 300), "not a tar file"),
+        (None, "file not found"),
+    ],
+    ids=["text", "gzipped-text", "xz-text", "missing"],
 )
-def test_a_file_that_is_not_a_tar_is_refused_in_one_line(tmp_path, shard, content, reason):
-    # Catches: a non-tar read as an empty shard (no failure record), a gzipped shard
-    # half-read.
+def test_a_file_that_is_not_a_tar_is_refused_in_one_line(tmp_path, content, reason):
+    # Catches: a non-tar read as an empty shard (no failure record), a compressed file
+    # that holds no tar read as one.
     path = tmp_path / "x.tar"
-    if content == "gz":
-        import gzip
-
-        path.write_bytes(gzip.compress(shard.read_bytes()))
-    elif content is not None:
+    if content is not None:
         path.write_bytes(content)
     with pytest.raises(ImageError) as caught:
         scan(str(path))
@@ -217,3 +234,171 @@ def test_brace_patterns_expand_as_webdataset_does(pattern, expected):
 def test_malformed_brace_patterns_say_how_to_write_them(pattern):
     with pytest.raises(Sapiens2Error, match=r"\{0\.\.9\}"):
         expand_braces(pattern)
+
+
+def test_folder_entries_are_neither_rows_nor_ignored_members(tmp_path):
+    # `tar cf shard.tar photos/` stores an entry for each folder before its files.
+    # Catches: those entries counted in "N members of tar files ignored: not images".
+    photos = tmp_path / "photos"
+    (photos / "a" / "b").mkdir(parents=True)
+    shutil.copy(DATA / "chelsea.jpg", photos / "a" / "1.jpg")
+    (photos / "a" / "1.json").write_text("{}")
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w") as archive:
+        archive.add(photos, arcname="photos")
+    with tarfile.open(path) as archive:
+        assert sum(m.isdir() for m in archive.getmembers()) == 3  # photos, photos/a, a/b
+    found = scan(str(path))
+    assert [m.name for m in found.members] == ["photos/a/1.jpg"]
+    assert found.skipped == 1 and found.damage is None
+
+
+@pytest.mark.parametrize("kind", COMPRESS)
+def test_a_compressed_shard_gives_the_members_of_the_plain_one(shard, tmp_path, kind):
+    # Catches: a gzip, bzip2 or xz shard refused or read as garbage, offsets taken in the
+    # compressed file instead of the tar inside it.
+    packed = tmp_path / f"00000.tar.{kind}"
+    packed.write_bytes(COMPRESS[kind](shard.read_bytes()))
+    found = scan(str(packed))
+    assert [m.name for m in found.members] == [
+        "000000000.png", "000000001.jpg", "000000002.jpg", "000000003.jpg",
+    ]  # fmt: skip
+    assert found.skipped == 12 and found.damage is None
+    got = list(read_members(str(packed), found.members))
+    assert got == [(DATA / p).read_bytes() for p in PHOTOS]
+
+
+def test_runs_of_a_compressed_shard_read_on_from_where_the_last_one_stopped(
+    shard, tmp_path, monkeypatch
+):
+    # A decode worker gets a shard's runs of members in order. Catches: decompressing from
+    # the first byte for every run (time quadratic in the shard's size), wrong bytes when
+    # a run goes back, stale bytes from a kept stream after the file was written over.
+    packed = tmp_path / "00000.tar.gz"
+    packed.write_bytes(gzip.compress(shard.read_bytes()))
+    members = scan(str(packed)).members
+    photos = [(DATA / p).read_bytes() for p in PHOTOS]
+    opened = []
+    real_open = tar.open_tar
+    monkeypatch.setattr(tar, "open_tar", lambda path: opened.append(path) or real_open(path))
+    runs = [members[:1], members[1:3], members[3:]]
+    assert [data for run in runs for data in read_members(str(packed), run)] == photos
+    assert len(opened) == 1
+    monkeypatch.setattr(tar.os, "getpid", lambda: -1)  # as in a forked decode worker
+    assert list(read_members(str(packed), members[3:])) == photos[3:]
+    assert len(opened) == 2  # its own file: a fork's offset would move its siblings'
+    monkeypatch.undo()
+    assert list(read_members(str(packed), members[:2])) == photos[:2]
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(gzip.compress(shard.read_bytes()[: members[1].offset + 10]))
+    cut.replace(packed)  # a new file under the old name, as a shard is rewritten
+    got = list(read_members(str(packed), members))
+    assert got[0] == photos[0] and all("cut off" in r for r in got[1:])
+
+
+@pytest.mark.parametrize("kind", ["gz", "xz"])  # bzip2 gives nothing of a cut block
+def test_a_cut_compressed_shard_keeps_the_members_before_the_cut(shard, tmp_path, kind):
+    # Catches: the decompressor's EOFError escaping (the shard lost, or the run stopped),
+    # a cut member listed as whole, no failure record for the members lost.
+    whole = COMPRESS[kind](shard.read_bytes())
+    cut = tmp_path / f"cut.tar.{kind}"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    decompressor = zlib.decompressobj(wbits=31) if kind == "gz" else lzma.LZMADecompressor()
+    readable = len(decompressor.decompress(cut.read_bytes()))
+    expected = [m.name for m in scan(str(shard)).members if m.offset + m.size <= readable]
+    assert 0 < len(expected) < 4
+    found = scan(str(cut))
+    assert [m.name for m in found.members] == expected
+    assert found.damage.startswith(f"tar damaged after {len(expected)} image members")
+    assert "\n" not in found.damage
+    got = list(read_members(str(cut), found.members))
+    assert got == [(DATA / p).read_bytes() for p in PHOTOS[: len(expected)]]
+
+
+@pytest.fixture
+def one_thread(monkeypatch, tmp_path_factory):
+    with quiet_machine(monkeypatch, tmp_path_factory.mktemp("cache")):
+        yield
+
+
+def run(*args) -> dict:
+    """`extract` with float32 features, one image a batch (rows of the same pixels then
+    compare exactly); its JSON summary."""
+    result = extract(*args, *FAST, *EXACT, "--batch-size", "1", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def rows_by_key(out: Path) -> dict[str, np.ndarray]:
+    with open_features(out) as f:
+        return dict(zip(f.paths, f.read(slice(None)), strict=True))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_jpeg_draft_decodes_a_member_as_the_same_jpeg_as_a_file(tmp_path):
+    # Catches: --jpeg-draft dropped on the way to tar members, which would then decode at
+    # full size while loose files (and OUT's settings) say draft.
+    photo = (DATA / "hubble_deep_field.jpg").resolve()  # 480x419: 1/2 scale for 64x48
+    tmp = tmp_path.resolve()
+    shard = make_tar(tmp / "s.tar", [("0.jpg", photo.read_bytes())])
+    packed = tmp / "s.tgz"
+    packed.write_bytes(gzip.compress(shard.read_bytes()))
+    got = {}
+    for flag in ("--jpeg-draft", "--no-jpeg-draft"):
+        run(photo, shard, packed, "-o", tmp / f"{flag}.h5", flag)
+        got[flag] = rows_by_key(tmp / f"{flag}.h5")
+    draft, full = got["--jpeg-draft"], got["--no-jpeg-draft"]
+    for member in (f"{shard}/0.jpg", f"{packed}/0.jpg"):
+        np.testing.assert_array_equal(draft[member], draft[str(photo)])
+        assert np.abs(draft[member] - full[member]).max() > 1e-3  # the flag changes pixels
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_compressed_shards_named_or_in_a_folder_give_their_members(tmp_path):
+    # Catches: a .tar.gz named on the command line read as one image ("not an image"),
+    # compressed shards skipped by a folder walk, a compressed non-tar not recorded.
+    folder = tmp_path.resolve() / "in"
+    folder.mkdir()
+    photos = [("0.jpg", DATA / "chelsea.jpg"), ("1.png", DATA / "astronaut.png")]
+    plain = make_tar(tmp_path / "plain.tar", [(name, p.read_bytes()) for name, p in photos])
+    shards = {"a.tar.gz": gzip, "b.tgz": gzip, "c.tar.bz2": bz2, "d.TAR.XZ": lzma}
+    for name, codec in shards.items():
+        (folder / name).write_bytes(codec.compress(plain.read_bytes()))
+    (folder / "e.tar.gz").write_bytes(gzip.compress(b"not a tar\n" * 100))
+    shutil.copy(DATA / "chelsea.jpg", folder / "chelsea.jpg")
+    run(folder, "-o", tmp_path / "walked.h5")
+    walked = rows_by_key(tmp_path / "walked.h5")
+    loose = str(folder / "chelsea.jpg")
+    members = [f"{folder}/{name}/{m}" for name in shards for m in ("0.jpg", "1.png")]
+    assert sorted(walked) == sorted([*members, loose])
+    for key in members[::2]:
+        np.testing.assert_array_equal(walked[key], walked[loose])
+    with open_features(tmp_path / "walked.h5") as f:
+        ((key, reason),) = f.failed
+    assert key == str(folder / "e.tar.gz") and reason.startswith("not a tar file")
+    run(folder / "a.tar.gz", "-o", tmp_path / "named.h5")
+    named = rows_by_key(tmp_path / "named.h5")
+    assert list(named) == members[:2]
+    np.testing.assert_array_equal(named[members[0]], walked[loose])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_resume_inside_a_compressed_shard_reads_the_members_not_done(tmp_path):
+    # The shard grows between the runs, as if the first had stopped after two members.
+    # Catches: members done read again (rows twice), the rest read from the wrong place
+    # in the decompressed stream once the done ones are skipped.
+    tmp = tmp_path.resolve()
+    members = [(f"{n}{Path(p).suffix}", (DATA / p).read_bytes()) for n, p in enumerate(PHOTOS)]
+    packed, out = tmp / "s.tar.xz", tmp / "f.h5"
+    for count in (2, 4):
+        plain = make_tar(tmp / "plain.tar", members[:count])
+        packed.write_bytes(lzma.compress(plain.read_bytes()))
+        summary = run(packed, "-o", out)
+    assert (summary["skipped"], summary["images"]) == (2, 2)
+    for n, p in enumerate(PHOTOS):
+        shutil.copy(DATA / p, tmp / f"{n}{Path(p).suffix}")
+    run(*[tmp / name for name, _ in members], "-o", tmp / "loose.h5")
+    got, loose = rows_by_key(out), rows_by_key(tmp / "loose.h5")
+    assert sorted(got) == sorted(f"{packed}/{name}" for name, _ in members)
+    for name, _ in members:
+        np.testing.assert_array_equal(got[f"{packed}/{name}"], loose[str(tmp / name)])

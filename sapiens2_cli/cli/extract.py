@@ -38,8 +38,8 @@ def extract_command(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Image, video or .tar files, folders (walked recursively), brace patterns "
-            "(shards/{00000..00099}.tar) or - to read paths from stdin.",
+            help="Image, video or tar (.tar, .tar.gz, ...) files, folders (walked recursively), "
+            "brace patterns (shards/{00000..00099}.tar) or - to read paths from stdin.",
             show_default=False,
         ),
     ] = None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -52,11 +52,12 @@ class Expansion:
 class Source(ABC):
     """A kind of input file: which files it claims and the items it makes of them."""
 
-    #: Extensions (lower case, with the dot) it claims, in folders and when named.
+    #: Extensions (lower case, with the dot; `.tar.gz` style too) it claims, in folders
+    #: and when named.
     extensions: frozenset[str] = frozenset()
 
     def claims(self, path: str) -> bool:
-        return os.path.splitext(path)[1].lower() in self.extensions
+        return has_extension(path, self.extensions)
 
     @abstractmethod
     def expand(self, files: Sequence[str]) -> Expansion:
@@ -79,6 +80,12 @@ class ImageSource(Source):
     def expand(self, files: Sequence[str]) -> Expansion:
         reader = ImageReader()
         return Expansion([Item(file_key(path), path, reader) for path in files])
+
+
+def has_extension(name: str, extensions: Collection[str]) -> bool:
+    """Whether `name` ends with one of `extensions`, case-insensitively: an ending rather
+    than os.path.splitext, which would see `.gz` in `shard.tar.gz`."""
+    return name.lower().endswith(tuple(extensions))
 
 
 def default_sources() -> list[Source]:
@@ -134,7 +141,7 @@ def walk(folder: str, listing: Listing = Listing()) -> list[str]:
         for name in files:
             if name.startswith(".") and not listing.hidden:
                 continue  # .DS_Store, macOS ._* resource forks, editors' temporary files
-            if os.path.splitext(name)[1].lower() in listing.extensions:
+            if has_extension(name, listing.extensions):
                 rel = os.path.normpath(os.path.join(rel_root, name))
                 path = os.path.join(folder, rel)
                 if os.path.islink(path):  # under a resolved folder only links need resolving
