@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
 import tarfile
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,26 +41,52 @@ def make_video(
     faststart: bool = False,
     size: tuple[int, int] = (96, 128),
     gop: int = 12,
+    times: Sequence[Fraction] | None = None,
+    tags: dict[str, str] | None = None,
+    audio: tuple[float, float] | None = None,
 ) -> Path:
     """A clip whose frame i is frame_pixels(i), keyframes every `gop` frames, B-frames
-    on (libx264), so decode order differs from presentation order."""
+    on (libx264), so decode order differs from presentation order.
+
+    `times` sets each frame's presentation time in seconds (irregular, late starts, ties)
+    instead of `frames` at `rate`; `tags` are the video stream's metadata; `audio` adds a
+    silent Opus stream from its first to its second time (seconds), muxed before the video.
+    """
     options = {"movflags": "faststart"} if faststart else {}
+    times = [Fraction(i) / rate for i in range(frames)] if times is None else times
+    time_base = Fraction(1, math.lcm(*(Fraction(t).denominator for t in times)))
     with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.height, stream.width = size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
+        stream.codec_context.time_base = time_base
+        stream.metadata.update(tags or {})
         if codec == "libx264":
             stream.options = {"crf": "8", "bframes": "2", "scenecut": "0"}
-        else:
+        elif codec == "mpeg4":
             stream.options = {"qmin": "1", "qmax": "3"}
         if rotation is not None:
             stream.set_display_rotation(rotation[0], hflip=rotation[1], vflip=rotation[2])
-        for i in range(frames):
+        if audio is not None:
+            _silence(container, *audio)
+        for i, t in enumerate(times):
             picture = av.VideoFrame.from_ndarray(frame_pixels(i, *size), format="rgb24")
+            picture.pts, picture.time_base = int(t / time_base), time_base
             container.mux(stream.encode(picture))
         container.mux(stream.encode())
     return path
+
+
+def _silence(container: av.container.OutputContainer, start: float, end: float) -> None:
+    """A silent mono Opus stream from `start` to `end` seconds, all muxed now."""
+    stream = container.add_stream("libopus", rate=48000, layout="mono")
+    n = 960  # 20 ms frames
+    for first in range(round(start * 48000), round(end * 48000), n):
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, n), np.int16), "s16", "mono")
+        samples.sample_rate, samples.pts, samples.time_base = 48000, first, Fraction(1, 48000)
+        container.mux(stream.encode(samples))
+    container.mux(stream.encode())
 
 
 def plain_decode(path: Path) -> list[np.ndarray]:

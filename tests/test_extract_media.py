@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from media import DATA, make_tar, make_video, plain_decode, webdataset_members
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline import video
 from sapiens2_cli.writers import open_features
 
 
@@ -141,6 +143,41 @@ def test_damaged_videos_and_shards_keep_what_came_before_with_one_failure(inputs
     assert "tar damaged after" in reasons[str((damaged / "cut.tar").resolve())]
     assert "not a video" in reasons[str((damaged / "text.mp4").resolve())]
     assert "not a tar file" in reasons[str((damaged / "text.tar").resolve())]
+
+
+@pytest.mark.parametrize("batch", ["64", "8"])
+def test_a_video_that_breaks_while_decoding_is_a_failure_of_the_video(tmp_path, monkeypatch, batch):
+    # The clip is cut after it was probed, so the damage is met by the decoder. Catches:
+    # the break recorded under the key of the first frame of the run it hit (as if that
+    # one frame failed alone, and the frames after it were fine); a frame key per lost frame.
+    clip = make_video(tmp_path / "clip.mkv").resolve()
+    whole = clip.read_bytes()
+    probe = video.probe
+
+    def probe_then_cut(path: str, fps: float | None) -> video.Probe:
+        found = probe(path, fps)
+        clip.write_bytes(whole[: len(whole) // 2])
+        return found
+
+    monkeypatch.setattr(video, "probe", probe_then_cut)
+    out = tmp_path / "f.h5"
+    run(clip, "-o", out, "--every-frame", "--batch-size", batch)
+    keys, _, failed = rows(out)
+    assert 5 < len(keys) < 40
+    assert {key for key, _ in failed} == {str(clip)}
+    assert all("video ends early" in reason for _, reason in failed)
+
+
+def test_a_video_starting_after_its_audio_passes_strict(tmp_path):
+    # Audio from 0 s, video from 10 s to 13 s: the video track ends where Matroska says.
+    # Catches: a false "video stops at t=2.900 s ... declares 13.000 s" failure, which
+    # made --strict exit 3 (and was recorded again on every resume).
+    times = [10 + Fraction(i, 10) for i in range(30)]
+    clip = make_video(tmp_path / "talk.mkv", times=times, audio=(0, 13)).resolve()
+    out = tmp_path / "f.h5"
+    run(clip, "-o", out, "--strict")
+    keys, _, failed = rows(out)
+    assert keys == [f"{clip}#t={t}.000" for t in range(3)] and failed == []
 
 
 def test_brace_patterns_name_shards(inputs, tmp_path):

@@ -369,20 +369,35 @@ def _sample(times: list[Fraction], fps: Fraction) -> list[int]:
 
 
 def _short(stream: av.video.stream.VideoStream, pts: list[int]) -> str | None:
-    """A reason if the stream holds clearly fewer frames than its container declares."""
+    """A reason if the stream holds clearly fewer frames than its container declares.
+
+    Containers declare where the stream ends, not how long it lasts from its first frame:
+    Matroska's per-track DURATION tag is its end time, and `duration` counts from
+    `start_time` (which FFmpeg fills with the container's when it found no video before
+    reading its timings: video behind a title or an audio track starting at 0). So the
+    last frame's own time is compared with that end, on the same clock; the tag goes
+    first, being the video track's own end where `duration` may be the whole file's.
+    """
     if stream.frames and len(pts) < stream.frames:
         return f"the container lists {stream.frames} frames"
-    duration = None
-    if stream.duration and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif m := re.fullmatch(r"(\d+):(\d+):([\d.]+)", stream.metadata.get("DURATION", "")):
-        duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
-    if duration is None or not stream.time_base:
+    base = stream.time_base
+    end = None
+    if m := re.fullmatch(r"(\d+):(\d+):([\d.]+)", _tag(stream, "DURATION")):
+        end = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+    elif stream.duration and base:
+        start = stream.start_time if stream.start_time is not None else pts[0]
+        end = float((start + stream.duration) * base)
+    if end is None or not base:
         return None
-    last = float((pts[-1] - pts[0]) * stream.time_base)
-    if last + _SHORT_BY < duration:
-        return f"the container declares {duration:.3f} s"
+    if float(pts[-1] * base) + _SHORT_BY < end:
+        return f"the container declares {end - float(pts[0] * base):.3f} s"
     return None
+
+
+def _tag(stream: av.video.stream.VideoStream, name: str) -> str:
+    """A metadata tag of the stream, whatever its case ("" if absent): Matroska stores
+    tags upper-cased (`ROTATE`, `DURATION`), MP4 as written, and FFmpeg finds either."""
+    return next((v for k, v in stream.metadata.items() if k.lower() == name.lower()), "")
 
 
 def _display_matrix(picture: av.VideoFrame) -> np.ndarray | None:
@@ -393,8 +408,9 @@ def _display_matrix(picture: av.VideoFrame) -> np.ndarray | None:
 
 
 def _legacy_rotation(stream: av.video.stream.VideoStream) -> int:
+    """The old `rotate` tag (clockwise degrees), which remuxed phone video still carries."""
     try:
-        return int(float(stream.metadata.get("rotate", 0)))
+        return int(float(_tag(stream, "rotate") or 0))
     except ValueError:
         return 0
 
