@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     )
     from sapiens2_cli.pipeline.extract import Interrupted
     from sapiens2_cli.pipeline.job import ExtractOptions, extract
-    from sapiens2_cli.pipeline.progress import Summary
+    from sapiens2_cli.pipeline.progress import ProgressStep, Summary
     from sapiens2_cli.writers import open_features
 
 _MODEL = "sapiens2_cli.model"
@@ -54,6 +54,7 @@ _LAZY = {
     "extract": "sapiens2_cli.pipeline.job",
     "ExtractOptions": "sapiens2_cli.pipeline.job",
     "Interrupted": "sapiens2_cli.pipeline.extract",
+    "ProgressStep": "sapiens2_cli.pipeline.progress",
     "Summary": "sapiens2_cli.pipeline.progress",
     "open_features": "sapiens2_cli.writers",
 }
@@ -72,6 +73,7 @@ __all__ = [
     "CheckpointInfo",
     "ExtractOptions",
     "Interrupted",
+    "ProgressStep",
     "Sapiens2Backbone",
     "Sapiens2Config",
     "Sapiens2Error",

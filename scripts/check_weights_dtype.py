@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sapiens2_cli.cli.options import parse_size
 from sapiens2_cli.device import resolve_device
 from sapiens2_cli.model import load_backbone
 from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.pipeline.forward import DeviceModel
 from sapiens2_cli.pipeline.sources import list_images
 from sapiens2_cli.pipeline.weights import resolve_weights
+from sapiens2_cli.values import parse_size
 
 MIN_COSINE = 0.999
 

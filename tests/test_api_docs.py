@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 DOC = Path(__file__).parents[1] / "docs" / "api.md"
@@ -26,3 +27,25 @@ def test_extract_example_runs_as_written(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "4 images done, 0 failed" in out and "4 (4, 2, 12, 32)" in out
     assert (tmp_path / "feats.h5").is_file()
+
+
+def test_every_extract_flag_is_the_keyword_of_the_same_name():
+    """Catches: keywords named apart from their flags (`video_fps` for --fps, `compile` for
+    --compile-mode), where docs/api.md says there is one keyword per flag."""
+    import click
+    import typer.main
+
+    from sapiens2_cli.cli import app
+    from sapiens2_cli.pipeline.job import ExtractOptions
+
+    command = typer.main.get_command(app).commands["extract"]
+    flags = {
+        p.opts[0].lstrip("-").replace("-", "_")
+        for p in command.params
+        if isinstance(p, click.Option) and p.opts[0].startswith("--") and p.name != "help"
+    }
+    cli_only = {"output", "strict", "json", "quiet"}  # the API's second argument, exit code, prints
+    assert flags - cli_only <= {f.name for f in fields(ExtractOptions)}
+    text = DOC.read_text()
+    for flag in sorted(cli_only):
+        assert f"`--{flag}`" in text, flag  # each difference said

@@ -11,13 +11,14 @@ import time
 
 import numpy as np
 import pytest
-from extract_helpers import FAST, extract, quiet_machine
+from extract_helpers import FAST, TINY, extract, quiet_machine
 from PIL import Image
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app, main
 from sapiens2_cli.model.zoo import ZOO_COST
 from sapiens2_cli.text import plural
+from sapiens2_cli.writers.base import OutputLock
 
 HEAVY = ("torch", "h5py", "PIL", "huggingface_hub")
 
@@ -196,3 +197,51 @@ def test_bare_command_shows_the_help_not_an_error(monkeypatch, capsys):
     assert code == 2
     assert "Usage:" in out + err and "extract" in out + err
     assert "error" not in err and not err.startswith("\n")
+
+
+def _refusal_imports(argv: list[str]) -> tuple[str, list[str]]:
+    """Run `sapiens2 ARGV` in a fresh interpreter: (its stderr, the HEAVY modules loaded)."""
+    code = (
+        "import sys\n"
+        "from sapiens2_cli.cli import main\n"
+        f"sys.argv = ['sapiens2', *{argv!r}]\n"
+        "try:\n    main()\n"
+        "except SystemExit as e:\n"
+        f"    print(e.code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
+    )
+    lines = _python(code).stderr.strip().splitlines()
+    code, loaded = lines[-1].split(" ", 1)
+    assert code == "2", lines
+    return "\n".join(lines[:-1]), eval(loaded)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--layout", "map", "--tokens", "cls"], "--layout map needs --tokens patch"),
+        (["--layers", "1,,2"], "not a list of block indices"),
+        (["--compile-mode", "max-autotune"], "applies with --compile"),
+        (["--size", "99999999999999999999x16"], "each side is at most 16384"),
+        (["--fps", "1", "--every-frame"], "give one"),
+        (["--tokens", "mean"], "different settings: --tokens"),  # OUT made with patch tokens
+        (["--lock"], "is being written by another run"),  # the test holds OUT's lock
+    ],
+)
+def test_refusals_that_need_no_weights_come_before_torch(tmp_path, monkeypatch, flags, message):
+    """Bug: torch (2+ s) was imported before any check, so a mistyped flag took 2-3 s and
+    'being written by another run' almost 5 s, where the docs promise it stops at once."""
+    out = tmp_path / "f.h5"
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
+    if flags == ["--tokens", "mean"]:
+        with quiet_machine(monkeypatch, tmp_path / "cache"):
+            assert extract(image, "-o", out, *FAST).exit_code == 0
+    lock = OutputLock(out) if flags == ["--lock"] else None
+    try:
+        argv = ["extract", str(image), "-o", str(out), "--checkpoint", str(TINY), "--size", "64x48"]
+        err, loaded = _refusal_imports([*argv, *[f for f in flags if f != "--lock"]])
+    finally:
+        if lock is not None:
+            lock.release()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert "torch" not in loaded

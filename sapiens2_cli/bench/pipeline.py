@@ -71,7 +71,8 @@ def time_extract(
             weights_dtype=precision_name(run.weights_dtype),
             batch_size=run.batch_size,
             workers=run.workers,
-            compile=run.compile,
+            compile=run.compile is not None,
+            compile_mode=run.compile,
             profile=run.profile,
         )
         summary = extract(list(images), Path(tmp) / "features.h5", options)

@@ -15,12 +15,11 @@ from sapiens2_cli.cli.options import (
     JsonOption,
     PrecisionOption,
     SizeOption,
-    parse_batch_size,
-    parse_size,
 )
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import Sapiens2Config, get_config
 from sapiens2_cli.text import plural
+from sapiens2_cli.values import parse_batch_size, parse_size
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -17,21 +16,7 @@ from sapiens2_cli.cli.options import (
     PrecisionOption,
     QuietOption,
     SizeOption,
-    parse_batch_size,
-    parse_size,
 )
-from sapiens2_cli.errors import Sapiens2Error
-
-
-def parse_layers(text: str) -> tuple[int, ...]:
-    """'-1' or '8,17' or '8 17' -> block indices (checked against the model later)."""
-    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise Sapiens2Error(
-            f"--layers {text!r} is not a list of block indices: write it like -1 or 8,17"
-        ) from None
 
 
 def extract_command(
@@ -200,11 +185,13 @@ def extract_command(
         ),
     ] = False,
     compile_mode: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="With --compile: default, reduce-overhead (adds CUDA graphs) or max-autotune."
+            help="With --compile: default (the default), reduce-overhead (adds CUDA graphs) "
+            "or max-autotune.",
+            show_default=False,
         ),
-    ] = "default",
+    ] = None,
     profile: Annotated[
         bool,
         typer.Option("--profile", help="Time each stage and show where the time went."),
@@ -251,20 +238,14 @@ def extract_command(
     --precision, --arch, --fps/--every-frame) are taken from OUT when it exists, so a
     resume needs only the inputs and -o.
     """
-    from sapiens2_cli.pipeline.extract import Interrupted
-    from sapiens2_cli.pipeline.job import ExtractOptions, extract
-
-    if every_frame and fps is not None:
-        raise Sapiens2Error("--fps and --every-frame both choose the frames: give one")
-    if fps is not None and not fps > 0:
-        raise Sapiens2Error(f"--fps {fps} must be a positive number, like 1 or 2.5")
+    from sapiens2_cli.pipeline.job import ExtractOptions, extract  # no torch yet: see there
 
     options = ExtractOptions(
         arch=arch,
         checkpoint=checkpoint,
-        size=parse_size(size) if size else None,
+        size=size,
         resize=resize,
-        layers=parse_layers(layers) if layers is not None else None,
+        layers=layers,
         tokens=tokens,
         layout=layout,
         dtype=dtype,
@@ -277,9 +258,10 @@ def extract_command(
         device=device,
         precision=precision,
         weights_dtype=weights_dtype,
-        batch_size=parse_batch_size(batch_size),
+        batch_size=batch_size,
         workers=workers,
-        compile=compile_mode if compile else None,
+        compile=compile,
+        compile_mode=compile_mode,
         profile=profile,
         shard=shard,
         merge=merge,
@@ -290,11 +272,16 @@ def extract_command(
         box_padding=box_padding,
         min_score=min_score,
         include_crowd=include_crowd,
-        video_fps=0.0 if every_frame else fps,
+        fps=fps,
+        every_frame=every_frame,
     )
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)
-    except Interrupted as stop:
+    except KeyboardInterrupt as stop:
+        from sapiens2_cli.pipeline.extract import Interrupted  # the loop's: loaded by now
+
+        if not isinstance(stop, Interrupted):
+            raise
         _report(stop.summary, as_json, quiet)
         typer.echo(
             f"interrupted: {stop.summary.rows} rows are safe in {stop.summary.output}; run "

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from sapiens2_cli.errors import Sapiens2Error
 
 ArchOption = Annotated[
     str,
@@ -45,22 +42,3 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout (logs stay on stderr).")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1024x768' -> (1024, 768); checks the form only (the model checks the multiple)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
-    if not match:
-        raise Sapiens2Error(f"--size {text!r} is not HxW: write it like 1024x768")
-    return int(match[1]), int(match[2])
-
-
-def parse_batch_size(text: str) -> int | None:
-    """A positive count, or None for auto (the largest that fits in GPU memory)."""
-    if text.strip().lower() == "auto":
-        return None
-    if not text.strip().isdigit():
-        raise Sapiens2Error(f"--batch-size {text!r} is neither a positive number nor auto")
-    if int(text) < 1:
-        raise Sapiens2Error(f"--batch-size must be at least 1 (or auto), not {int(text)}")
-    return int(text)

@@ -10,10 +10,8 @@ cuda:LOCAL_RANK.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar
@@ -23,6 +21,7 @@ import torch.distributed as dist
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.progress import Progress
+from sapiens2_cli.pipeline.ranks import Ranks
 
 T = TypeVar("T")
 #: How long a rank waits in a collective: rank 0 may list millions of files on a network
@@ -30,57 +29,6 @@ T = TypeVar("T")
 #: torchrun stops the other ranks.
 TIMEOUT = timedelta(hours=6)
 POLL_S = 0.5  # how often rank 0 refreshes the total while it waits for the others
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in a torchrun job (one rank of one outside torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Ranks:
-        """RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them."""
-        if "WORLD_SIZE" not in environ:
-            return cls()
-        try:
-            world = int(environ["WORLD_SIZE"])
-            rank = int(environ.get("RANK", "0"))
-            local_rank = int(environ.get("LOCAL_RANK", rank))
-        except ValueError:
-            raise Sapiens2Error(
-                "RANK, WORLD_SIZE and LOCAL_RANK must be integers: launch with torchrun, "
-                "or unset them"
-            ) from None
-        if not 0 <= rank < world or local_rank < 0:
-            raise Sapiens2Error(
-                f"RANK {rank} does not fit WORLD_SIZE {world}: launch with torchrun, or unset them"
-            )
-        return cls(rank, world, local_rank)
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    def pin(self, device: torch.device) -> torch.device:
-        """Under torchrun, a CUDA device becomes this rank's GPU, cuda:LOCAL_RANK."""
-        if not self.distributed or device.type != "cuda":
-            return device
-        if device.index is not None:
-            raise Sapiens2Error(
-                f"--device {device} under torchrun: each rank uses cuda:LOCAL_RANK, so pass "
-                "--device cuda (or auto); choose GPUs with CUDA_VISIBLE_DEVICES"
-            )
-        visible = torch.cuda.device_count()
-        if self.local_rank >= visible:
-            raise Sapiens2Error(
-                f"LOCAL_RANK {self.local_rank} has no GPU ({visible} visible): start at most "
-                f"{visible} processes per node (--nproc-per-node)"
-            )
-        torch.cuda.set_device(self.local_rank)
-        return torch.device("cuda", self.local_rank)
 
 
 class RankGroup:

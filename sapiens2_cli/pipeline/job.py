@@ -3,25 +3,31 @@
 Order matters, so that nothing is lost and nothing heavy starts before a mistake is found:
 
 1. options are parsed and checked against each other (no files, no weights);
-2. OUT is checked: it must be this tool's output (or absent), and a resume must agree
-   with the settings it records, for every setting that needs no weights; settings not
-   given are taken from OUT;
-3. the inputs are listed (rank 0 under torchrun);
-4. the weights are resolved (downloaded, hashed) and the rest is checked against them;
-5. only then is OUT created, resumed or (with `overwrite`) replaced, and the work runs.
+2. OUT is checked: it must be this tool's output (or absent) and not being written by
+   another run, and a resume must agree with the settings it records, for every setting
+   that needs neither the device nor the weights; settings not given are taken from OUT;
+3. the device is chosen, and the precision checked against it and OUT;
+4. the inputs are listed (rank 0 under torchrun), and a resume's box file checked;
+5. the weights are resolved (downloaded, hashed) and the rest is checked against them;
+6. only then is OUT created, resumed or (with `overwrite`) replaced, and the work runs.
+
+Steps 1 and 2 run before torch is imported, which takes seconds: a mistake they find is
+reported at once. So this module imports what needs torch in the functions that use it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 
 from sapiens2_cli import __version__
 from sapiens2_cli.choices import (
@@ -35,33 +41,28 @@ from sapiens2_cli.choices import (
     StorageDtype,
     TokenMode,
 )
-from sapiens2_cli.device import (
-    PRECISION_DTYPES,
-    precision_name,
-    resolve_device,
-    resolve_precision,
-    resolve_weights_dtype,
-)
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS, PIXEL_MEAN, PIXEL_STD
-from sapiens2_cli.model.backbone import resolve_layers
-from sapiens2_cli.pipeline.distributed import RankGroup, Ranks
-from sapiens2_cli.pipeline.extract import (
-    Extraction,
-    FeatureSpec,
-    OutputSpec,
-    RunOptions,
-)
-from sapiens2_cli.pipeline.forward import select_tokens
 from sapiens2_cli.pipeline.items import Preprocess
-from sapiens2_cli.pipeline.parts import PartJob
-from sapiens2_cli.pipeline.progress import Progress, Summary
+from sapiens2_cli.pipeline.ranks import Ranks
 from sapiens2_cli.pipeline.sources import Listing, Source, default_sources, expand, list_files
-from sapiens2_cli.pipeline.weights import Weights, checkpoint_sha256, resolve_weights
 from sapiens2_cli.settings import OutputSettings, difference
+from sapiens2_cli.values import parse_batch_size, parse_layers, parse_size
 from sapiens2_cli.writers import check_output_path, existing_settings, infer_format, open_writer
-from sapiens2_cli.writers.base import FORMAT_VERSION
+from sapiens2_cli.writers.base import FORMAT_VERSION, OutputLock, lock_path
 from sapiens2_cli.writers.parts import Part, parse_shard
+from sapiens2_cli.writers.reader import detect_format, is_output
+
+if TYPE_CHECKING:
+    import torch
+
+    from sapiens2_cli.pipeline.distributed import RankGroup
+    from sapiens2_cli.pipeline.extract import Extraction
+    from sapiens2_cli.pipeline.parts import PartJob
+    from sapiens2_cli.pipeline.progress import Progress, ProgressStep, Summary
+    from sapiens2_cli.pipeline.weights import Weights
+
+log = logging.getLogger(__name__)
 
 #: Defaults of the settings that, when not given, come from OUT on a resume.
 DEFAULTS = {
@@ -78,7 +79,8 @@ DEFAULTS = {
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """Every option of `sapiens2 extract` (docs/cli.md). Choices accept their text.
+    """Every option of `sapiens2 extract` (docs/cli.md), one field per flag, named after it.
+    Choices, `size`, `layers` and `batch_size` also accept the CLI's text.
 
     Settings left None take, on a resume, the value OUT records, and otherwise the
     default in DEFAULTS; `size` defaults to the checkpoint's training size.
@@ -88,9 +90,9 @@ class ExtractOptions:
     arch: str | None = None
     checkpoint: Path | None = None
     # what to compute and keep
-    size: tuple[int, int] | None = None  # (H, W)
+    size: tuple[int, int] | str | None = None  # (H, W) or "HxW"
     resize: ResizeMode | None = None
-    layers: tuple[int, ...] | None = None  # block indices; negative count from the end
+    layers: tuple[int, ...] | int | str | None = None  # block indices; negative from the end
     tokens: TokenMode | None = None
     layout: Layout | None = None
     dtype: StorageDtype | None = None
@@ -105,9 +107,10 @@ class ExtractOptions:
     device: str = "auto"
     precision: Precision = Precision.AUTO
     weights_dtype: str = "auto"
-    batch_size: int | None = 8  # None: auto
+    batch_size: int | str | None = 8  # None or "auto": the largest that fits
     workers: int | None = None
-    compile: CompileMode | None = None
+    compile: bool = False
+    compile_mode: CompileMode | None = None  # with compile; default "default"
     profile: bool = False
     # splitting: --shard I/N, and how torchrun's rank 0 joins the parts
     shard: Part | None = None
@@ -116,8 +119,9 @@ class ExtractOptions:
     files_from: tuple[Path, ...] = ()
     hidden: bool = False
     null: bool = False
-    # videos: frames kept per second (0: every frame; default 1, or OUT's on a resume)
-    video_fps: float | None = None
+    # videos: frames kept per second (default 1, or OUT's on a resume), or every frame
+    fps: float | None = None
+    every_frame: bool = False
     # person crops: one row per box of a box file (pipeline/crop.py), INPUT its image folder
     boxes: Path | None = None
     box_padding: float | None = None  # default 1.25, or OUT's on a resume
@@ -136,7 +140,7 @@ class ExtractOptions:
             "format": (OutputFormat, "--format"),
             "compression": (Compression, "--compression"),
             "precision": (Precision, "--precision"),
-            "compile": (CompileMode, "--compile-mode"),
+            "compile_mode": (CompileMode, "--compile-mode"),
             "merge": (MergeMode, "--merge"),
         }
         for name, (choice, flag) in parse.items():
@@ -146,26 +150,45 @@ class ExtractOptions:
         if isinstance(self.shard, str):
             object.__setattr__(self, "shard", parse_shard(self.shard))
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
-            if not self.layers:
-                raise Sapiens2Error("--layers is empty: give block indices such as -1 or 8,17")
+            object.__setattr__(self, "layers", parse_layers(self.layers))
         if self.size is not None:
-            object.__setattr__(self, "size", tuple(self.size))
-        object.__setattr__(self, "files_from", tuple(self.files_from))
+            object.__setattr__(self, "size", parse_size(self.size))
+        object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))
+        files_from = self.files_from
+        if isinstance(files_from, (str, os.PathLike)):
+            files_from = (files_from,)
+        object.__setattr__(self, "files_from", tuple(Path(f) for f in files_from))
         for flag, value, least in (
             ("--rows-per-shard", self.rows_per_shard, 1),
-            ("--batch-size", self.batch_size, 1),
             ("--workers", self.workers, 0),
         ):
-            if value is not None and value < least:
-                raise Sapiens2Error(f"{flag} must be at least {least}, not {value}")
-        if self.video_fps is not None and not (0 <= self.video_fps < math.inf):
-            raise Sapiens2Error(f"--fps {self.video_fps} must be a positive number, like 1 or 2.5")
+            if value is not None and not (isinstance(value, int) and value >= least):
+                raise Sapiens2Error(
+                    f"{flag} must be a whole number of at least {least}, not {value!r}"
+                )
+        if self.fps is not None:
+            if self.every_frame:
+                raise Sapiens2Error("--fps and --every-frame both choose the frames: give one")
+            if not (isinstance(self.fps, (int, float)) and 0 < self.fps < math.inf):
+                raise Sapiens2Error(
+                    f"--fps {self.fps!r} must be a positive number, like 1 or 2.5 "
+                    "(--every-frame keeps them all)"
+                )
+        if self.compile_mode is not None and not self.compile:
+            raise Sapiens2Error(
+                f"--compile-mode {self.compile_mode} applies with --compile: add --compile, "
+                "or drop --compile-mode"
+            )
         tokens, layout = self.tokens or DEFAULTS["tokens"], self.layout or DEFAULTS["layout"]
         if layout == Layout.MAP and tokens != TokenMode.PATCH:
             raise Sapiens2Error(
                 f"--layout map needs --tokens patch (the {tokens} tokens are not a grid)"
             )
+
+    @property
+    def video_fps(self) -> float | None:
+        """Video frames kept per second, as OUT records it (0: every frame); None if not given."""
+        return 0.0 if self.every_frame else self.fps
 
     def source_list(self) -> list[Source]:
         from sapiens2_cli.pipeline.tar import TarSource
@@ -176,25 +199,39 @@ class ExtractOptions:
 
 
 def extract(
-    inputs: Sequence[str | Path],
+    inputs: Sequence[str | Path] | str | Path,
     output: str | Path,
     options: ExtractOptions | None = None,
     *,
-    progress: bool | Callable[[int, int], None] = False,
+    progress: bool | Callable[[ProgressStep], None] = False,
     stdin: BinaryIO | None = None,
     **overrides: object,
 ) -> Summary | None:
     """Extract features of every input into `output` (an .h5 file or an npy folder);
     calling it again with the same arguments resumes. Returns what the run did.
 
-    `options` and/or keyword overrides are ExtractOptions fields (`arch="0.4b"`,
-    `layers=(8, -1)`, ...). `progress`: True draws a bar on stderr; a function gets
-    (rows done, failures) after each batch; False is silent. On Ctrl-C, the output is
-    closed with everything committed and `Interrupted` (a KeyboardInterrupt carrying the
-    summary so far) is raised. Under torchrun, ranks other than 0 return None (rank 0's
-    summary covers them all). Problems with the inputs, options, weights or OUT raise
-    Sapiens2Error before any work, with one line saying what to do.
+    `inputs`: paths, or one path. `options` and/or keyword overrides are ExtractOptions
+    fields (`arch="0.4b"`, `layers=(8, -1)`, ...). `progress`: True draws a bar on stderr;
+    a function gets a ProgressStep (this batch's rows and failures, the run's so far and
+    its total) after each batch; False is silent. On Ctrl-C, the output is closed with
+    everything committed and `Interrupted` (a KeyboardInterrupt carrying the summary so
+    far) is raised. Under torchrun, ranks other than 0 return None (rank 0's summary covers
+    them all). Problems with the inputs, options, weights or OUT raise Sapiens2Error before
+    any work, with one line saying what to do.
     """
+    unknown = sorted(set(overrides) - {f.name for f in fields(ExtractOptions)})
+    if unknown:
+        raise Sapiens2Error(
+            f"extract() has no option {unknown[0]!r}: the options are the fields of "
+            "ExtractOptions, one per flag of `sapiens2 extract` (docs/api.md)"
+        )
+    if isinstance(stdin, io.TextIOBase):
+        raise Sapiens2Error(
+            "stdin is a text stream: pass a binary one (sys.stdin.buffer, open(path, 'rb'), "
+            "io.BytesIO), since paths are read as bytes"
+        )
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     opts = replace(options or ExtractOptions(), **overrides)
     return _Job(opts, [str(p) for p in inputs], Path(output), stdin).run(progress)
 
@@ -207,19 +244,32 @@ class _Job:
     ) -> None:
         self.opts, self.inputs, self.output, self.stdin = opts, inputs, output, stdin
 
-    def run(self, progress: bool | Callable[[int, int], None]) -> Summary | None:
+    def run(self, progress: bool | Callable[[ProgressStep], None]) -> Summary | None:
         from sapiens2_cli.pipeline.tar import expand_patterns
 
         opts = self.opts
         self.inputs = expand_patterns(self.inputs)  # shards/{00000..00099}.tar
         _check_box_options(opts)
-        fmt = infer_format(self.output, opts.format)
+        fmt = infer_format(self.output, opts.format or _output_format(self.output))
         if opts.compression is not None and fmt != OutputFormat.H5:
             raise Sapiens2Error("--compression applies to HDF5 output only: drop it or use -o x.h5")
         if opts.rows_per_shard is not None and fmt != OutputFormat.NPY:
             raise Sapiens2Error("--rows-per-shard applies to npy output only: drop it")
         ranks = Ranks.from_env()
+        part = ranks.part(opts.shard)
+        path = self.output if part is None else part.path(self.output, fmt)  # what we write
+        check_output_path(path, fmt, opts.overwrite)
+        existing = None if opts.overwrite else existing_settings(path)
+        opts = _settle(opts, existing)
+        _check_not_busy(path)
+        # Every check that needs neither torch nor the inputs has passed: torch from here.
+        from sapiens2_cli.device import resolve_device
+        from sapiens2_cli.pipeline.distributed import RankGroup
+        from sapiens2_cli.pipeline.extract import OutputSpec
+        from sapiens2_cli.pipeline.parts import PartJob
+
         device = ranks.pin(resolve_device(opts.device))
+        opts = _settle_precision(opts, existing, device)
         out = OutputSpec(
             self.output,
             fmt,
@@ -230,9 +280,6 @@ class _Job:
         )
         with RankGroup(ranks, device) as group:
             job = PartJob.plan(group, out, opts.shard, opts.merge)
-            check_output_path(job.output.path, fmt, opts.overwrite)
-            existing = None if opts.overwrite else existing_settings(job.output.path)
-            opts = _settle(opts, existing, device)
             if opts.boxes is None:
                 sources = opts.source_list()
                 listing = Listing(
@@ -257,6 +304,18 @@ class _Job:
         if self.stdin is not None:
             return self.stdin
         return sys.stdin.buffer if sys.stdin is not None and "-" in self.inputs else None
+
+
+def _output_format(path: Path) -> OutputFormat | None:
+    """The format of the output at `path`, which a resume keeps; None when there is none."""
+    return detect_format(path) if is_output(path) else None
+
+
+def _check_not_busy(path: Path) -> None:
+    """Refuse now, before torch and the weights load, to write what another run is writing
+    (open_writer takes the lock that guarantees it; this only asks early)."""
+    if lock_path(path).exists():
+        OutputLock(path).release()
 
 
 def _check_box_options(opts: ExtractOptions) -> None:
@@ -301,9 +360,9 @@ def _check_boxes_resume(existing: dict | None, sources: list[Source], output: Pa
         )
 
 
-def _settle(opts: ExtractOptions, existing: dict | None, device: torch.device) -> ExtractOptions:
+def _settle(opts: ExtractOptions, existing: dict | None) -> ExtractOptions:
     """Settings not given taken from OUT (resume) or the defaults; given ones checked
-    against OUT wherever no weights are needed for it."""
+    against OUT wherever neither the device nor the weights are needed for it."""
     existing = existing or {}
     given = {}
     for name, default in DEFAULTS.items():
@@ -313,22 +372,11 @@ def _settle(opts: ExtractOptions, existing: dict | None, device: torch.device) -
             value = tuple(value) if name == "layers" else value
         else:
             given[name] = value
-        opts = replace(opts, **{name: value})
+        opts = replace(opts, **_fields(name, value))
     if opts.size is None and "image_size" in existing:
         opts = replace(opts, size=tuple(existing["image_size"]))
     elif opts.size is not None:
         given["image_size"] = list(opts.size)
-    precision = opts.precision
-    if precision == Precision.AUTO and "precision" in existing:
-        precision = Precision.parse(existing["precision"], "--precision")
-    compute = resolve_precision(precision.value, device)
-    given["precision"] = precision_name(compute)
-    weights = opts.weights_dtype
-    if weights.strip().lower() == "auto" and "weights_dtype" in existing:
-        weights = existing["weights_dtype"]
-    given["weights_dtype"] = precision_name(resolve_weights_dtype(weights, compute))
-    opts = replace(opts, precision=Precision.parse(given["precision"], "--precision"))
-    opts = replace(opts, weights_dtype=given["weights_dtype"])
     if opts.arch is None and opts.checkpoint is None and existing:
         if existing.get("arch") not in ARCHS:
             raise Sapiens2Error(
@@ -338,16 +386,60 @@ def _settle(opts: ExtractOptions, existing: dict | None, device: torch.device) -
         opts = replace(opts, arch=existing["arch"])
     elif opts.arch is not None and existing.get("arch") not in (None, "custom"):
         given["arch"] = opts.arch
-    if existing:
-        wanted = {k: v for k, v in given.items() if k != "layers"}  # layers: after weights
-        differs = difference(existing, {k: _plain(v) for k, v in wanted.items()}, wanted)
-        if differs:
-            raise Sapiens2Error(
-                f"the output was made with different settings: {differs}; rerun with the "
-                "same settings to resume (or leave them out to take OUT's), or pass "
-                "--overwrite to start again"
-            )
+    _check_resume(existing, {k: v for k, v in given.items() if k != "layers"})  # layers: later
     return opts
+
+
+def _fields(name: str, value: object) -> dict[str, object]:
+    """The ExtractOptions fields that hold setting `name`: video_fps is two flags."""
+    if name == "video_fps":
+        return {"fps": value or None, "every_frame": value == 0}
+    return {name: value}
+
+
+def _settle_precision(
+    opts: ExtractOptions, existing: dict | None, device: torch.device
+) -> ExtractOptions:
+    """The compute and weights dtypes on `device`: `auto` takes OUT's on a resume, as the
+    other settings do (and says so where a new output would get another); given ones are
+    checked against OUT."""
+    from sapiens2_cli.device import precision_name, resolve_precision, resolve_weights_dtype
+
+    existing = existing or {}
+    precision = opts.precision
+    if precision == Precision.AUTO and "precision" in existing:
+        precision = Precision.parse(existing["precision"], "--precision")
+        here = precision_name(resolve_precision(Precision.AUTO.value, device))
+        if precision != here:
+            log.warning(
+                "--precision auto: resuming with %s, the precision OUT was made with "
+                "(%s on this machine for a new output)",
+                precision,
+                here,
+            )
+    compute = resolve_precision(precision.value, device)
+    weights = opts.weights_dtype
+    if weights.strip().lower() == "auto" and "weights_dtype" in existing:
+        weights = existing["weights_dtype"]
+    given = {
+        "precision": precision_name(compute),
+        "weights_dtype": precision_name(resolve_weights_dtype(weights, compute)),
+    }
+    _check_resume(existing, given)
+    return replace(opts, **given)
+
+
+def _check_resume(existing: dict, given: dict[str, object]) -> None:
+    """Refuse a resume whose given settings differ from those OUT records."""
+    if not existing:
+        return
+    differs = difference(existing, {k: _plain(v) for k, v in given.items()}, given)
+    if differs:
+        raise Sapiens2Error(
+            f"the output was made with different settings: {differs}; rerun with the "
+            "same settings to resume (or leave them out to take OUT's), or pass "
+            "--overwrite to start again"
+        )
 
 
 def _plain(value: object) -> object:
@@ -361,6 +453,8 @@ def _resolve_and_hash(opts: ExtractOptions) -> Weights:
     """Under torchrun, rank 0 alone downloads and hashes the weights; the other ranks on its
     machine (or sharing its cache folder) then read the sha256 from the hash cache instead
     of hashing the same file at the same time."""
+    from sapiens2_cli.pipeline.weights import checkpoint_sha256, resolve_weights
+
     weights = resolve_weights(opts.arch, opts.checkpoint)
     checkpoint_sha256(weights.path)
     return weights
@@ -368,6 +462,8 @@ def _resolve_and_hash(opts: ExtractOptions) -> Weights:
 
 def _layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
     """The model's block indices, each kept once (a row holds each block once)."""
+    from sapiens2_cli.model.backbone import resolve_layers
+
     resolved = resolve_layers(layers, num_layers)
     if len(set(resolved)) != len(resolved):
         raise Sapiens2Error(f"--layers names a block twice ({list(layers)}): list each once")
@@ -385,6 +481,13 @@ def _prepare(
 ) -> Extraction:
     """Check the rest against the weights, expand this part's files into items, and open
     OUT (new, resumed or replaced): the first step that writes anything."""
+    import torch
+
+    from sapiens2_cli.device import PRECISION_DTYPES
+    from sapiens2_cli.pipeline.extract import Extraction, FeatureSpec, RunOptions
+    from sapiens2_cli.pipeline.forward import select_tokens
+    from sapiens2_cli.pipeline.weights import checkpoint_sha256
+
     config = weights.info.config
     size = opts.size or config.image_size
     config.check_image_size(*size)
@@ -456,7 +559,7 @@ def _prepare(
         batch_size=opts.batch_size,
         workers=opts.workers,
         weights_dtype=PRECISION_DTYPES[opts.weights_dtype],
-        compile=opts.compile,
+        compile=(opts.compile_mode or CompileMode.DEFAULT) if opts.compile else None,
         profile=opts.profile,
     )
     skipped = len(expansion.items) - len(pending)
@@ -475,20 +578,10 @@ def _prepare(
 
 
 def _progress(
-    group: RankGroup, pending: int, progress: bool | Callable[[int, int], None]
+    group: RankGroup, pending: int, progress: bool | Callable[[ProgressStep], None]
 ) -> Progress:
     if callable(progress):
+        from sapiens2_cli.pipeline.progress import CallbackProgress
+
         return CallbackProgress(pending, progress)
     return group.progress(pending, bool(progress))
-
-
-class CallbackProgress(Progress):
-    """Progress reported to a function of (rows done, failures) instead of a bar."""
-
-    def __init__(self, total: int, report: Callable[[int, int], None]) -> None:
-        super().__init__(total, enabled=False)
-        self._report = report
-
-    def update(self, done: int, failed: int) -> None:
-        super().update(done, failed)
-        self._report(done, failed)

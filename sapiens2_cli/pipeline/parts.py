@@ -36,16 +36,11 @@ class PartJob:
     def plan(
         cls, group: RankGroup, out: OutputSpec, shard: Part | None, merge: MergeMode
     ) -> PartJob:
-        """This process's part: its --shard, its torchrun rank's, or both nested (rank r of
-        W in shard i of N writes part i*W + r of N*W); checks what lies beside OUT."""
-        ranks = group.ranks
-        part = shard
-        if ranks.distributed:
-            outer = shard or Part(0, 1)
-            part = Part(outer.index * ranks.world + ranks.rank, outer.count * ranks.world)
+        """This process's part (`Ranks.part`); checks what lies beside OUT."""
+        part = group.ranks.part(shard)
         if part is None:
             return cls(group, out, out, None, merge, joins=False)
-        joins = ranks.distributed and shard is None
+        joins = group.ranks.distributed and shard is None
         check_split(out.path, part.count, out.overwrite, remove=False)
         if joins:
             check_output_path(out.path, out.format, out.overwrite)

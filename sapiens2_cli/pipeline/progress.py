@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
@@ -89,3 +90,28 @@ class Progress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+@dataclass(frozen=True)
+class ProgressStep:
+    """What a progress function gets after each batch: this batch's counts (to add to a bar)
+    and the run's so far with its total (to draw one)."""
+
+    rows: int  # rows this batch wrote
+    failed: int  # items of this batch that failed
+    done: int  # items this run has processed so far, rows and failures
+    total: int  # items this run processes (those already in OUT are not counted)
+
+
+class CallbackProgress(Progress):
+    """Progress reported to a function of a ProgressStep instead of a bar."""
+
+    def __init__(self, total: int, report: Callable[[ProgressStep], None]) -> None:
+        super().__init__(total, enabled=False)
+        self._report = report
+        self._total, self._done = total, 0
+
+    def update(self, done: int, failed: int) -> None:
+        super().update(done, failed)
+        self._done += done + failed
+        self._report(ProgressStep(done, failed, self._done, self._total))
