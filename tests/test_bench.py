@@ -52,6 +52,8 @@ def test_bench_json_has_every_figure_and_the_environment():
         "1",
         "--device",
         "cpu",
+        "--precision",
+        "fp32",  # auto is bf16 on CPUs with native bf16
     )
     assert report.keys() >= TIMING_KEYS
     assert report["environment"].keys() >= ENVIRONMENT_KEYS
