@@ -7,13 +7,8 @@ from pathlib import Path
 
 import torch
 
+from sapiens2_cli.choices import Precision
 from sapiens2_cli.errors import Sapiens2Error
-
-PRECISION_DTYPES: dict[str, torch.dtype] = {
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp32": torch.float32,
-}
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -60,23 +55,21 @@ def cpu_bf16_feature(flags: set[str] | None = None) -> str | None:
     return next((f for f in CPU_BF16_FLAGS if f in flags), None)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: 'auto' is bf16 on GPUs that support it, fp16 on older GPUs, and on
-    CPUs bf16 where they have native bf16 instructions (`cpu_bf16_feature`), else fp32."""
-    precision = precision.strip().lower()
-    if precision == "auto":
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    """The compute precision: 'auto' is bf16 on GPUs that support it, fp16 on older GPUs,
+    and on CPUs bf16 where they have native bf16 instructions (`cpu_bf16_feature`), else
+    fp32."""
+    if precision == Precision.AUTO:
         if device.type == "cpu":
-            return torch.bfloat16 if cpu_bf16_feature() else torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision not in PRECISION_DTYPES:
-        raise Sapiens2Error(f"unknown precision '{precision}': use auto, bf16, fp16 or fp32")
-    if precision == "fp16" and device.type == "cpu":
+            return Precision.BF16 if cpu_bf16_feature() else Precision.FP32
+        return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+    if precision == Precision.FP16 and device.type == "cpu":
         raise Sapiens2Error("--precision fp16 is not supported on the CPU: use bf16 or fp32")
-    return PRECISION_DTYPES[precision]
+    return precision
 
 
-def resolve_weights_dtype(spec: str, precision: torch.dtype) -> torch.dtype:
-    """Dtype the weights are loaded in, for compute dtype `precision`.
+def resolve_weights_dtype(spec: Precision, precision: Precision) -> Precision:
+    """The dtype the weights are loaded in, for the resolved compute `precision`.
 
     'auto' is bf16 when computing in bf16: half the memory of float32 weights and no
     per-step cast under autocast, with features within the tolerance held for it (cosine
@@ -84,22 +77,14 @@ def resolve_weights_dtype(spec: str, precision: torch.dtype) -> torch.dtype:
     (fp16 weights would also put the residual stream in fp16, where it can overflow).
     An explicit dtype must be float32 or the compute dtype.
     """
-    spec = spec.strip().lower()
-    if spec == "auto":
-        return torch.bfloat16 if precision == torch.bfloat16 else torch.float32
-    if spec not in PRECISION_DTYPES:
-        raise Sapiens2Error(f"unknown weights dtype '{spec}': use auto, fp32, bf16 or fp16")
-    dtype = PRECISION_DTYPES[spec]
-    if dtype not in (torch.float32, precision):
+    if spec == Precision.AUTO:
+        return Precision.BF16 if precision == Precision.BF16 else Precision.FP32
+    if spec not in (Precision.FP32, precision):
         raise Sapiens2Error(
-            f"--weights-dtype {spec} with --precision {precision_name(precision)}: weights are "
+            f"--weights-dtype {spec} with --precision {precision}: weights are "
             "float32 or in the compute precision; use --weights-dtype fp32 or auto"
         )
-    return dtype
-
-
-def precision_name(dtype: torch.dtype) -> str:
-    return next(name for name, d in PRECISION_DTYPES.items() if d == dtype)
+    return spec
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

@@ -34,7 +34,8 @@ from PIL import Image
 
 from sapiens2_cli.bench import environment
 from sapiens2_cli.bench.pipeline import random_checkpoint, time_extract
-from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
+from sapiens2_cli.choices import Precision
+from sapiens2_cli.device import resolve_device, resolve_precision
 from sapiens2_cli.model import get_config, inspect_checkpoint, load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.extract import RunOptions
 from sapiens2_cli.pipeline.sources import list_images
@@ -82,15 +83,18 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    weights_dtype = resolve_precision(args.weights_dtype, device)
+    precision = resolve_precision(Precision.parse(args.precision, "--precision"), device)
+    weights = Precision.parse(args.weights_dtype, "--weights-dtype")
+    weights_dtype = resolve_precision(weights, device)
     images = list_images([str(args.folder)])[: args.limit]
     config = (
         inspect_checkpoint(args.checkpoint).config if args.checkpoint else get_config(args.arch)
     )
     size = parse_size(args.size) if args.size else config.image_size
     batch = parse_batch_size(args.batch_size)
-    run = RunOptions(device, precision, batch, args.workers, weights_dtype, args.compile)
+    run = RunOptions(
+        device, precision.torch, batch, args.workers, weights_dtype.torch, args.compile
+    )
     with contextlib.ExitStack() as stack:
         checkpoint = args.checkpoint or stack.enter_context(random_checkpoint(config))
         print(f"tool: extract pipeline on {len(images)} images", file=sys.stderr)
@@ -101,8 +105,7 @@ def main() -> None:
         "arch": config.name,
         "checkpoint": str(args.checkpoint) if args.checkpoint else "random weights",
         "image_size": list(size),
-        "tool": tool
-        | {"precision": precision_name(precision), "weights_dtype": precision_name(weights_dtype)},
+        "tool": tool | {"precision": precision.value, "weights_dtype": weights_dtype.value},
         "upstream_style": loop | {"precision": "fp32", "batch_size": 1},
         "ratio": tool["images_per_s"] / loop["images_per_s"],
         "steady_ratio": tool["steady_images_per_s"] / loop["images_per_s"],

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sapiens2_cli.choices import Layout, StorageDtype, TokenMode
 from sapiens2_cli.device import resolve_device
 from sapiens2_cli.model import load_backbone
 from sapiens2_cli.pipeline.decode import decode_image
@@ -45,9 +46,9 @@ def features(
     stage = DeviceModel(
         model,
         layers=layers,
-        tokens="patch",
-        layout="tokens",
-        dtype="float32",
+        tokens=TokenMode.PATCH,
+        layout=Layout.TOKENS,
+        dtype=StorageDtype.FLOAT32,
         grid=grid,
         device=device,
         precision=dtype,

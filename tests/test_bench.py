@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
 from sapiens2_cli.bench import count_cost, peak_tflops, time_forward
 from sapiens2_cli.bench.pipeline import time_pipeline
+from sapiens2_cli.choices import Precision, StorageDtype
 from sapiens2_cli.cli import app
 from sapiens2_cli.model import get_config
 
@@ -92,7 +93,7 @@ def test_human_output_states_the_flop_convention():
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--batch-size", "many"], "neither a positive number nor auto"),
         (["--size", "100x100"], "not a positive multiple of 16"),
-        (["--precision", "fp8"], "unknown precision"),
+        (["--precision", "fp8"], "unknown --precision"),
     ],
 )
 def test_bad_flags_are_fix_it_errors(args, message):
@@ -113,7 +114,7 @@ def test_auto_batch_size_is_one_on_cpu():
         layers=(-1,),
         tokens="patch",
         layout="tokens",
-        dtype="float16",
+        dtype=StorageDtype.FLOAT16,
         grid=(2, 2),
         device=torch.device("cpu"),
         precision=torch.float32,
@@ -140,23 +141,23 @@ def test_compile_time_is_reported_apart():
 
 
 @pytest.mark.parametrize(
-    ("name", "dtype", "peak"),
+    ("name", "precision", "peak"),
     [
-        ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.4),
-        ("NVIDIA H100 PCIe", torch.float16, 756.5),
-        ("NVIDIA H200", torch.bfloat16, 989.4),
-        ("NVIDIA A100-SXM4-80GB", torch.float32, 19.5),
-        ("NVIDIA L40S", torch.bfloat16, 362.05),
-        ("NVIDIA L4", torch.bfloat16, 121.0),
-        ("NVIDIA A10", torch.bfloat16, 125.0),
-        ("NVIDIA A10G", torch.bfloat16, None),
-        ("NVIDIA GeForce RTX 4090", torch.bfloat16, 165.2),
-        ("Tesla T4", torch.bfloat16, None),
-        ("AMD EPYC", torch.float32, None),
+        ("NVIDIA H100 80GB HBM3", Precision.BF16, 989.4),
+        ("NVIDIA H100 PCIe", Precision.FP16, 756.5),
+        ("NVIDIA H200", Precision.BF16, 989.4),
+        ("NVIDIA A100-SXM4-80GB", Precision.FP32, 19.5),
+        ("NVIDIA L40S", Precision.BF16, 362.05),
+        ("NVIDIA L4", Precision.BF16, 121.0),
+        ("NVIDIA A10", Precision.BF16, 125.0),
+        ("NVIDIA A10G", Precision.BF16, None),
+        ("NVIDIA GeForce RTX 4090", Precision.BF16, 165.2),
+        ("Tesla T4", Precision.BF16, None),
+        ("AMD EPYC", Precision.FP32, None),
     ],
 )
-def test_peak_table(name, dtype, peak):
-    assert peak_tflops(name, dtype) == peak
+def test_peak_table(name, precision, peak):
+    assert peak_tflops(name, precision) == peak
 
 
 def test_archs_json_lists_the_zoo():

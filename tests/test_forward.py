@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from extract_helpers import FAST, TINY, extract, quiet_machine
 from hostile_corpus import DATA
 
+from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
@@ -49,7 +50,12 @@ def _photos(size=SIZE) -> torch.Tensor:
 def _device_model(
     model, batch_size: int, device="cpu", precision=torch.float32, grid=GRID, **kw
 ) -> DeviceModel:
-    options = {"layers": (8, 17), "tokens": "patch", "layout": "tokens", "dtype": "float32"}
+    options = {
+        "layers": (8, 17),
+        "tokens": "patch",
+        "layout": "tokens",
+        "dtype": StorageDtype.FLOAT32,
+    }
     return DeviceModel(
         model,
         **(options | kw),
@@ -105,16 +111,16 @@ def test_token_selection_keeps_the_compute_dtype():
 
 
 def test_float16_overflow_and_nan_are_errors_naming_the_fix():
-    stored, peak = to_storage(torch.tensor([[1.0, 7e4]]), "float16")
+    stored, peak = to_storage(torch.tensor([[1.0, 7e4]]), StorageDtype.FLOAT16)
     assert stored.dtype == torch.float16
     assert peak.item() == 7e4
     with pytest.raises(Sapiens2Error, match="--dtype float32"):
-        check_range(peak.item(), "float16")
-    check_range(peak.item(), "float32")
+        check_range(peak.item(), StorageDtype.FLOAT16)
+    check_range(peak.item(), StorageDtype.FLOAT32)
     for bad in (float("nan"), float("inf")):
-        _, peak = to_storage(torch.tensor([1.0, bad]), "float32")
+        _, peak = to_storage(torch.tensor([1.0, bad]), StorageDtype.FLOAT32)
         with pytest.raises(Sapiens2Error, match="--precision"):
-            check_range(peak.item(), "float32")
+            check_range(peak.item(), StorageDtype.FLOAT32)
 
 
 def test_float16_overflow_stops_the_run_before_the_batch_is_written(tmp_path):

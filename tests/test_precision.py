@@ -12,6 +12,7 @@ from conftest import FAKE_CPU_BF16
 
 from sapiens2_cli import Sapiens2Error
 from sapiens2_cli import device as device_module
+from sapiens2_cli.choices import Precision
 from sapiens2_cli.device import cpu_bf16_feature, cpu_flags, resolve_precision
 
 CPU = torch.device("cpu")
@@ -46,21 +47,21 @@ def test_flags_are_read_from_the_flags_line(tmp_path):
 )
 def test_auto_on_cpu_follows_the_feature(monkeypatch, feature, expected):
     monkeypatch.setattr(device_module, "cpu_bf16_feature", lambda: feature)
-    assert resolve_precision("auto", CPU) == expected
-    assert resolve_precision("fp32", CPU) == torch.float32  # explicit choices stay as asked
-    assert resolve_precision("bf16", CPU) == torch.bfloat16
+    assert resolve_precision(Precision.AUTO, CPU).torch == expected
+    assert resolve_precision(Precision.FP32, CPU) == Precision.FP32  # explicit stays as asked
+    assert resolve_precision(Precision.BF16, CPU) == Precision.BF16
 
 
 @pytest.mark.skipif(FAKE_CPU_BF16 is not None, reason="CPU flags faked by SAPIENS2_TEST_CPU_BF16")
 def test_auto_on_this_cpu_is_what_its_cpuinfo_says():
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     native = re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", text, re.MULTILINE)
-    assert resolve_precision("auto", CPU) == (torch.bfloat16 if native else torch.float32)
+    assert resolve_precision(Precision.AUTO, CPU) == (Precision.BF16 if native else Precision.FP32)
 
 
 def test_fp16_on_cpu_is_one_error_naming_the_choices():
     with pytest.raises(Sapiens2Error, match="fp16 is not supported on the CPU: use bf16 or fp32"):
-        resolve_precision("fp16", CPU)
+        resolve_precision(Precision.FP16, CPU)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-import torch
+from sapiens2_cli.choices import Precision
 
 # (pattern on torch.cuda.get_device_name(), bf16, fp16, fp32); first match wins.
 _PEAKS: tuple[tuple[str, float | None, float, float], ...] = (
@@ -30,12 +30,12 @@ _PEAKS: tuple[tuple[str, float | None, float, float], ...] = (
     (r"V100", None, 112.0, 14.0),
     (r"T4\b", None, 65.0, 8.1),
 )
-_COLUMN = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
+_COLUMN = {Precision.BF16: 1, Precision.FP16: 2, Precision.FP32: 3}
 
 
-def peak_tflops(device_name: str, dtype: torch.dtype) -> float | None:
+def peak_tflops(device_name: str, precision: Precision) -> float | None:
     """Datasheet peak TFLOP/s of this GPU in this precision, or None if unknown."""
     for row in _PEAKS:
         if re.search(row[0], device_name):
-            return row[_COLUMN[dtype]]
+            return row[_COLUMN[precision]]
     return None

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from sapiens2_cli.device import precision_name
+from sapiens2_cli.choices import Precision
 from sapiens2_cli.model import Sapiens2Config, build_backbone, load_backbone
 from sapiens2_cli.pipeline.extract import RunOptions
 from sapiens2_cli.pipeline.job import ExtractOptions, extract
@@ -67,8 +67,8 @@ def time_extract(
             checkpoint=checkpoint,
             size=size,
             device=str(run.device),
-            precision=precision_name(run.precision),
-            weights_dtype=precision_name(run.weights_dtype),
+            precision=Precision.of(run.precision),
+            weights_dtype=Precision.of(run.weights_dtype),
             batch_size=run.batch_size,
             workers=run.workers,
             compile=run.compile is not None,

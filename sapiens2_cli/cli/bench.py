@@ -5,52 +5,39 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from sapiens2_cli.choices import Precision
 from sapiens2_cli.cli.options import (
     ArchOption,
+    BatchSizeOption,
     DeviceOption,
     JsonOption,
     PrecisionOption,
     SizeOption,
+    flag_option,
 )
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.model.config import Sapiens2Config, get_config
+from sapiens2_cli.model.config import get_config
 from sapiens2_cli.text import plural
 from sapiens2_cli.values import parse_batch_size, parse_size
-
-if TYPE_CHECKING:
-    import torch
-
-    from sapiens2_cli.bench import Timing
-
-FLOPS_CONVENTION = (
-    "torch.utils.flop_counter.FlopCounterMode on the meta device: 2 FLOPs per multiply-add "
-    "in convolutions and matrix products, attention included"
-)
 
 
 def bench_command(
     arch: ArchOption = "1b",
     size: SizeOption = None,
-    batch_size: Annotated[
-        str,
-        typer.Option(
-            help="Images per forward pass, or auto: the largest of 256, 128, ... that fits "
-            "in GPU memory (1 on CPU)."
-        ),
-    ] = "auto",
+    batch_size: BatchSizeOption = "auto",
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "auto",
+    precision: PrecisionOption = Precision.AUTO,
     compile: Annotated[
-        bool, typer.Option("--compile", help="Time under torch.compile (compile time apart).")
+        bool, flag_option("--compile", help="Time under torch.compile (compile time apart).")
     ] = False,
     steps: Annotated[int, typer.Option(min=1, help="Timed forward passes.")] = 10,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed forward passes before timing.")] = 2,
     count_only: Annotated[
-        bool, typer.Option("--count-only", help="Only count parameters and FLOPs (no run).")
+        bool, flag_option("--count-only", help="Only count parameters and FLOPs (no run).")
     ] = False,
     pipeline: Annotated[
         Path | None,
@@ -70,7 +57,7 @@ def bench_command(
     ] = None,
     profile: Annotated[
         bool,
-        typer.Option(
+        flag_option(
             "--profile", help="With --pipeline: time each stage of the extract run (on stderr)."
         ),
     ] = False,
@@ -78,8 +65,9 @@ def bench_command(
 ) -> None:
     """Count parameters and FLOPs, and time forward passes of random weights.
 
-    FLOPs are counted on the meta device (no memory); the timing reports images/s, ms per
-    batch, peak memory and MFU, and with --pipeline the extract pipeline's images/s too.
+    FLOPs are counted on the meta device (no memory); the timing reports images/s,
+    ms per batch, peak memory and MFU, and with --pipeline the extract pipeline's
+    images/s too.
     """
     config = get_config(arch)  # every flag is checked before any work or output
     height, width = parse_size(size) if size else config.image_size
@@ -88,102 +76,29 @@ def bench_command(
     if pipeline is not None and not pipeline.is_dir():
         raise Sapiens2Error(f"--pipeline {pipeline} is not a folder of images")
 
-    from sapiens2_cli.bench import count_cost, environment, peak_tflops
-    from sapiens2_cli.device import precision_name, resolve_device, resolve_precision
+    from sapiens2_cli.bench.report import BenchPlan, bench_report
+    from sapiens2_cli.device import resolve_device, resolve_precision
 
     target = resolve_device(device)
-    dtype = resolve_precision(precision, target)
-    env = environment(target) | {
-        "precision": precision_name(dtype),
-        "batch_size": None,
-        "image_size": [height, width],
-        "compile": compile,
-        # --pipeline times both runs as extract computes: float32 weights under autocast
-        "weights_dtype": "fp32" if pipeline else precision_name(dtype),
-    }
-    cost = count_cost(config, height, width)
-    report = cost.as_dict() | {"flops_convention": FLOPS_CONVENTION}
-    if not count_only:
-        timing = _run(
-            config, (height, width), target, dtype, batch, steps, warmup, compile, pipeline
-        )
-        env["batch_size"] = timing.batch_size
-        report |= timing.as_dict()
-        report["achieved_tflops"] = cost.flops_per_image * timing.images_per_s / 1e12
-        peak = peak_tflops(env["device_name"], dtype)
-        if peak is not None:
-            report["peak_tflops"] = peak
-            report["mfu"] = report["achieved_tflops"] / peak
-        if pipeline is not None:
-            from sapiens2_cli.bench.pipeline import time_pipeline
-            from sapiens2_cli.pipeline.profile import describe as describe_profile
-
-            typer.echo(f"running the extract pipeline on {pipeline}", err=True)
-            run = time_pipeline(
-                pipeline,
-                config,
-                (height, width),
-                target,
-                dtype,
-                timing.batch_size,
-                workers,
-                profile,
-            )
-            if run.profile is not None:
-                typer.echo(describe_profile(run.profile), err=True)
-            report["pipeline"] = run.as_dict() | {
-                "ratio": run.images_per_s / timing.images_per_s,
-                "steady_ratio": run.steady_images_per_s / timing.images_per_s,
-            }
-    report["environment"] = env
+    plan = BenchPlan(
+        config=config,
+        size=(height, width),
+        device=target,
+        precision=resolve_precision(precision, target),
+        batch_size=batch,
+        steps=steps,
+        warmup=warmup,
+        compile=compile,
+        count_only=count_only,
+        pipeline=pipeline,
+        workers=workers,
+        profile=profile,
+    )
+    report = bench_report(plan, note=lambda line: typer.echo(line, err=True))
     if as_json:
         typer.echo(json.dumps(report))
     else:
         _print(report)
-
-
-def _run(
-    config: Sapiens2Config,
-    size: tuple[int, int],
-    device: torch.device,
-    dtype: torch.dtype,
-    batch: int | None,
-    steps: int,
-    warmup: int,
-    compile: bool,
-    as_extract: Path | None,
-) -> Timing:
-    """Build random weights on the device and time them: in the chosen precision, or as
-    extract runs (float32 weights, autocast to the precision) when `as_extract` is set."""
-    import torch
-
-    from sapiens2_cli.bench import time_forward
-    from sapiens2_cli.device import precision_name
-    from sapiens2_cli.model import build_backbone
-    from sapiens2_cli.pipeline.forward import DeviceModel
-
-    weights = torch.float32 if as_extract else dtype
-    model = build_backbone(config, device=device, dtype=weights)
-    if batch is None:  # what extract's forward stage fits (pipeline/forward.py)
-        stage = DeviceModel(
-            model,
-            layers=(-1,),
-            tokens="patch",
-            layout="tokens",
-            dtype="float16",
-            grid=config.grid_size(*size),
-            device=device,
-            precision=dtype,
-            batch_size=1,
-        )
-        batch = stage.fit_batch(size)
-    typer.echo(
-        f"timing {config.name} at {size[0]}x{size[1]}, batch {batch}, {precision_name(dtype)} "
-        f"on {device}: {warmup} warmup + {plural(steps, 'timed step')}",
-        err=True,
-    )
-    autocast_to = dtype if as_extract else None
-    return time_forward(model, batch, size, device, weights, steps, warmup, compile, autocast_to)
 
 
 def _si(value: float, unit: str) -> str:

@@ -8,14 +8,35 @@ from typing import Annotated
 
 import typer
 
+from sapiens2_cli.choices import (
+    CompileMode,
+    Compression,
+    Layout,
+    MergeMode,
+    OutputFormat,
+    Precision,
+    ResizeMode,
+    StorageDtype,
+    TokenMode,
+)
 from sapiens2_cli.cli.options import (
+    INPUTS,
+    KEEP,
+    MODEL,
+    OUTPUT,
+    RUNNING,
     ArchOption,
+    BatchSizeOption,
     CheckpointOption,
     DeviceOption,
     JsonOption,
     PrecisionOption,
     QuietOption,
     SizeOption,
+    choice_option,
+    flag_option,
+    in_panel,
+    option,
 )
 
 
@@ -28,215 +49,229 @@ def extract_command(
             show_default=False,
         ),
     ] = None,
-    output: Annotated[
-        Path,
-        typer.Option("--output", "-o", help="OUT: a .h5/.hdf5 file, or a folder of .npy shards."),
-    ] = ...,
     files_from: Annotated[
         list[Path] | None,
-        typer.Option("--files-from", help="A file listing image paths, one a line."),
+        option("--files-from", help="A file listing image paths, one a line.", panel=INPUTS),
     ] = None,
     null: Annotated[
         bool,
-        typer.Option(
+        flag_option(
             "--null",
             "-0",
             help="Paths on stdin and in --files-from end with NUL "
             "bytes (find -print0), not newlines.",
+            panel=INPUTS,
         ),
     ] = False,
     hidden: Annotated[
         bool,
-        typer.Option(
+        flag_option(
             "--hidden",
             help="Also walk hidden folders and take hidden files "
             "(names starting with a dot: .thumbnails/, macOS ._ files).",
+            panel=INPUTS,
         ),
     ] = False,
     boxes: Annotated[
         Path | None,
-        typer.Option(
+        option(
             help="Person boxes (COCO annotations or results JSON, JSONL or CSV path,x,y,w,h"
             "[,score]): one row per box, cropped as upstream's pose pipeline does; INPUT is "
             "the folder the box file's image names are relative to.",
-            show_default=False,
+            panel=INPUTS,
         ),
     ] = None,
     box_padding: Annotated[
         float | None,
-        typer.Option(
-            help="With --boxes: crop size as a factor of the box (default 1.25).",
-            show_default=False,
-        ),
+        option(help="With --boxes: crop size as a factor of the box (default 1.25).", panel=INPUTS),
     ] = None,
     min_score: Annotated[
         float | None,
-        typer.Option(
-            help="With --boxes: leave out boxes scored below this (unscored kept).",
-            show_default=False,
+        option(
+            help="With --boxes: leave out boxes scored below this (unscored kept).", panel=INPUTS
         ),
     ] = None,
     include_crowd: Annotated[
         bool,
-        typer.Option("--include-crowd", help="With --boxes: keep COCO crowd boxes (iscrowd 1)."),
+        flag_option(
+            "--include-crowd", help="With --boxes: keep COCO crowd boxes (iscrowd 1).", panel=INPUTS
+        ),
     ] = False,
     fps: Annotated[
         float | None,
-        typer.Option(
+        option(
             "--fps",
             help="Videos: frames kept per second, by presentation time (default 1, or OUT's "
             "on a resume).",
-            show_default=False,
+            panel=INPUTS,
         ),
     ] = None,
     every_frame: Annotated[
         bool,
-        typer.Option("--every-frame", help="Videos: keep every frame (instead of --fps)."),
+        flag_option(
+            "--every-frame", help="Videos: keep every frame (instead of --fps).", panel=INPUTS
+        ),
     ] = False,
-    arch: Annotated[str | None, ArchOption.__metadata__[0]] = None,
-    checkpoint: CheckpointOption = None,
-    size: SizeOption = None,
+    arch: in_panel(ArchOption, MODEL) = None,
+    checkpoint: in_panel(CheckpointOption, MODEL) = None,
+    size: in_panel(SizeOption, MODEL) = None,
     resize: Annotated[
-        str | None,
-        typer.Option(
-            help="stretch (upstream's, ignores aspect; the default) or letterbox (keeps it, "
-            "pads with the mean colour and records content_box).",
-            show_default=False,
+        ResizeMode | None,
+        choice_option(
+            ResizeMode,
+            "--resize",
+            "How an image is brought to the input size (letterbox records content_box)",
+            default=ResizeMode.STRETCH,
+            panel=MODEL,
         ),
     ] = None,
     jpeg_draft: Annotated[
         bool | None,
-        typer.Option(
+        flag_option(
             "--jpeg-draft/--no-jpeg-draft",
             help="Decode large JPEGs at a reduced scale (at least twice the input size) "
             "before the resize: faster, slightly different pixels (docs/performance.md). "
             "Off by default.",
-            show_default=False,
+            panel=MODEL,
         ),
     ] = None,
     layers: Annotated[
         str | None,
-        typer.Option(
-            help="Block indices to keep, e.g. -1 (the last; the default) or 8,17.",
-            show_default=False,
-        ),
+        option(help="Block indices to keep, e.g. -1 (the last; the default) or 8,17.", panel=KEEP),
     ] = None,
     tokens: Annotated[
-        str | None,
-        typer.Option(
-            help="patch (h*w patch tokens; the default), all (9 prefix + patches), cls, or "
-            "mean (of patches).",
-            show_default=False,
+        TokenMode | None,
+        choice_option(
+            TokenMode, "--tokens", "Tokens a row keeps", default=TokenMode.PATCH, panel=KEEP
         ),
     ] = None,
     layout: Annotated[
-        str | None,
-        typer.Option(
-            help="tokens (the default): (T, D) per layer; map: (D, h, w), patch tokens only.",
-            show_default=False,
-        ),
+        Layout | None,
+        choice_option(Layout, "--layout", "Row layout", default=Layout.TOKENS, panel=KEEP),
     ] = None,
     dtype: Annotated[
-        str | None,
-        typer.Option(
-            help="Storage dtype: float16 (range-checked; the default) or float32.",
-            show_default=False,
+        StorageDtype | None,
+        choice_option(
+            StorageDtype, "--dtype", "Storage dtype", default=StorageDtype.FLOAT16, panel=KEEP
         ),
     ] = None,
+    output: Annotated[
+        Path,
+        option(
+            "--output",
+            "-o",
+            help="OUT: a .h5/.hdf5 file, or a folder of .npy shards.",
+            panel=OUTPUT,
+        ),
+    ] = ...,
     output_format: Annotated[
-        str | None,
-        typer.Option("--format", help="h5 or npy (default: from OUT's name)."),
+        OutputFormat | None,
+        choice_option(OutputFormat, "--format", "Default: from OUT's name", panel=OUTPUT),
     ] = None,
     compression: Annotated[
-        str | None, typer.Option(help="HDF5 only: gzip or lzf (lossless, slower).")
+        Compression | None,
+        choice_option(Compression, "--compression", "HDF5 only, lossless, slower", panel=OUTPUT),
     ] = None,
     rows_per_shard: Annotated[
         int | None,
-        typer.Option(help="npy only: rows per shard (default: about 256 MiB of features)."),
+        option(help="npy only: rows per shard (default: about 256 MiB of features).", panel=OUTPUT),
     ] = None,
-    batch_size: Annotated[
-        str,
-        typer.Option(
-            help="Images per forward pass, or auto: the largest of 256, 128, ... that fits "
-            "in GPU memory (1 on CPU)."
-        ),
-    ] = "8",
+    batch_size: in_panel(BatchSizeOption, RUNNING) = "8",
     workers: Annotated[
         int | None,
-        typer.Option(
+        option(
             help="Decode processes; 0 decodes in the main process (default: 1 on CPU, "
             "where the forward uses every core; all cores but two with a GPU).",
-            show_default=False,
+            panel=RUNNING,
         ),
     ] = None,
-    device: DeviceOption = "auto",
-    precision: PrecisionOption = "auto",
+    device: in_panel(DeviceOption, RUNNING) = "auto",
+    precision: in_panel(PrecisionOption, RUNNING) = Precision.AUTO,
     weights_dtype: Annotated[
-        str,
-        typer.Option(
-            help="auto, fp32, bf16 or fp16: the dtype the weights are loaded in (auto: bf16 "
-            "under bf16 precision, else fp32; fp32 keeps them float32 under autocast)."
+        Precision,
+        choice_option(
+            Precision,
+            "--weights-dtype",
+            "The dtype the weights are loaded in; auto is bf16 under bf16 precision, else "
+            "fp32 (fp32 keeps them float32 under autocast)",
+            default=Precision.AUTO,
+            panel=RUNNING,
         ),
-    ] = "auto",
+    ] = Precision.AUTO,
     compile: Annotated[
         bool,
-        typer.Option(
-            "--compile", help="torch.compile the forward (compile time shown apart; slow start)."
+        flag_option(
+            "--compile",
+            help="torch.compile the forward (compile time shown apart; slow start).",
+            panel=RUNNING,
         ),
     ] = False,
     compile_mode: Annotated[
-        str | None,
-        typer.Option(
-            help="With --compile: default (the default), reduce-overhead (adds CUDA graphs) "
-            "or max-autotune.",
-            show_default=False,
+        CompileMode | None,
+        choice_option(
+            CompileMode,
+            "--compile-mode",
+            "With --compile",
+            default=CompileMode.DEFAULT,
+            panel=RUNNING,
         ),
     ] = None,
     profile: Annotated[
         bool,
-        typer.Option("--profile", help="Time each stage and show where the time went."),
+        flag_option(
+            "--profile", help="Time each stage and show where the time went.", panel=RUNNING
+        ),
     ] = False,
     overwrite: Annotated[
         bool,
-        typer.Option(help="Replace OUT (only ever a sapiens2 output) instead of resuming it."),
+        flag_option(
+            "--overwrite/--no-overwrite",
+            help="Replace OUT (only ever a sapiens2 output) instead of resuming it.",
+            panel=OUTPUT,
+        ),
     ] = False,
     shard: Annotated[
         str | None,
-        typer.Option(
+        option(
             help="I/N: write only part I (from 0) of N, beside OUT, for job arrays; join the "
             "parts with `sapiens2 merge` (docs/scaling.md).",
-            show_default=False,
+            panel=OUTPUT,
         ),
     ] = None,
     merge: Annotated[
-        str,
-        typer.Option(
-            help="Under torchrun, how rank 0 joins the ranks' parts into OUT: virtual (no "
-            "copy of the features) or copy (one self-contained OUT).",
+        MergeMode,
+        choice_option(
+            MergeMode,
+            "--merge",
+            "Under torchrun, how rank 0 joins the ranks' parts into OUT",
+            default=MergeMode.VIRTUAL,
+            panel=OUTPUT,
         ),
-    ] = "virtual",
+    ] = MergeMode.VIRTUAL,
     retry_failed: Annotated[
         bool,
-        typer.Option(
+        flag_option(
             "--retry-failed/--skip-failed",
             help="When resuming, try inputs that failed before again (default) or skip them.",
+            panel=OUTPUT,
         ),
     ] = True,
     strict: Annotated[
         bool,
-        typer.Option(
+        flag_option(
             "--strict",
             help="Exit with code 3 when any input failed (the run still goes to the end).",
+            panel=RUNNING,
         ),
     ] = False,
-    as_json: JsonOption = False,
-    quiet: QuietOption = False,
+    as_json: in_panel(JsonOption, RUNNING) = False,
+    quiet: in_panel(QuietOption, RUNNING) = False,
 ) -> None:
     """Extract features of every input into OUT; rerun the same command to resume.
 
-    Settings left out (--size, --resize, --layers, --tokens, --layout, --dtype,
-    --precision, --arch, --fps/--every-frame) are taken from OUT when it exists, so a
-    resume needs only the inputs and -o.
+    Settings left out (--size, --resize, --layers, --tokens, --layout,
+    --dtype, --precision, --arch, --fps/--every-frame) are taken from OUT
+    when it exists, so a resume needs only the inputs and -o.
     """
     from sapiens2_cli.pipeline.job import ExtractOptions, extract  # no torch yet: see there
 

@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 
+from sapiens2_cli.cli.options import JsonOption
+
 
 def inspect_command(
     checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
     arch: Annotated[str | None, typer.Option(help="Fail unless the file holds this arch.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Say which Sapiens2 backbone a checkpoint holds, without loading its tensors."""
     from sapiens2_cli.model import inspect_checkpoint

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sapiens2_cli.choices import MergeMode
-from sapiens2_cli.cli.options import JsonOption, QuietOption
+from sapiens2_cli.cli.options import JsonOption, QuietOption, choice_option, flag_option
 from sapiens2_cli.text import plural
 
 
@@ -27,15 +27,19 @@ def merge_command(
         typer.Option("--output", "-o", help="OUT: the -o the extract jobs were given."),
     ] = ...,
     merge: Annotated[
-        str,
-        typer.Option(
+        MergeMode,
+        choice_option(
+            MergeMode,
             "--merge",
-            help="virtual: HDF5 features stay in the parts (a virtual dataset), npy lists "
-            "their shards; copy: one self-contained OUT.",
+            "How to join (HDF5: a virtual dataset; npy: a manifest of the parts' shards)",
+            default=MergeMode.VIRTUAL,
         ),
-    ] = "virtual",
+    ] = MergeMode.VIRTUAL,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace an OUT that holds a single run's output.")
+        bool,
+        flag_option(
+            "--overwrite/--no-overwrite", help="Replace an OUT that holds a single run's output."
+        ),
     ] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -46,16 +50,15 @@ def merge_command(
     from sapiens2_cli.writers.parts import check_join_target, find_parts
     from sapiens2_cli.writers.reader import detect_format
 
-    mode = MergeMode.parse(merge, "--merge")
     paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
     if paths:
         check_output_path(output, detect_format(paths[0]) or "h5", overwrite)
         check_join_target(output, overwrite)
-    merged = merge_outputs(paths, output, mode)
+    merged = merge_outputs(paths, output, merge)
     if not quiet:
         where = (
             "virtual: the features stay in the parts; move them together with it"
-            if mode == "virtual"
+            if merge == MergeMode.VIRTUAL
             else "a self-contained copy"
         )
         typer.echo(
@@ -70,7 +73,7 @@ def merge_command(
             "parts": merged.parts,
             "rows": merged.rows,
             "failed": merged.failed,
-            "merge": mode,
+            "merge": merge,
         }
         typer.echo(json.dumps(summary))
 

@@ -1,16 +1,63 @@
-"""Option types shared by the commands, so `--arch`, `--device`, `--json` read the same."""
+"""Option types shared by the commands, so `--arch`, `--device`, `--json` read the same,
+and the two ways options are declared: choices parsed into their `choices.py` enum, and
+flags shown without a value type. Extract's many flags are grouped in the panels below."""
 
 from __future__ import annotations
 
+import copy
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from sapiens2_cli.choices import Choice, Precision
+from sapiens2_cli.model.config import ARCHS
+
+#: The help panels of `extract`.
+INPUTS, MODEL, KEEP, OUTPUT, RUNNING = "Inputs", "Model", "What to keep", "Output", "Running"
+
+
+def choice_option(
+    choice: type[Choice],
+    flag: str,
+    lead: str,
+    *,
+    default: Choice | None = None,
+    panel: str | None = None,
+) -> Any:
+    """`flag` parsed into a member of `choice` (Choice.parse's one error wording); its
+    help is `lead` and the choices with their meanings, `default` marked (the value type
+    column lists the choices)."""
+    description = choice.describe(default)
+    separator = " " if description.startswith("(") else ": "
+    help = f"{lead}{separator}{description}." if description else f"{lead}."
+    return option(flag, help=help, panel=panel, parser=partial(choice.parse, flag=flag))
+
+
+def option(*names: str, help: str, panel: str | None = None, **kw: Any) -> Any:
+    """An option in help `panel` whose help text says its default, if it has one."""
+    return typer.Option(*names, help=help, show_default=False, rich_help_panel=panel, **kw)
+
+
+def flag_option(*names: str, help: str, panel: str | None = None) -> Any:
+    """An on/off flag: no value, so no value type in the help."""
+    return option(*names, help=help, panel=panel, metavar="")
+
+
+def in_panel(shared: Any, panel: str) -> Any:
+    """A shared option below shown in help `panel` (extract groups its many flags)."""
+    info = copy.copy(shared.__metadata__[0])
+    info.rich_help_panel = panel
+    return Annotated[shared.__origin__, info]
+
+
 ArchOption = Annotated[
-    str,
+    str | None,
     typer.Option(
-        "--arch", "-a", help="Model size: 0.1b, 0.4b, 0.8b, 1b, 1b-4k or 5b (`sapiens2 archs`)."
+        "--arch",
+        "-a",
+        help=f"Model size: {', '.join(ARCHS)} (`sapiens2 archs`).",
     ),
 ]
 CheckpointOption = Annotated[
@@ -21,24 +68,39 @@ CheckpointOption = Annotated[
         help="A local .safetensors checkpoint (pretrain or task); its arch is inferred.",
     ),
 ]
-DeviceOption = Annotated[
-    str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (auto: a GPU if there is one).")
-]
-PrecisionOption = Annotated[
-    str,
-    typer.Option(
-        "--precision",
-        help="auto, bf16, fp16 or fp32 (auto: bf16 autocast on GPUs that support it, "
-        "fp16 on older GPUs; on CPU bf16 with native bf16 (AMX, AVX-512 BF16), else fp32).",
-    ),
-]
 SizeOption = Annotated[
     str | None,
     typer.Option(
-        "--size", help="Input size HxW, multiples of 16 (default: the arch's training size)."
+        "--size",
+        help="Input size HxW, multiples of 16 (default: the arch's training size).",
+    ),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto, cpu, cuda or cuda:N (auto: a GPU if there is one).",
+    ),
+]
+PrecisionOption = Annotated[
+    Precision,
+    choice_option(
+        Precision,
+        "--precision",
+        "Compute dtype; auto is bf16 autocast on GPUs that support it, fp16 on older GPUs, "
+        "and on CPU bf16 with native bf16 (AMX, AVX-512 BF16), else fp32",
+        default=Precision.AUTO,
+    ),
+]
+BatchSizeOption = Annotated[
+    str,
+    typer.Option(
+        help="Images per forward pass, or auto: the largest of 256, 128, ... that fits "
+        "in GPU memory (1 on CPU).",
     ),
 ]
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout (logs stay on stderr).")
+    bool,
+    flag_option("--json", help="Print one JSON object on stdout (logs stay on stderr)."),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+QuietOption = Annotated[bool, flag_option("--quiet", "-q", help="No progress bar or summary.")]

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.cli.options import JsonOption, QuietOption
+from sapiens2_cli.choices import FitMode
+from sapiens2_cli.cli.options import JsonOption, QuietOption, choice_option, flag_option
 from sapiens2_cli.text import plural
 
 
@@ -31,12 +32,9 @@ def viz_command(
         int, typer.Option(help="3: the first three components as RGB; 1: the first as grey.")
     ] = 3,
     fit: Annotated[
-        str,
-        typer.Option(
-            help="per-image: each picture uses its full colour range; joint: one fit on a "
-            "sample across the file, so colours mean the same in every picture.",
-        ),
-    ] = "per-image",
+        FitMode,
+        choice_option(FitMode, "--fit", "How colours are fitted", default=FitMode.PER_IMAGE),
+    ] = FitMode.PER_IMAGE,
     foreground_threshold: Annotated[
         float | None,
         typer.Option(
@@ -46,10 +44,17 @@ def viz_command(
         ),
     ] = None,
     overlay: Annotated[
-        bool, typer.Option(help="Put the input image, read from its stored path, on the left.")
+        bool,
+        flag_option(
+            "--overlay/--no-overlay",
+            help="Put the input image, read from its stored path, on the left.",
+        ),
     ] = False,
     grid: Annotated[
-        bool, typer.Option(help="Also write grid.png, a contact sheet of all the pictures.")
+        bool,
+        flag_option(
+            "--grid/--no-grid", help="Also write grid.png, a contact sheet of all the pictures."
+        ),
     ] = False,
     long_side: Annotated[
         int, typer.Option(help="Longer side of each picture in pixels (original aspect).")
@@ -62,13 +67,12 @@ def viz_command(
     quiet: QuietOption = False,
 ) -> None:
     """Draw the first principal components of each image's patch features as colours."""
-    from sapiens2_cli.choices import FitMode
     from sapiens2_cli.viz import VizOptions, visualize
 
     options = VizOptions(
         layer=layer,
         components=components,
-        fit=FitMode.parse(fit, "--fit"),
+        fit=fit,
         foreground_threshold=foreground_threshold,
         overlay=overlay,
         grid=grid,

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 #: The first batch size `--batch-size auto` tries on a GPU.
 AUTO_BATCH_START = 256
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-_STORAGE = {"float16": torch.float16, "float32": torch.float32}
 
 
 def select_tokens(
@@ -66,7 +65,7 @@ def to_storage(features: torch.Tensor, dtype: StorageDtype) -> tuple[torch.Tenso
     """
     low, high = torch.aminmax(features)  # one pass, no |features| copy
     peak = torch.maximum(-low, high).float()  # ()
-    return features.to(_STORAGE[dtype]).contiguous(), peak
+    return features.to(dtype.torch).contiguous(), peak
 
 
 def check_range(peak: float, dtype: StorageDtype) -> None:
@@ -75,7 +74,7 @@ def check_range(peak: float, dtype: StorageDtype) -> None:
         raise Sapiens2Error(
             "the model produced inf or NaN features: use --precision bf16 or --precision fp32"
         )
-    if dtype == "float16" and peak > FLOAT16_MAX:
+    if dtype == StorageDtype.FLOAT16 and peak > FLOAT16_MAX:
         raise Sapiens2Error(
             f"features reach {peak:.4g}, beyond float16's range (65504): rerun with "
             "--dtype float32 (and --overwrite)"

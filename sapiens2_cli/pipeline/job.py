@@ -27,8 +27,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-
 from sapiens2_cli import __version__
 from sapiens2_cli.choices import (
     CompileMode,
@@ -106,7 +104,7 @@ class ExtractOptions:
     # how to run
     device: str = "auto"
     precision: Precision = Precision.AUTO
-    weights_dtype: str = "auto"
+    weights_dtype: Precision = Precision.AUTO
     batch_size: int | str | None = 8  # None or "auto": the largest that fits
     workers: int | None = None
     compile: bool = False
@@ -140,6 +138,7 @@ class ExtractOptions:
             "format": (OutputFormat, "--format"),
             "compression": (Compression, "--compression"),
             "precision": (Precision, "--precision"),
+            "weights_dtype": (Precision, "--weights-dtype"),
             "compile_mode": (CompileMode, "--compile-mode"),
             "merge": (MergeMode, "--merge"),
         }
@@ -403,13 +402,13 @@ def _settle_precision(
     """The compute and weights dtypes on `device`: `auto` takes OUT's on a resume, as the
     other settings do (and says so where a new output would get another); given ones are
     checked against OUT."""
-    from sapiens2_cli.device import precision_name, resolve_precision, resolve_weights_dtype
+    from sapiens2_cli.device import resolve_precision, resolve_weights_dtype
 
     existing = existing or {}
     precision = opts.precision
     if precision == Precision.AUTO and "precision" in existing:
         precision = Precision.parse(existing["precision"], "--precision")
-        here = precision_name(resolve_precision(Precision.AUTO.value, device))
+        here = resolve_precision(Precision.AUTO, device)
         if precision != here:
             log.warning(
                 "--precision auto: resuming with %s, the precision OUT was made with "
@@ -417,14 +416,11 @@ def _settle_precision(
                 precision,
                 here,
             )
-    compute = resolve_precision(precision.value, device)
+    compute = resolve_precision(precision, device)
     weights = opts.weights_dtype
-    if weights.strip().lower() == "auto" and "weights_dtype" in existing:
-        weights = existing["weights_dtype"]
-    given = {
-        "precision": precision_name(compute),
-        "weights_dtype": precision_name(resolve_weights_dtype(weights, compute)),
-    }
+    if weights == Precision.AUTO and "weights_dtype" in existing:
+        weights = Precision.parse(existing["weights_dtype"], "--weights-dtype")
+    given = {"precision": compute, "weights_dtype": resolve_weights_dtype(weights, compute)}
     _check_resume(existing, given)
     return replace(opts, **given)
 
@@ -483,7 +479,6 @@ def _prepare(
     OUT (new, resumed or replaced): the first step that writes anything."""
     import torch
 
-    from sapiens2_cli.device import PRECISION_DTYPES
     from sapiens2_cli.pipeline.extract import Extraction, FeatureSpec, RunOptions
     from sapiens2_cli.pipeline.forward import select_tokens
     from sapiens2_cli.pipeline.weights import checkpoint_sha256
@@ -517,7 +512,7 @@ def _prepare(
         layout=opts.layout.value,
         dtype=opts.dtype.value,
         precision=opts.precision.value,
-        weights_dtype=opts.weights_dtype,
+        weights_dtype=opts.weights_dtype.value,
         tool_version=__version__,
         format_version=FORMAT_VERSION,
         part=None if output.part is None else [output.part.index, output.part.count],
@@ -542,7 +537,7 @@ def _prepare(
         output.format,
         settings.to_dict(),
         tuple(row.shape[1:]),
-        np.dtype(spec.dtype.value),
+        spec.dtype.numpy,
         overwrite=output.overwrite,
         compression=output.compression and output.compression.value,
         shard_rows=output.shard_rows,
@@ -555,10 +550,10 @@ def _prepare(
     failures = [(f.key, f.reason) for f in expansion.failures if wanted(f.key)]
     run = RunOptions(
         device=device,
-        precision=PRECISION_DTYPES[opts.precision.value],
+        precision=opts.precision.torch,
         batch_size=opts.batch_size,
         workers=opts.workers,
-        weights_dtype=PRECISION_DTYPES[opts.weights_dtype],
+        weights_dtype=opts.weights_dtype.torch,
         compile=(opts.compile_mode or CompileMode.DEFAULT) if opts.compile else None,
         profile=opts.profile,
     )

@@ -16,6 +16,7 @@ from types import MappingProxyType, TracebackType
 import h5py
 import numpy as np
 
+from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns, filled
 from sapiens2_cli.writers.hdf5 import NOT_COLUMNS, from_attr
@@ -75,8 +76,8 @@ class FeatureFile(ABC):
                 raise IndexError(f"rows out of range for an output with {len(self)} rows")
         unique, inverse = np.unique(index, return_inverse=True)
         if not unique.size:
-            dtype = np.float16 if self.settings.get("dtype") == "float16" else np.float32
-            return np.empty((0, *self.row_shape), dtype)
+            dtype = StorageDtype.parse(self.settings.get("dtype", "float32"), "dtype")
+            return np.empty((0, *self.row_shape), dtype.numpy)
         return self._read_sorted(unique)[inverse]
 
     @abstractmethod
