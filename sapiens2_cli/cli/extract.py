@@ -8,17 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.choices import (
-    CompileMode,
-    Compression,
-    Layout,
-    MergeMode,
-    OutputFormat,
-    Precision,
-    ResizeMode,
-    StorageDtype,
-    TokenMode,
-)
+from sapiens2_cli import choices
 from sapiens2_cli.cli.options import (
     INPUTS,
     KEEP,
@@ -116,12 +106,12 @@ def extract_command(
     checkpoint: in_panel(CheckpointOption, MODEL) = None,
     size: in_panel(SizeOption, MODEL) = None,
     resize: Annotated[
-        ResizeMode | None,
+        choices.ResizeMode | None,
         choice_option(
-            ResizeMode,
+            choices.ResizeMode,
             "--resize",
             "How an image is brought to the input size (letterbox records content_box)",
-            default=ResizeMode.STRETCH,
+            default=choices.ResizeMode.STRETCH,
             panel=MODEL,
         ),
     ] = None,
@@ -140,19 +130,29 @@ def extract_command(
         option(help="Block indices to keep, e.g. -1 (the last; the default) or 8,17.", panel=KEEP),
     ] = None,
     tokens: Annotated[
-        TokenMode | None,
+        choices.TokenMode | None,
         choice_option(
-            TokenMode, "--tokens", "Tokens a row keeps", default=TokenMode.PATCH, panel=KEEP
+            choices.TokenMode,
+            "--tokens",
+            "Tokens a row keeps",
+            default=choices.TokenMode.PATCH,
+            panel=KEEP,
         ),
     ] = None,
     layout: Annotated[
-        Layout | None,
-        choice_option(Layout, "--layout", "Row layout", default=Layout.TOKENS, panel=KEEP),
+        choices.Layout | None,
+        choice_option(
+            choices.Layout, "--layout", "Row layout", default=choices.Layout.TOKENS, panel=KEEP
+        ),
     ] = None,
     dtype: Annotated[
-        StorageDtype | None,
+        choices.StorageDtype | None,
         choice_option(
-            StorageDtype, "--dtype", "Storage dtype", default=StorageDtype.FLOAT16, panel=KEEP
+            choices.StorageDtype,
+            "--dtype",
+            "Storage dtype",
+            default=choices.StorageDtype.FLOAT16,
+            panel=KEEP,
         ),
     ] = None,
     output: Annotated[
@@ -165,12 +165,14 @@ def extract_command(
         ),
     ] = ...,
     output_format: Annotated[
-        OutputFormat | None,
-        choice_option(OutputFormat, "--format", "Default: from OUT's name", panel=OUTPUT),
+        choices.OutputFormat | None,
+        choice_option(choices.OutputFormat, "--format", "Default: from OUT's name", panel=OUTPUT),
     ] = None,
     compression: Annotated[
-        Compression | None,
-        choice_option(Compression, "--compression", "HDF5 only, lossless, slower", panel=OUTPUT),
+        choices.Compression | None,
+        choice_option(
+            choices.Compression, "--compression", "HDF5 only, lossless, slower", panel=OUTPUT
+        ),
     ] = None,
     rows_per_shard: Annotated[
         int | None,
@@ -186,18 +188,18 @@ def extract_command(
         ),
     ] = None,
     device: in_panel(DeviceOption, RUNNING) = "auto",
-    precision: in_panel(PrecisionOption, RUNNING) = Precision.AUTO,
+    precision: in_panel(PrecisionOption, RUNNING) = choices.Precision.AUTO,
     weights_dtype: Annotated[
-        Precision,
+        choices.Precision,
         choice_option(
-            Precision,
+            choices.Precision,
             "--weights-dtype",
             "The dtype the weights are loaded in; auto is bf16 under bf16 precision, else "
             "fp32 (fp32 keeps them float32 under autocast)",
-            default=Precision.AUTO,
+            default=choices.Precision.AUTO,
             panel=RUNNING,
         ),
-    ] = Precision.AUTO,
+    ] = choices.Precision.AUTO,
     compile: Annotated[
         bool,
         flag_option(
@@ -207,12 +209,12 @@ def extract_command(
         ),
     ] = False,
     compile_mode: Annotated[
-        CompileMode | None,
+        choices.CompileMode | None,
         choice_option(
-            CompileMode,
+            choices.CompileMode,
             "--compile-mode",
             "With --compile",
-            default=CompileMode.DEFAULT,
+            default=choices.CompileMode.DEFAULT,
             panel=RUNNING,
         ),
     ] = None,
@@ -239,15 +241,15 @@ def extract_command(
         ),
     ] = None,
     merge: Annotated[
-        MergeMode,
+        choices.MergeMode,
         choice_option(
-            MergeMode,
+            choices.MergeMode,
             "--merge",
             "Under torchrun, how rank 0 joins the ranks' parts into OUT",
-            default=MergeMode.VIRTUAL,
+            default=choices.MergeMode.VIRTUAL,
             panel=OUTPUT,
         ),
-    ] = MergeMode.VIRTUAL,
+    ] = choices.MergeMode.VIRTUAL,
     retry_failed: Annotated[
         bool,
         flag_option(
