@@ -35,10 +35,6 @@ class Choice(str, Enum):
         allowed = ", ".join(m.value for m in cls)
         raise Sapiens2Error(f"unknown {flag} {str(value)!r}: use {allowed}")
 
-    @classmethod
-    def values(cls) -> tuple[str, ...]:
-        return tuple(m.value for m in cls)
-
 
 class TokenMode(Choice):
     """Which tokens of a block's output a row keeps."""

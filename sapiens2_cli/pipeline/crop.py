@@ -2,7 +2,7 @@
 pipeline does.
 
 Upstream's test-time transform (`PoseGetBBoxCenterScale` then `PoseTopdownAffine` with
-`use_udp=True`; written out in ../shared/TOPDOWN_CROP.md): the box's center and padded
+`use_udp=True`; step by step in docs/crop.md): the box's center and padded
 scale, the scale's aspect fixed to the input's W:H, the UDP affine matrix, and
 `cv2.warpAffine` to exactly H x W, bilinear when shrinking and bicubic when enlarging,
 black outside the image. The same OpenCV call makes the same pixels; the arithmetic is

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from sapiens2_cli.choices import FitMode
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ImageError
 from sapiens2_cli.pipeline.items import split_key
+from sapiens2_cli.pipeline.sources import identity
 from sapiens2_cli.viz.inputs import InputImages
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
 from sapiens2_cli.viz.pca import Colouring, fit_colouring
@@ -152,14 +152,16 @@ def select_rows(
         if count < 1:
             raise Sapiens2Error(f"--images {count}: give 1 or more")
         return list(range(min(count, len(ff))))
+    # stored paths as stored (older outputs kept them as typed) and as their identity (what
+    # extract stores: the resolved path), so any spelling of a file finds its row
     by_path: dict[str, int] = {}
     for row, stored in enumerate(ff.paths):
         by_path.setdefault(stored, row)
-        by_path.setdefault(_same_file_key(stored), row)
+        by_path.setdefault(identity(stored), row)
     failed = dict(ff.failed)
     rows: list[int] = []
     for wanted in dict.fromkeys(paths):
-        row = by_path.get(wanted, by_path.get(_same_file_key(wanted)))
+        row = by_path.get(wanted, by_path.get(identity(wanted)))
         if row is not None:
             rows.append(row)
         elif wanted in failed:
@@ -173,12 +175,6 @@ def select_rows(
                 f"(the first is {ff.paths[0]!r})"
             )
     return rows
-
-
-def _same_file_key(path: str) -> str:
-    """Spellings of one file ('./a/b.jpg', 'a//b.jpg', a path through a link) agree: the
-    identity extract stores (the resolved path; older outputs stored paths as typed)."""
-    return os.path.realpath(path)
 
 
 @contextlib.contextmanager
