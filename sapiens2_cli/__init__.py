@@ -32,9 +32,10 @@ if TYPE_CHECKING:
         load_backbone,
         normalize_pixels,
     )
-    from sapiens2_cli.pipeline.extract import Interrupted
-    from sapiens2_cli.pipeline.job import ExtractOptions, extract
+    from sapiens2_cli.pipeline.job import extract
+    from sapiens2_cli.pipeline.options import ExtractOptions
     from sapiens2_cli.pipeline.progress import ProgressStep, Summary
+    from sapiens2_cli.pipeline.runner import Interrupted
     from sapiens2_cli.writers import open_features
 
 _MODEL = "sapiens2_cli.model"
@@ -52,8 +53,8 @@ _LAZY = {
     "load_backbone": _MODEL,
     "normalize_pixels": _MODEL,
     "extract": "sapiens2_cli.pipeline.job",
-    "ExtractOptions": "sapiens2_cli.pipeline.job",
-    "Interrupted": "sapiens2_cli.pipeline.extract",
+    "ExtractOptions": "sapiens2_cli.pipeline.options",
+    "Interrupted": "sapiens2_cli.pipeline.runner",
     "ProgressStep": "sapiens2_cli.pipeline.progress",
     "Summary": "sapiens2_cli.pipeline.progress",
     "open_features": "sapiens2_cli.writers",

@@ -278,7 +278,7 @@ def extract_command(
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)
     except KeyboardInterrupt as stop:
-        from sapiens2_cli.pipeline.extract import Interrupted  # the loop's: loaded by now
+        from sapiens2_cli.pipeline.runner import Interrupted  # the loop's: loaded by now
 
         if not isinstance(stop, Interrupted):
             raise
