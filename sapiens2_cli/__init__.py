@@ -35,9 +35,10 @@ if TYPE_CHECKING:
         load_backbone,
         normalize_pixels,
     )
-    from sapiens2_cli.pipeline.extract import Interrupted
-    from sapiens2_cli.pipeline.job import ExtractOptions, extract
+    from sapiens2_cli.pipeline.job import extract
+    from sapiens2_cli.pipeline.options import ExtractOptions
     from sapiens2_cli.pipeline.progress import ProgressStep, Summary
+    from sapiens2_cli.pipeline.runner import Interrupted
     from sapiens2_cli.writers import open_features
 
 #: Where each name lives; the extraction engine pulls in the pipeline and writers.
@@ -59,8 +60,8 @@ _LAZY = {
         "sapiens2_cli.model",
     ),
     "extract": "sapiens2_cli.pipeline.job",
-    "ExtractOptions": "sapiens2_cli.pipeline.job",
-    "Interrupted": "sapiens2_cli.pipeline.extract",
+    "ExtractOptions": "sapiens2_cli.pipeline.options",
+    "Interrupted": "sapiens2_cli.pipeline.runner",
     "ProgressStep": "sapiens2_cli.pipeline.progress",
     "Summary": "sapiens2_cli.pipeline.progress",
     "open_features": "sapiens2_cli.writers",

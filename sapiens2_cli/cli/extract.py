@@ -17,6 +17,7 @@ from sapiens2_cli.cli.options import (
     QuietOption,
     SizeOption,
 )
+from sapiens2_cli.pipeline.options import DEFAULT_BATCH_SIZE, DEFAULTS  # light: no torch
 
 
 def extract_command(
@@ -65,7 +66,8 @@ def extract_command(
     box_padding: Annotated[
         float | None,
         typer.Option(
-            help="With --boxes: crop size as a factor of the box (default 1.25).",
+            help="With --boxes: crop size as a factor of the box "
+            f"(default {DEFAULTS.box_padding:g}).",
             show_default=False,
         ),
     ] = None,
@@ -84,8 +86,8 @@ def extract_command(
         float | None,
         typer.Option(
             "--fps",
-            help="Videos: frames kept per second, by presentation time (default 1, or OUT's "
-            "on a resume).",
+            help="Videos: frames kept per second, by presentation time "
+            f"(default {DEFAULTS.video_fps:g}, or OUT's on a resume).",
             show_default=False,
         ),
     ] = None,
@@ -117,7 +119,8 @@ def extract_command(
     layers: Annotated[
         str | None,
         typer.Option(
-            help="Block indices to keep, e.g. -1 (the last; the default) or 8,17.",
+            help="Block indices to keep, e.g. -1 (the last) or 8,17 (default "
+            f"{','.join(map(str, DEFAULTS.layers))}).",
             show_default=False,
         ),
     ] = None,
@@ -160,7 +163,7 @@ def extract_command(
             help="Images per forward pass, or auto: the largest of 256, 128, ... that fits "
             "in GPU memory (1 on CPU)."
         ),
-    ] = "8",
+    ] = str(DEFAULT_BATCH_SIZE),
     workers: Annotated[
         int | None,
         typer.Option(
@@ -278,7 +281,7 @@ def extract_command(
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)
     except KeyboardInterrupt as stop:
-        from sapiens2_cli.pipeline.extract import Interrupted  # the loop's: loaded by now
+        from sapiens2_cli.pipeline.runner import Interrupted  # the loop's: loaded by now
 
         if not isinstance(stop, Interrupted):
             raise

@@ -24,12 +24,11 @@ from fractions import Fraction
 import av
 
 from sapiens2_cli.pipeline.items import derived_key
+from sapiens2_cli.pipeline.options import DEFAULTS
 from sapiens2_cli.text import one_line, open_failure
 
-#: Frames kept per second unless --fps / --every-frame say otherwise. One a second keeps
-#: distinct poses and scenes of human video (people move on that scale) at 1/25-1/60 of the
-#: cost of every frame, and gives a row count anyone can predict (one per second of video).
-DEFAULT_FPS = 1.0
+#: Frames kept per second unless --fps / --every-frame say otherwise (why: pipeline/options.py).
+DEFAULT_FPS = DEFAULTS.video_fps
 #: A stream that stops this much (seconds) before the duration its container declares is
 #: reported as truncated; less than this is taken as the container's rounding.
 _SHORT_BY = 1.0
