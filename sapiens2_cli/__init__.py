@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING
 
 from sapiens2_cli.errors import Sapiens2Error
 
+# ruff: noqa: F401
+# These imports are for type checkers and editors only: at run time `_LAZY` imports each
+# name on first use, and `__all__` is built from it (so the imports look unused).
 if TYPE_CHECKING:
     from sapiens2_cli.model import (
         ARCHS,
@@ -32,28 +35,33 @@ if TYPE_CHECKING:
         load_backbone,
         normalize_pixels,
     )
-    from sapiens2_cli.pipeline.extract import Interrupted
-    from sapiens2_cli.pipeline.job import ExtractOptions, extract
+    from sapiens2_cli.pipeline.job import extract
+    from sapiens2_cli.pipeline.options import ExtractOptions
     from sapiens2_cli.pipeline.progress import ProgressStep, Summary
+    from sapiens2_cli.pipeline.runner import Interrupted
     from sapiens2_cli.writers import open_features
 
-_MODEL = "sapiens2_cli.model"
 #: Where each name lives; the extraction engine pulls in the pipeline and writers.
 _LAZY = {
-    "ARCHS": _MODEL,
-    "PIXEL_MEAN": _MODEL,
-    "PIXEL_STD": _MODEL,
-    "CheckpointInfo": _MODEL,
-    "Sapiens2Backbone": _MODEL,
-    "Sapiens2Config": _MODEL,
-    "build_backbone": _MODEL,
-    "get_config": _MODEL,
-    "inspect_checkpoint": _MODEL,
-    "load_backbone": _MODEL,
-    "normalize_pixels": _MODEL,
+    **dict.fromkeys(
+        [
+            "ARCHS",
+            "PIXEL_MEAN",
+            "PIXEL_STD",
+            "CheckpointInfo",
+            "Sapiens2Backbone",
+            "Sapiens2Config",
+            "build_backbone",
+            "get_config",
+            "inspect_checkpoint",
+            "load_backbone",
+            "normalize_pixels",
+        ],
+        "sapiens2_cli.model",
+    ),
     "extract": "sapiens2_cli.pipeline.job",
-    "ExtractOptions": "sapiens2_cli.pipeline.job",
-    "Interrupted": "sapiens2_cli.pipeline.extract",
+    "ExtractOptions": "sapiens2_cli.pipeline.options",
+    "Interrupted": "sapiens2_cli.pipeline.runner",
     "ProgressStep": "sapiens2_cli.pipeline.progress",
     "Summary": "sapiens2_cli.pipeline.progress",
     "open_features": "sapiens2_cli.writers",
@@ -66,24 +74,9 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'sapiens2_cli' has no attribute {name!r}")
 
 
-__all__ = [
-    "ARCHS",
-    "PIXEL_MEAN",
-    "PIXEL_STD",
-    "CheckpointInfo",
-    "ExtractOptions",
-    "Interrupted",
-    "ProgressStep",
-    "Sapiens2Backbone",
-    "Sapiens2Config",
-    "Sapiens2Error",
-    "Summary",
-    "__version__",
-    "build_backbone",
-    "extract",
-    "get_config",
-    "inspect_checkpoint",
-    "load_backbone",
-    "normalize_pixels",
-    "open_features",
-]
+__all__ = ["Sapiens2Error", "__version__", *_LAZY]
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so completion (`sapiens2_cli.<TAB>`) offers `extract` and the rest."""
+    return sorted({*globals(), *__all__})

@@ -37,16 +37,23 @@ def resolve_device(spec: str = "auto") -> torch.device:
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    """The first CPU's feature flags; empty where /proc/cpuinfo is missing (macOS, Windows)."""
+def cpu_info(field: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first CPU's `field` ("flags", "model name"); None where /proc/cpuinfo is missing
+    (macOS, Windows) or lacks it."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's feature flags; empty where /proc/cpuinfo is missing (macOS, Windows)."""
+    return set((cpu_info("flags", cpuinfo) or "").split())
 
 
 def cpu_bf16_feature(flags: set[str] | None = None) -> str | None:

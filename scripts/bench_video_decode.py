@@ -39,7 +39,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from sapiens2_cli.pipeline.video import close_decoder, decode, probe
+from sapiens2_cli.pipeline.video_decoder import FrameDecoder
+from sapiens2_cli.pipeline.video_probe import probe
 
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "coffee.jpg"
 
@@ -88,12 +89,12 @@ def ours(path: Path, fps: float | None, chunk: int | None, workers: int = 1) -> 
     runs = [frames[i : i + size] for i in range(0, len(frames), size)]
     n = 0
     for worker in range(workers):
-        close_decoder()  # a process of its own
+        decoder = FrameDecoder()  # a process of its own
         for run in runs[worker::workers]:
-            for result in decode(str(path), run):
+            for result in decoder.decode(str(path), run):
                 assert isinstance(result, tuple) and not isinstance(result[1], str), result
                 n += 1
-    close_decoder()
+        decoder.close()
     return n
 
 

@@ -182,7 +182,7 @@ def test_cli_inspect_json(tiny_4k_checkpoint):
 def test_the_gpu_route_gives_the_cpu_tensors(tmp_path, tiny_checkpoint):
     """The GPU loading route (pinned staging buffer, cast after the copy), run on the CPU,
     on a task file mixing bf16 and float32 tensors."""
-    from sapiens2_cli.model.checkpoint import _entries, _send
+    from sapiens2_cli.model.load import _entries, _send
 
     state = {f"backbone.{k}": v for k, v in load_file(tiny_checkpoint).items()}
     state["backbone.cls_token"] = state["backbone.cls_token"].bfloat16()  # 32 x 2 bytes

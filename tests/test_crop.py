@@ -1,6 +1,6 @@
-"""Person crops: upstream's top-down transform (../shared/TOPDOWN_CROP.md), checked by hand.
+"""Person crops: upstream's top-down transform (docs/crop.md), checked by hand.
 
-Every reference here is computed in the test from the document's formulas, not from
+Every reference here is computed in the test from docs/crop.md's formulas, not from
 sapiens2_cli: the matrix in float64 and again in float32 in upstream's order of operations,
 the pixels with cv2.warpAffine given that matrix and upstream's own flags, and a few pixels
 by a bilinear sample written in numpy.
@@ -31,7 +31,7 @@ def astronaut() -> np.ndarray:
 
 
 def matrix64(box: Box, size: tuple[int, int], padding: float = 1.25) -> np.ndarray:
-    """The document's steps 1-4 in float64."""
+    """docs/crop.md's steps 1-4 in float64."""
     height, width = size
     x1, y1, x2, y2 = box.x, box.y, box.x + box.w, box.y + box.h
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2

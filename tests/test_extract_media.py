@@ -29,6 +29,7 @@ from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline import video
+from sapiens2_cli.pipeline.video_probe import Probe
 from sapiens2_cli.writers import open_features
 
 
@@ -154,7 +155,7 @@ def test_a_video_that_breaks_while_decoding_is_a_failure_of_the_video(tmp_path, 
     whole = clip.read_bytes()
     probe = video.probe
 
-    def probe_then_cut(path: str, fps: float | None) -> video.Probe:
+    def probe_then_cut(path: str, fps: float | None) -> Probe:
         found = probe(path, fps)
         clip.write_bytes(whole[: len(whole) // 2])
         return found

@@ -17,9 +17,12 @@ import pytest
 from media import frame_pixels, index_of, make_video, plain_decode
 from PIL import Image
 
-from sapiens2_cli.pipeline import video
 from sapiens2_cli.pipeline.decode import decode_image, fit
-from sapiens2_cli.pipeline.video import DEFAULT_FPS, VideoError, decode, probe
+from sapiens2_cli.pipeline.video_decoder import FrameDecoder
+from sapiens2_cli.pipeline.video_probe import DEFAULT_FPS, VideoError, probe
+
+decoder = FrameDecoder()  # one for the whole module, as a decode worker keeps its reader's
+decode = decoder.decode
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +244,8 @@ def test_runs_in_sequence_decode_on_from_where_the_last_stopped(clips, container
         else:
             got.update(pixels(results))
         if start in (0, 10):
-            cursor = video._cursor
-        assert video._cursor is cursor, f"the open decoder was not reused at frame {start}"
+            cursor = decoder.cursor
+        assert decoder.cursor is cursor, f"the open decoder was not reused at frame {start}"
     assert list(got) == list(range(40))
     for i, rgb in got.items():
         np.testing.assert_array_equal(rgb, full[i])
@@ -283,12 +286,12 @@ def test_no_decoding_threads_survive_into_a_fork(clips):
     before = threads()
     path = str(clips["mkv"])
     list(decode(path, probe(path, None).frames[:5], threads=4))
-    assert threads() > before and video._cursor is not None
+    assert threads() > before and decoder.cursor is not None
     pid = os.fork()
     if pid == 0:
         os._exit(0)
     os.waitpid(pid, 0)
-    assert video._cursor is None and threads() <= before
+    assert decoder.cursor is None and threads() <= before
 
 
 @pytest.mark.parametrize("container", ["mkv", "mp4"])

@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 
 from sapiens2_cli.choices import Precision
 from sapiens2_cli.model import Sapiens2Config, build_backbone, load_backbone
-from sapiens2_cli.pipeline.extract import RunOptions
-from sapiens2_cli.pipeline.job import ExtractOptions, extract
+from sapiens2_cli.pipeline.job import extract
+from sapiens2_cli.pipeline.options import ExtractOptions
+from sapiens2_cli.pipeline.runner import RunOptions
 from sapiens2_cli.pipeline.sources import list_images
 
 

@@ -8,7 +8,6 @@ median and p90 describe the spread of single steps.
 from __future__ import annotations
 
 import datetime
-import logging
 import platform
 import resource
 import statistics
@@ -16,17 +15,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from sapiens2_cli import __version__
-from sapiens2_cli.device import autocast, cpu_bf16_feature
+from sapiens2_cli.device import autocast, cpu_bf16_feature, cpu_info
 from sapiens2_cli.errors import Sapiens2Error
-
-log = logging.getLogger(__name__)
-
-#: `--batch-size auto` tries this many images first on a GPU, then halves on out-of-memory.
 
 
 @dataclass(frozen=True)
@@ -116,12 +110,7 @@ def device_name(device: torch.device) -> str:
     """The GPU's marketing name, or the CPU model from /proc/cpuinfo where there is one."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpu_info("model name") or platform.processor() or platform.machine()
 
 
 def environment(device: torch.device) -> dict:

@@ -28,6 +28,7 @@ from sapiens2_cli.cli.options import (
     in_panel,
     option,
 )
+from sapiens2_cli.pipeline.options import DEFAULT_BATCH_SIZE, DEFAULTS  # light: no torch
 
 
 def extract_command(
@@ -73,7 +74,11 @@ def extract_command(
     ] = None,
     box_padding: Annotated[
         float | None,
-        option(help="With --boxes: crop size as a factor of the box (default 1.25).", panel=INPUTS),
+        option(
+            help="With --boxes: crop size as a factor of the box "
+            f"(default {DEFAULTS.box_padding:g}).",
+            panel=INPUTS,
+        ),
     ] = None,
     min_score: Annotated[
         float | None,
@@ -91,8 +96,8 @@ def extract_command(
         float | None,
         option(
             "--fps",
-            help="Videos: frames kept per second, by presentation time (default 1, or OUT's "
-            "on a resume).",
+            help="Videos: frames kept per second, by presentation time "
+            f"(default {DEFAULTS.video_fps:g}, or OUT's on a resume).",
             panel=INPUTS,
         ),
     ] = None,
@@ -111,7 +116,7 @@ def extract_command(
             choices.ResizeMode,
             "--resize",
             "How an image is brought to the input size (letterbox records content_box)",
-            default=choices.ResizeMode.STRETCH,
+            default=DEFAULTS.resize,
             panel=MODEL,
         ),
     ] = None,
@@ -120,14 +125,18 @@ def extract_command(
         flag_option(
             "--jpeg-draft/--no-jpeg-draft",
             help="Decode large JPEGs at a reduced scale (at least twice the input size) "
-            "before the resize: faster, slightly different pixels (docs/performance.md). "
-            "Off by default.",
+            "before the resize: faster, slightly different pixels (docs/performance.md); "
+            f"{'on' if DEFAULTS.jpeg_draft else 'off'} by default.",
             panel=MODEL,
         ),
     ] = None,
     layers: Annotated[
         str | None,
-        option(help="Block indices to keep, e.g. -1 (the last; the default) or 8,17.", panel=KEEP),
+        option(
+            help="Block indices to keep, e.g. -1 (the last) or 8,17 (default "
+            f"{','.join(map(str, DEFAULTS.layers))}).",
+            panel=KEEP,
+        ),
     ] = None,
     tokens: Annotated[
         choices.TokenMode | None,
@@ -135,14 +144,14 @@ def extract_command(
             choices.TokenMode,
             "--tokens",
             "Tokens a row keeps",
-            default=choices.TokenMode.PATCH,
+            default=DEFAULTS.tokens,
             panel=KEEP,
         ),
     ] = None,
     layout: Annotated[
         choices.Layout | None,
         choice_option(
-            choices.Layout, "--layout", "Row layout", default=choices.Layout.TOKENS, panel=KEEP
+            choices.Layout, "--layout", "Row layout", default=DEFAULTS.layout, panel=KEEP
         ),
     ] = None,
     dtype: Annotated[
@@ -151,17 +160,14 @@ def extract_command(
             choices.StorageDtype,
             "--dtype",
             "Storage dtype",
-            default=choices.StorageDtype.FLOAT16,
+            default=DEFAULTS.dtype,
             panel=KEEP,
         ),
     ] = None,
     output: Annotated[
         Path,
         option(
-            "--output",
-            "-o",
-            help="OUT: a .h5/.hdf5 file, or a folder of .npy shards.",
-            panel=OUTPUT,
+            "--output", "-o", help="OUT: a .h5/.hdf5 file or a folder of .npy shards.", panel=OUTPUT
         ),
     ] = ...,
     output_format: Annotated[
@@ -178,7 +184,7 @@ def extract_command(
         int | None,
         option(help="npy only: rows per shard (default: about 256 MiB of features).", panel=OUTPUT),
     ] = None,
-    batch_size: in_panel(BatchSizeOption, RUNNING) = "8",
+    batch_size: in_panel(BatchSizeOption, RUNNING) = str(DEFAULT_BATCH_SIZE),
     workers: Annotated[
         int | None,
         option(
@@ -315,7 +321,7 @@ def extract_command(
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)
     except KeyboardInterrupt as stop:
-        from sapiens2_cli.pipeline.extract import Interrupted  # the loop's: loaded by now
+        from sapiens2_cli.pipeline.runner import Interrupted  # the loop's: loaded by now
 
         if not isinstance(stop, Interrupted):
             raise

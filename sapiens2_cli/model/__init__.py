@@ -18,10 +18,14 @@ from sapiens2_cli.model.config import (
     normalize_arch_name,
 )
 
+# ruff: noqa: F401
+# These imports are for type checkers and editors only: at run time `_LAZY` imports each
+# name on first use, and `__all__` is built from it (so the imports look unused).
 if TYPE_CHECKING:
     from sapiens2_cli.model.backbone import Sapiens2Backbone
     from sapiens2_cli.model.build import build_backbone
-    from sapiens2_cli.model.checkpoint import CheckpointInfo, inspect_checkpoint, load_backbone
+    from sapiens2_cli.model.checkpoint import CheckpointInfo, inspect_checkpoint
+    from sapiens2_cli.model.load import load_backbone
     from sapiens2_cli.model.normalize import normalize_pixels
 
 #: Names that need torch, and the module each lives in.
@@ -30,7 +34,7 @@ _LAZY = {
     "build_backbone": "sapiens2_cli.model.build",
     "CheckpointInfo": "sapiens2_cli.model.checkpoint",
     "inspect_checkpoint": "sapiens2_cli.model.checkpoint",
-    "load_backbone": "sapiens2_cli.model.checkpoint",
+    "load_backbone": "sapiens2_cli.model.load",
     "normalize_pixels": "sapiens2_cli.model.normalize",
 }
 
@@ -45,13 +49,13 @@ __all__ = [
     "ARCHS",
     "PIXEL_MEAN",
     "PIXEL_STD",
-    "CheckpointInfo",
-    "Sapiens2Backbone",
     "Sapiens2Config",
-    "build_backbone",
     "get_config",
-    "inspect_checkpoint",
-    "load_backbone",
     "normalize_arch_name",
-    "normalize_pixels",
+    *_LAZY,
 ]
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so completion (`sapiens2_cli.model.<TAB>`) offers them."""
+    return sorted({*globals(), *__all__})

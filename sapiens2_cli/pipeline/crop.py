@@ -2,7 +2,7 @@
 pipeline does.
 
 Upstream's test-time transform (`PoseGetBBoxCenterScale` then `PoseTopdownAffine` with
-`use_udp=True`; written out in ../shared/TOPDOWN_CROP.md): the box's center and padded
+`use_udp=True`; step by step in docs/crop.md): the box's center and padded
 scale, the scale's aspect fixed to the input's W:H, the UDP affine matrix, and
 `cv2.warpAffine` to exactly H x W, bilinear when shrinking and bicubic when enlarging,
 black outside the image. The same OpenCV call makes the same pixels; the arithmetic is
@@ -28,11 +28,12 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.boxes import Box, BoxFile, box_problem, load_boxes
 from sapiens2_cli.pipeline.decode import ImageError, read_rgb
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, derived_key
+from sapiens2_cli.pipeline.options import DEFAULTS
 from sapiens2_cli.pipeline.sources import Expansion, Source, identity
 from sapiens2_cli.pipeline.weights import file_sha256
 
-#: Upstream's default padding around a box (`PoseGetBBoxCenterScale(padding=1.25)`).
-DEFAULT_PADDING = 1.25
+#: Upstream's default padding around a box (`PoseGetBBoxCenterScale`).
+DEFAULT_PADDING = DEFAULTS.box_padding
 
 
 @dataclass
@@ -191,27 +192,3 @@ def load_box_source(
         raise Sapiens2Error(f"--box-padding {padding} must be a positive number, like 1.25")
     boxes = load_boxes(box_file, inputs[0], min_score, include_crowd)
     return BoxSource(boxes, file_sha256(box_file), padding)
-
-
-def box_settings_problem(existing: dict, now: dict[str, object]) -> str | None:
-    """Why OUT (its settings `existing`) cannot be resumed with these box settings (`now`:
-    BoxSource.settings(), or {} without --boxes), as one line; None if it can."""
-    there = existing.get("boxes_sha256")
-    if there == now.get("boxes_sha256"):
-        if there is not None and existing.get("box_padding") != now.get("box_padding"):
-            return (
-                f"it was made with --box-padding {existing.get('box_padding')}, not "
-                f"{now.get('box_padding')}: use the same padding to resume"
-            )
-        return None
-    if there is None:
-        return "it holds one row per image (made without --boxes): write crops to another OUT"
-    if not now:
-        return (
-            f"it holds person crops made with --boxes {existing.get('boxes')}: pass that box "
-            "file again to resume"
-        )
-    return (
-        f"it was made with another box file ({existing.get('boxes')}, sha256 "
-        f"{str(there)[:12]}…): pass that file to resume"
-    )

@@ -32,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sapiens2_cli.choices import ResizeMode
 from sapiens2_cli.model import PIXEL_MEAN
-from sapiens2_cli.text import one_line
+from sapiens2_cli.text import one_line, open_failure
 
 #: Largest image accepted, in pixels: the point where Pillow itself refuses to open a file
 #: (twice its warning limit, 178,956,970 by default, about 13k x 13k), so one limit holds
@@ -90,12 +90,8 @@ def _reasons() -> Iterator[None]:
             yield
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except IsADirectoryError:
-        raise ImageError("is a folder, not an image file") from None
-    except PermissionError:
-        raise ImageError("permission denied") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise ImageError(open_failure(e, "an image file")) from None
     except UnidentifiedImageError:
         raise ImageError("not an image, or a format Pillow cannot read") from None
     except Image.DecompressionBombError as e:

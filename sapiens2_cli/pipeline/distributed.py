@@ -41,6 +41,7 @@ class RankGroup:
         self.ranks = ranks
         self._group: dist.ProcessGroup | None = None  # gloo; None: the default group
         if ranks.distributed:
+            _import_group_defaults()
             backend = "nccl" if device.type == "cuda" else "gloo"
             kwargs = {"device_id": device} if backend == "nccl" else {}
             dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
@@ -106,6 +107,18 @@ class RankGroup:
             if kind is None:  # tear gloo down together, not while a peer still uses it
                 dist.barrier(group=self._group)
             dist.destroy_process_group()
+
+
+def _import_group_defaults() -> None:
+    """Import, before the default group exists, the torch modules that name it as a default
+    argument (`group=group.WORLD`, evaluated at their import).
+
+    Imported later (torch.distributed.nn is, by the first operation on the meta device,
+    which sizing a row and building the model both do), they would hold the group past
+    `destroy_process_group`: its gloo threads then run on into interpreter shutdown, which
+    now and then aborts a rank with "terminate called without an active exception".
+    """
+    import torch.distributed.nn.functional  # noqa: F401
 
 
 class SharedProgress(Progress):

@@ -39,7 +39,7 @@ from sapiens2_cli.pipeline.items import (
     image_columns,
 )
 from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
-from sapiens2_cli.text import one_line
+from sapiens2_cli.text import one_line, open_failure
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,8 @@ def scan(tar_path: str) -> Scan:
                     members.append(Member(info.name, info.offset_data, info.size))
                 else:
                     skipped += 1
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except IsADirectoryError:
-        raise ImageError("is a folder, not a tar file") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise ImageError(open_failure(e, "a tar file")) from None
     except (tarfile.ReadError, EOFError, zlib.error, lzma.LZMAError) as e:
         if not _starts_like_tar(tar_path):
             raise ImageError(f"not a tar file (plain, gzip, bzip2 or xz): {one_line(e)}") from None

@@ -6,10 +6,11 @@ PNG. Rows are read one at a time, so memory stays bounded whatever the file's si
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from sapiens2_cli.choices import FitMode
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import ImageError
 from sapiens2_cli.pipeline.items import split_key
+from sapiens2_cli.pipeline.sources import identity
 from sapiens2_cli.viz.inputs import InputImages
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
 from sapiens2_cli.viz.pca import Colouring, fit_colouring
@@ -33,6 +35,7 @@ from sapiens2_cli.viz.render import (
     render_components,
     side_by_side,
 )
+from sapiens2_cli.writers.base import one_line_if_full, removed_on_failure
 from sapiens2_cli.writers.reader import FeatureFile, open_features
 
 log = logging.getLogger(__name__)
@@ -88,28 +91,40 @@ def visualize(
         if len(ff) == 0:
             raise Sapiens2Error(f"{features} holds no features yet: run extract on it first")
         rows = select_rows(ff, features, images, paths)
-        _make_dir(out_dir)
-        joint = None
-        if options.fit == "joint":
-            x, border = joint_sample(ff, spec, progress)
-            joint = fit_colouring(x, x[border], options.components, options.foreground_threshold)
-        result = VizResult()
-        fps = float(ff.settings.get("video_fps", 1.0))  # always there when frames are
-        inputs = InputImages(options.image_root, fps)
-        sheet: list[tuple[Image.Image, str]] = []
-        digits = len(str(len(ff) - 1))
-        bar = tqdm(rows, desc="viz", unit="img", disable=not progress, leave=False)
-        with logging_redirect_tqdm():  # warnings print above the bar, not through it
-            for row in bar:
-                picture = _draw_row(ff, row, spec, options, joint, inputs, result)
-                target = out_dir / picture_name(row, ff.paths[row], digits)
-                picture.save(target)
-                result.pictures.append(target)
-                if options.grid:
-                    sheet.append((picture, target.name))
-        if options.grid:
-            result.grid = out_dir / GRID_NAME
-            contact_sheet(sheet, min(GRID_CELL, options.long_side)).save(result.grid)
+        with _out_dir(out_dir):
+            return _draw(ff, rows, spec, out_dir, options, progress)
+
+
+def _draw(
+    ff: FeatureFile,
+    rows: list[int],
+    spec: GridSpec,
+    out_dir: Path,
+    options: VizOptions,
+    progress: bool,
+) -> VizResult:
+    """The pictures of `rows`, and the contact sheet if asked, written into `out_dir`."""
+    joint = None
+    if options.fit == "joint":
+        x, border = joint_sample(ff, spec, progress)
+        joint = fit_colouring(x, x[border], options.components, options.foreground_threshold)
+    result = VizResult()
+    fps = float(ff.settings.get("video_fps", 1.0))  # always there when frames are
+    inputs = InputImages(options.image_root, fps)
+    sheet: list[tuple[Image.Image, str]] = []
+    digits = len(str(len(ff) - 1))
+    bar = tqdm(rows, desc="viz", unit="img", disable=not progress, leave=False)
+    with logging_redirect_tqdm():  # warnings print above the bar, not through it
+        for row in bar:
+            picture = _draw_row(ff, row, spec, options, joint, inputs, result)
+            target = out_dir / picture_name(row, ff.paths[row], digits)
+            _save(picture, target)
+            result.pictures.append(target)
+            if options.grid:
+                sheet.append((picture, target.name))
+    if options.grid:
+        result.grid = out_dir / GRID_NAME
+        _save(contact_sheet(sheet, min(GRID_CELL, options.long_side)), result.grid)
     return result
 
 
@@ -137,14 +152,16 @@ def select_rows(
         if count < 1:
             raise Sapiens2Error(f"--images {count}: give 1 or more")
         return list(range(min(count, len(ff))))
+    # stored paths as stored (older outputs kept them as typed) and as their identity (what
+    # extract stores: the resolved path), so any spelling of a file finds its row
     by_path: dict[str, int] = {}
     for row, stored in enumerate(ff.paths):
         by_path.setdefault(stored, row)
-        by_path.setdefault(_same_file_key(stored), row)
+        by_path.setdefault(identity(stored), row)
     failed = dict(ff.failed)
     rows: list[int] = []
     for wanted in dict.fromkeys(paths):
-        row = by_path.get(wanted, by_path.get(_same_file_key(wanted)))
+        row = by_path.get(wanted, by_path.get(identity(wanted)))
         if row is not None:
             rows.append(row)
         elif wanted in failed:
@@ -160,19 +177,29 @@ def select_rows(
     return rows
 
 
-def _same_file_key(path: str) -> str:
-    """Spellings of one file ('./a/b.jpg', 'a//b.jpg', a path through a link) agree: the
-    identity extract stores (the resolved path; older outputs stored paths as typed)."""
-    return os.path.realpath(path)
-
-
-def _make_dir(out_dir: Path) -> None:
+@contextlib.contextmanager
+def _out_dir(out_dir: Path) -> Iterator[None]:
+    """`out_dir`, made if missing; if this run made it and fails before writing into it (a
+    full disk), it goes again."""
+    made = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise Sapiens2Error(f"{out_dir} is a file: give -o a folder for the pictures") from None
     except OSError as e:
         raise Sapiens2Error(f"cannot create {out_dir} ({e.strerror}): choose another -o") from None
+    try:
+        yield
+    except BaseException:
+        if made and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _save(picture: Image.Image, target: Path) -> None:
+    """Write a PNG; one that cannot be finished is removed, and a full disk is one line."""
+    with one_line_if_full(target), removed_on_failure(target):
+        picture.save(target)
 
 
 def joint_sample(

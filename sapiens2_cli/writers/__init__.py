@@ -1,7 +1,7 @@
 """Output writers (HDF5, npy shards), the reader, and how a run opens its output.
 
 `open_writer` locks OUT, then either starts a new output or resumes an existing one (whose
-settings the pipeline has checked against the run's).
+settings, a virtual join's included, pipeline/resume.py has checked against the run's).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def open_writer(
 
     OUT's lock is taken first, so a second writer stops here, before any work, and
     --overwrite never removes what a running writer is writing. The caller has checked
-    that an existing output's settings match (`existing_settings`, pipeline/job.py);
+    that an existing output can take these rows (pipeline/resume.py);
     `overwrite` replaces it instead.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,11 +149,6 @@ def _open(
             return H5Writer.create(path, settings, row_shape, dtype, compression, lock), set()
         return NpyWriter.create(path, settings, row_shape, shard_rows, lock), set()
     with open_features(path) as existing:
-        if existing.settings.get("merge") == "virtual":
-            raise Sapiens2Error(
-                f"{path} is a virtual join of parts, which cannot grow: rerun the "
-                "torchrun or --shard commands that made it to resume, or pass --overwrite"
-            )
         done = set(existing.paths)
         failed = dict(existing.failed)
         stale = existing.failed_records != len(failed)  # the log has superseded records

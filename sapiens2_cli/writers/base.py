@@ -8,11 +8,14 @@ later `merge` all build on these pieces: a writer is told its path, never guesse
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import re
+import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -27,9 +30,52 @@ RESERVED = frozenset({"features", "paths", "failed_paths", "failed_errors", "ind
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
+#: What a write refused for want of room fails with: a full disk, a quota, a file size limit.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 class OutputFull(OSError):
     """No room for the next write, found before any of it was made: the output is as the
     last commit left it and can still be closed normally."""
+
+
+def is_no_room(error: BaseException) -> bool:
+    """Whether `error` is a write refused for want of room."""
+    return isinstance(error, OSError) and error.errno in NO_ROOM
+
+
+def disk_full(path: Path, error: OSError) -> Sapiens2Error:
+    """The one line for a write to `path` refused for want of room: says so, and how much
+    is free where `path` lives, since the OSError's own text may not (numpy's short write)."""
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+    free = shutil.disk_usage(folder).free / 2**20
+    return Sapiens2Error(
+        f"writing {path} failed: the disk is full ({os.strerror(error.errno)}; {free:.1f} MiB "
+        "free there): free space and run the same command again; what was written before is "
+        "kept"
+    )
+
+
+@contextlib.contextmanager
+def one_line_if_full(path: Path) -> Iterator[None]:
+    """A write to `path` refused for want of room leaves as `disk_full`'s one line."""
+    try:
+        yield
+    except OSError as e:
+        if is_no_room(e):
+            raise disk_full(path, e) from e
+        raise
+
+
+@contextlib.contextmanager
+def removed_on_failure(tmp: Path) -> Iterator[None]:
+    """Delete `tmp`, a file being made under a temporary name, if making it fails: nothing
+    half-made is left behind."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -113,7 +159,8 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 class OutputLock:
-    """One writer per output: an exclusive POSIX lock (`lockf`) on `OUT.lock`, beside OUT.
+    """One writer per output: an exclusive POSIX lock (`lockf`) on `OUT.lock`, beside OUT
+    (OUT with every symbolic link resolved, so every name of one output has one lock).
 
     Why a separate file: a POSIX lock belongs to the process and is dropped the moment the
     process closes *any* descriptor of the locked file, and h5py (or a reader) opens and
@@ -130,7 +177,7 @@ class OutputLock:
     _held: ClassVar[set[tuple[int, int]]] = set()  # (st_dev, st_ino) of lock files held here
 
     def __init__(self, out: Path) -> None:
-        self.path = lock_path(out)
+        self.path = lock_path(out.resolve())  # by the file: a link to OUT shares its lock
         busy = Sapiens2Error(
             f"{out} is being written by another run: wait for it to end or choose another -o"
         )
@@ -193,15 +240,20 @@ class FeatureWriter(ABC):
                 self._log.append((key, ""))
                 self._stale = True
         for key, reason in batch.failures:
+            reason = reason or "failed"  # an empty reason is a tombstone on disk
+            if self.failed.get(key) == reason:
+                continue  # its last record says so already: a rerun adds nothing to the log
             self._stale |= key in self.failed
-            self.failed[key] = reason = reason or "failed"
+            self.failed[key] = reason
             self._log.append((key, reason))
         try:
             self._append(batch)
-        except OutputFull:
-            raise
-        except BaseException:
+        except OutputFull as e:
+            raise disk_full(self.path, e) from e
+        except BaseException as e:
             self.broken = True
+            if is_no_room(e):
+                raise disk_full(self.path, e) from e
             raise
 
     def close(self, complete: bool) -> None:
@@ -212,7 +264,8 @@ class FeatureWriter(ABC):
         """
         try:
             if not self.broken:
-                self._close(complete)
+                with one_line_if_full(self.path):
+                    self._close(complete)
         finally:
             if self._lock is not None:
                 self._lock.release()

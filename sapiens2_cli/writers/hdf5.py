@@ -46,6 +46,8 @@ from sapiens2_cli.writers.base import (
     fill_value,
     filled,
     fsync_dir,
+    one_line_if_full,
+    removed_on_failure,
 )
 
 FAILED = ("failed_paths", "failed_errors")
@@ -153,26 +155,27 @@ class H5Writer(FeatureWriter):
     ) -> H5Writer:
         """A new, empty output at `path` (made under a temporary name, then renamed)."""
         tmp = path.with_name(path.name + ".creating")
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(
-                "features",
-                shape=(0, *row_shape),
-                maxshape=(None, *row_shape),
-                chunks=(1, *row_shape),  # one image per chunk
-                dtype=dtype,
-                compression=compression,
-            )
-            for name, chunk in (("paths", META_CHUNK), *((n, 256) for n in FAILED)):
+        with one_line_if_full(path), removed_on_failure(tmp):
+            with h5py.File(tmp, "w") as f:
                 f.create_dataset(
-                    name, (0,), string_dtype(STRING_WIDTH), maxshape=(None,), chunks=(chunk,)
+                    "features",
+                    shape=(0, *row_shape),
+                    maxshape=(None, *row_shape),
+                    chunks=(1, *row_shape),  # one image per chunk
+                    dtype=dtype,
+                    compression=compression,
                 )
-            for key, value in settings.items():
-                f.attrs[key] = to_attr(value)
-            f.attrs["rows"] = 0
-            f.attrs["failures"] = 0
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
+                for name, chunk in (("paths", META_CHUNK), *((n, 256) for n in FAILED)):
+                    f.create_dataset(
+                        name, (0,), string_dtype(STRING_WIDTH), maxshape=(None,), chunks=(chunk,)
+                    )
+                for key, value in settings.items():
+                    f.attrs[key] = to_attr(value)
+                f.attrs["rows"] = 0
+                f.attrs["failures"] = 0
+            with open(tmp, "rb+") as raw:
+                os.fsync(raw.fileno())
+            os.replace(tmp, path)
         fsync_dir(path.parent)
         return cls(path, {}, lock)
 

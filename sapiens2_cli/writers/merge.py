@@ -37,12 +37,15 @@ from sapiens2_cli.writers.base import (
     RowBatch,
     concat_columns,
     fsync_dir,
+    one_line_if_full,
+    removed_on_failure,
 )
 from sapiens2_cli.writers.hdf5 import H5Writer, encode, string_dtype, to_attr
 from sapiens2_cli.writers.npy import (
     MANIFEST,
     NpyWriter,
     default_shard_rows,
+    is_own_file,
     new_manifest,
     next_failed_index,
     write_failed,
@@ -234,23 +237,25 @@ def _copy(sources: list[_Source], failed: dict[str, str], writer: FeatureWriter)
 def _join_h5(
     sources: list[_Source], out: Path, settings: dict, record: dict, failed: dict[str, str]
 ) -> None:
-    """Build the joined file under a temporary name, then rename it over `out`."""
+    """Build the joined file under a temporary name, then rename it over `out`; if that
+    fails (a full disk), the temporary file goes and `out` is as it was."""
     tmp = out.with_name(out.name + ".merging")
     tmp.unlink(missing_ok=True)
     with h5py.File(sources[0].path, "r", locking=False) as f:
         features = f["features"]
         row_shape, dtype, compression = features.shape[1:], features.dtype, features.compression
-    if record["merge"] == "virtual":
-        _write_h5_virtual(sources, tmp, out, (row_shape, dtype), settings, failed)
-    else:
-        writer = H5Writer.create(tmp, settings, row_shape, dtype, compression, lock=None)
-        _copy(sources, failed, writer)
-    with h5py.File(tmp, "r+") as f:
-        f.attrs["parts"] = np.array(record["parts"], dtype=h5py.string_dtype())
-        f.attrs["merge"] = record["merge"]
-    with open(tmp, "rb+") as raw:
-        os.fsync(raw.fileno())
-    os.replace(tmp, out)
+    with one_line_if_full(out), removed_on_failure(tmp):
+        if record["merge"] == "virtual":
+            _write_h5_virtual(sources, tmp, out, (row_shape, dtype), settings, failed)
+        else:
+            writer = H5Writer.create(tmp, settings, row_shape, dtype, compression, lock=None)
+            _copy(sources, failed, writer)
+        with h5py.File(tmp, "r+") as f:
+            f.attrs["parts"] = np.array(record["parts"], dtype=h5py.string_dtype())
+            f.attrs["merge"] = record["merge"]
+        with open(tmp, "rb+") as raw:
+            os.fsync(raw.fileno())
+        os.replace(tmp, out)
     fsync_dir(out.parent)
 
 
@@ -321,5 +326,5 @@ def _write_npy_manifest(
     row_shape = sources[0].file.row_shape
     write_manifest(out, new_manifest(settings, row_shape, shards, names, complete=True))
     for leftover in out.iterdir():  # shards and records of an earlier join into this folder
-        if leftover.name.startswith(("shard-", "failed-")) and leftover.name not in names:
+        if is_own_file(leftover.name) and leftover.name not in (MANIFEST, *names):
             leftover.unlink()

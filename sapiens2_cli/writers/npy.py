@@ -13,11 +13,11 @@ JSON (as \\udcXX escapes).
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from collections.abc import Callable
+import re
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from sapiens2_cli.writers.base import (
     RowBatch,
     concat_columns,
     fsync_dir,
+    one_line_if_full,
+    removed_on_failure,
 )
 
 MANIFEST = "manifest.json"
@@ -41,19 +43,40 @@ def default_shard_rows(row_bytes: int) -> int:
     return max(1, min(MAX_SHARD_ROWS, SHARD_BYTES // max(1, row_bytes)))
 
 
+#: The names of the files this writer makes inside OUT, and of their temporary copies.
+OWN_FILE = re.compile(
+    r"(manifest\.json|shard-\d{5,}\.[a-z][a-z0-9_]*\.npy|failed-\d{5,}\.json)(\.tmp)?"
+)
+
+
 def is_own_file(name: str) -> bool:
-    """Files this writer makes inside OUT (the only ones --overwrite may delete)."""
-    return name == MANIFEST or name.startswith(("shard-", "failed-", MANIFEST + "."))
+    """Files this writer makes inside OUT (the only ones --overwrite may delete): named
+    exactly as it names them, so a user's `shard-notes.txt` is not one."""
+    return OWN_FILE.fullmatch(name) is not None
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """write(file) to a temporary name, fsync, rename over `path`."""
+def _npy_bytes(array: np.ndarray) -> int:
+    """The size of `array` saved by np.save (format 1.0, which it uses for these arrays)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return header.tell() + array.nbytes
+
+
+def _write_atomic(path: Path, data: bytes | np.ndarray) -> None:
+    """`data` (an array as .npy) to a temporary name, fsync, rename over `path`; if any of
+    it fails the temporary file goes at once. An array's room is reserved first: numpy
+    reports a full disk as a short write without an errno, the reservation as ENOSPC."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with removed_on_failure(tmp):
+        with open(tmp, "wb") as f:
+            if isinstance(data, np.ndarray):
+                os.posix_fallocate(f.fileno(), 0, _npy_bytes(data))
+                np.save(f, data)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def _json(value: object) -> bytes:
@@ -61,7 +84,7 @@ def _json(value: object) -> bytes:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    _write_atomic(folder / MANIFEST, lambda f: f.write(_json(manifest)))
+    _write_atomic(folder / MANIFEST, _json(manifest))
     fsync_dir(folder)
 
 
@@ -73,8 +96,7 @@ def next_failed_index(names: list[str]) -> int:
 def write_failed(folder: Path, records: list[tuple[str, str]], index: int) -> str:
     """Write failure records as `failed-<index>.json`; its name."""
     name = f"failed-{index:05d}.json"
-    body = _json([{"path": p, "error": e} for p, e in records])
-    _write_atomic(folder / name, lambda f: f.write(body))
+    _write_atomic(folder / name, _json([{"path": p, "error": e} for p, e in records]))
     return name
 
 
@@ -125,10 +147,18 @@ class NpyWriter(FeatureWriter):
         shard_rows: int,
         lock: OutputLock | None,
     ) -> NpyWriter:
-        """A new, empty output folder at `path`."""
+        """A new, empty output folder at `path` (gone again if it cannot be made: a full
+        disk leaves no empty folder behind)."""
+        made = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         manifest = new_manifest(dict(settings), row_shape, [], [], complete=False)
-        write_manifest(path, manifest)
+        try:
+            with one_line_if_full(path):
+                write_manifest(path, manifest)
+        except BaseException:
+            if made:
+                path.rmdir()
+            raise
         return cls(path, manifest, {}, shard_rows, lock)
 
     @classmethod
@@ -191,7 +221,7 @@ class NpyWriter(FeatureWriter):
         entry: dict = {"index": index, "rows": count}
         for name, array in arrays.items():
             file_name = f"shard-{index:05d}.{name}.npy"
-            _write_atomic(self.path / file_name, lambda f, a=array: np.save(f, a))
+            _write_atomic(self.path / file_name, array)
             entry[name] = file_name
         self._manifest["shards"].append(entry)
         self._rows += count

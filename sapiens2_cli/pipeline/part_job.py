@@ -1,6 +1,6 @@
 """One extract job in parts: which part this process writes, its share of the input files,
-and, under torchrun, the join into OUT once every rank is done (naming and assignment:
-writers/parts.py)."""
+and, under torchrun, the join into OUT once every rank is done (the parts' files, their
+names and which part an input belongs to: writers/parts.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 
 from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.pipeline.distributed import RankGroup
-from sapiens2_cli.pipeline.extract import OutputSpec
 from sapiens2_cli.pipeline.progress import Summary
+from sapiens2_cli.pipeline.runner import OutputSpec
 from sapiens2_cli.writers import check_output_path
 from sapiens2_cli.writers.merge import merge_outputs
 from sapiens2_cli.writers.parts import (

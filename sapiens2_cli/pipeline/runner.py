@@ -1,4 +1,4 @@
-"""The extract loop: pending items -> batches -> backbone on the device -> writer thread.
+"""The runner: pending items -> batches -> backbone on the device -> writer thread.
 
 `Extraction` is a checked plan (pipeline/job.py makes it once every flag, the weights and
 OUT have been checked); `run` loads the model and makes the rows OUT does not hold yet.
@@ -27,6 +27,7 @@ from sapiens2_cli.pipeline.background import BackgroundWriter
 from sapiens2_cli.pipeline.forward import DeviceModel, Pending
 from sapiens2_cli.pipeline.items import Item, Preprocess
 from sapiens2_cli.pipeline.loader import Batch, default_workers, iter_batches
+from sapiens2_cli.pipeline.options import DEFAULT_BATCH_SIZE
 from sapiens2_cli.pipeline.profile import StageClock
 from sapiens2_cli.pipeline.progress import Progress, Summary
 from sapiens2_cli.pipeline.weights import Weights
@@ -42,9 +43,9 @@ class FeatureSpec:
 
     prep: Preprocess
     layers: tuple[int, ...]  # block indices from 0
-    tokens: TokenMode = TokenMode.PATCH
-    layout: Layout = Layout.TOKENS
-    dtype: StorageDtype = StorageDtype.FLOAT16
+    tokens: TokenMode
+    layout: Layout
+    dtype: StorageDtype
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class RunOptions:
 
     device: torch.device
     precision: torch.dtype  # compute dtype (autocast when it differs from the weights')
-    batch_size: int | None = 8  # None: the largest that fits in GPU memory (1 on CPU)
+    batch_size: int | None = DEFAULT_BATCH_SIZE  # None: the largest that fits (1 on CPU)
     workers: int | None = None  # decode processes; 0: the main process; None: by device
     weights_dtype: torch.dtype = torch.float32  # float32, or the compute dtype
     compile: CompileMode | None = None  # torch.compile mode for the device work
