@@ -3,6 +3,7 @@
 The Python API in one import::
 
     from sapiens2_cli import extract, open_features  # whole jobs, as `sapiens2 extract`
+    from sapiens2_cli import FeatureDataset  # an output read back for training (torch)
     from sapiens2_cli import load_backbone, normalize_pixels  # the model itself
 
 Every name but the error is imported on first use, so `import sapiens2_cli` (and the
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from sapiens2_cli.pipeline.progress import ProgressStep, Summary
     from sapiens2_cli.pipeline.runner import Interrupted
     from sapiens2_cli.writers import open_features
+    from sapiens2_cli.writers.dataset import FeatureDataset
 
 #: Where each name lives; the extraction engine pulls in the pipeline and writers.
 _LAZY = {
@@ -65,6 +67,7 @@ _LAZY = {
     "ProgressStep": "sapiens2_cli.pipeline.progress",
     "Summary": "sapiens2_cli.pipeline.progress",
     "open_features": "sapiens2_cli.writers",
+    "FeatureDataset": "sapiens2_cli.writers.dataset",
 }
 
 
