@@ -24,8 +24,9 @@ def extract_command(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Image, video or tar (.tar, .tar.gz, ...) files, folders (walked recursively), "
-            "brace patterns (shards/{00000..00099}.tar) or - to read paths from stdin.",
+            help="Image, video, tar (.tar, .tar.gz, ...) or Parquet / Arrow (.parquet, .arrow) "
+            "files, folders (walked recursively), brace patterns (shards/{00000..00099}.tar) "
+            "or - to read paths from stdin.",
             show_default=False,
         ),
     ] = None,
@@ -95,6 +96,22 @@ def extract_command(
         bool,
         typer.Option("--every-frame", help="Videos: keep every frame (instead of --fps)."),
     ] = False,
+    image_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Parquet / Arrow inputs: the image column, when several hold images (default: "
+            "the one binary column or struct with a binary `bytes` field).",
+            show_default=False,
+        ),
+    ] = None,
+    key_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Parquet / Arrow inputs: key rows by this column's values (unique ids) "
+            "instead of FILE#row=N.",
+            show_default=False,
+        ),
+    ] = None,
     arch: Annotated[str | None, ArchOption.__metadata__[0]] = None,
     checkpoint: CheckpointOption = None,
     size: SizeOption = None,
@@ -277,6 +294,8 @@ def extract_command(
         include_crowd=include_crowd,
         fps=fps,
         every_frame=every_frame,
+        image_column=image_column,
+        key_column=key_column,
     )
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)
