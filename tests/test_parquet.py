@@ -89,13 +89,14 @@ def test_each_row_is_its_bytes_decoded_and_nulls_and_corrupt_rows_fail(tmp_path,
 
 
 def test_a_run_of_rows_reads_each_group_once(tmp_path, monkeypatch):
-    # Catches: a group read again for every row (a row group is hundreds of images).
+    # Catches: a group read again for every run of rows (a row group is hundreds of
+    # images, a run at most 64).
     path = write(tmp_path / "t.parquet", table("binary", CELLS[:4]), rows_per_group=2)
     reads = []
     real = columnar.ColumnarFile.read
     monkeypatch.setattr(columnar.ColumnarFile, "read", lambda *a: reads.append(a[1:]) or real(*a))
     items = ParquetSource().expand([str(path)]).items
-    rows = list(items[0].reader.read(items, Preprocess(SIZE)))
+    rows = [r for i in items for r in i.reader.read([i], Preprocess(SIZE))]  # runs of one
     assert len(rows) == 4 and reads == [(0, "image"), (1, "image")]
 
 
@@ -267,3 +268,15 @@ def test_viz_reads_a_row_as_extract_did(tmp_path):
     for n in (0, 3):
         shown = inputs.read(f"{path}#row={n}", (40, 30)).pixels
         np.testing.assert_array_equal(shown, decode_image(CELLS[n], (40, 30)).pixels)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_resume_takes_outs_key_column_and_refuses_another(tmp_path):
+    # Catches: a resume without --key-column keying rows FILE#row=N (every row twice), or
+    # one with another key column mixing two kinds of keys in OUT.
+    path = write(tmp_path / "t.parquet", table("binary", CELLS[:2], id=["a", "b"], o=["c", "d"]))
+    run(path, "-o", tmp_path / "f.h5", "--key-column", "id")
+    again = run(path, "-o", tmp_path / "f.h5")
+    assert (again["skipped"], again["images"]) == (2, 0)
+    result = extract(path, "-o", tmp_path / "f.h5", *FAST, "--key-column", "o")
+    assert "--key-column (key_column is 'id' there, 'o' now)" in str(result.exception)
