@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import TYPE_CHECKING
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.columnar import (
@@ -25,18 +26,12 @@ from sapiens2_cli.pipeline.columnar import (
     image_column,
     pyarrow,
 )
-from sapiens2_cli.pipeline.items import (
-    Failure,
-    Item,
-    Preprocess,
-    Reader,
-    Row,
-    bytes_row,
-    derived_key,
-    file_key,
-)
+from sapiens2_cli.pipeline.items import Failure, Item, Reader, bytes_row, derived_key, file_key
 from sapiens2_cli.pipeline.sources import Expansion, Source
 from sapiens2_cli.pipeline.tar import file_state
+
+if TYPE_CHECKING:
+    from sapiens2_cli.pipeline.items import Preprocess, Row
 
 
 @dataclass(frozen=True)
