@@ -61,6 +61,12 @@ class OutputSettings:
             "--fps/--every-frame",
         ),
     )
+    image_column: str | None = field(
+        default=None, metadata=_meta("Parquet / Arrow inputs' image column", "--image-column")
+    )
+    key_column: str | None = field(
+        default=None, metadata=_meta("Parquet / Arrow column whose values are keys", "--key-column")
+    )
     tool_version: str = field(
         default=None, metadata=_meta("sapiens2-cli version that created the output")
     )

@@ -20,7 +20,7 @@ from sapiens2_cli.model.zoo import ZOO_COST
 from sapiens2_cli.text import plural
 from sapiens2_cli.writers.base import OutputLock
 
-HEAVY = ("torch", "h5py", "PIL", "huggingface_hub")
+HEAVY = ("torch", "h5py", "PIL", "huggingface_hub", "pyarrow")
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:

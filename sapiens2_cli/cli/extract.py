@@ -35,8 +35,9 @@ def extract_command(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Image, video or tar (.tar, .tar.gz, ...) files, folders (walked recursively), "
-            "brace patterns (shards/{00000..00099}.tar) or - to read paths from stdin.",
+            help="Image, video, tar (.tar, .tar.gz, ...) or Parquet / Arrow (.parquet, .arrow) "
+            "files, folders (walked recursively), brace patterns (shards/{00000..00099}.tar) "
+            "or - to read paths from stdin.",
             show_default=False,
         ),
     ] = None,
@@ -107,6 +108,22 @@ def extract_command(
             "--every-frame", help="Videos: keep every frame (instead of --fps).", panel=INPUTS
         ),
     ] = False,
+    image_column: Annotated[
+        str | None,
+        option(
+            help="Parquet / Arrow inputs: the image column, when several hold images "
+            "(default: the binary column, or struct with a binary `bytes` field).",
+            panel=INPUTS,
+        ),
+    ] = None,
+    key_column: Annotated[
+        str | None,
+        option(
+            help="Parquet / Arrow inputs: key rows by this column's values (unique ids) "
+            "instead of FILE#row=N.",
+            panel=INPUTS,
+        ),
+    ] = None,
     arch: in_panel(ArchOption, MODEL) = None,
     checkpoint: in_panel(CheckpointOption, MODEL) = None,
     size: in_panel(SizeOption, MODEL) = None,
@@ -281,43 +298,10 @@ def extract_command(
     --dtype, --precision, --arch, --fps/--every-frame) are taken from OUT
     when it exists, so a resume needs only the inputs and -o.
     """
+    flags = dict(locals())  # every parameter, by name
     from sapiens2_cli.pipeline.job import ExtractOptions, extract  # no torch yet: see there
 
-    options = ExtractOptions(
-        arch=arch,
-        checkpoint=checkpoint,
-        size=size,
-        resize=resize,
-        layers=layers,
-        tokens=tokens,
-        layout=layout,
-        dtype=dtype,
-        jpeg_draft=jpeg_draft,
-        format=output_format,
-        compression=compression,
-        rows_per_shard=rows_per_shard,
-        overwrite=overwrite,
-        retry_failed=retry_failed,
-        device=device,
-        precision=precision,
-        weights_dtype=weights_dtype,
-        batch_size=batch_size,
-        workers=workers,
-        compile=compile,
-        compile_mode=compile_mode,
-        profile=profile,
-        shard=shard,
-        merge=merge,
-        files_from=tuple(files_from or ()),
-        hidden=hidden,
-        null=null,
-        boxes=boxes,
-        box_padding=box_padding,
-        min_score=min_score,
-        include_crowd=include_crowd,
-        fps=fps,
-        every_frame=every_frame,
-    )
+    options = ExtractOptions(**_option_keywords(flags))
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)
     except KeyboardInterrupt as stop:
@@ -339,6 +323,19 @@ def extract_command(
         typer.echo(summary.next_step, err=True)
     if strict and summary.failed_total:
         raise typer.Exit(3)
+
+
+#: Parameters of the command that are not options of the job.
+_NOT_OPTIONS = ("inputs", "output", "strict", "as_json", "quiet")
+
+
+def _option_keywords(flags: dict) -> dict:
+    """The command's parameters as ExtractOptions' keywords: each flag's field has the
+    flag's name (docs/api.md), but for -f/--format, which is `output_format` here."""
+    keywords = {name: value for name, value in flags.items() if name not in _NOT_OPTIONS}
+    keywords["format"] = keywords.pop("output_format")
+    keywords["files_from"] = tuple(keywords["files_from"] or ())
+    return keywords
 
 
 def _report(summary, as_json: bool, quiet: bool) -> None:

@@ -127,6 +127,20 @@ class ImageReader(Reader):
         return hash(type(self))
 
 
+def bytes_row(item: Item, data: bytes | str, prep: Preprocess) -> Row | Failure:
+    """An image file's bytes read from inside another file (a tar member, a Parquet cell)
+    decoded as a loose file is, or the item's failure (`data` a one-line reason)."""
+    from sapiens2_cli.pipeline.decode import ImageError, decode_image
+
+    if isinstance(data, str):
+        return Failure(item.key, data)
+    try:
+        decoded = decode_image(data, prep.size, prep.resize, prep.jpeg_draft)
+    except ImageError as e:
+        return Failure(item.key, str(e))
+    return Row(item.key, decoded.pixels, image_columns(decoded, prep))
+
+
 def image_columns(decoded, prep: Preprocess) -> dict[str, np.ndarray]:
     """The columns every image row has: its size after EXIF, and the letterbox's content."""
     columns = {"original_size": np.asarray(decoded.original_size, np.int32)}

@@ -50,6 +50,9 @@ class SettingDefaults:
     # scenes of human video (people move on that scale) at 1/25-1/60 of the cost of every
     # frame, and gives a row count anyone can predict (one per second of video).
     video_fps: float = 1.0
+    # Parquet / Arrow inputs: None finds the image column by type, and keys rows FILE#row=N
+    image_column: str | None = None
+    key_column: str | None = None
 
 
 DEFAULTS = SettingDefaults()
@@ -105,6 +108,9 @@ class ExtractOptions:
     box_padding: float | None = None  # DEFAULTS, or OUT's on a resume
     min_score: float | None = None
     include_crowd: bool = False
+    # Parquet / Arrow inputs: the image column when several hold images; keys from a column
+    image_column: str | None = None
+    key_column: str | None = None
     #: extra sources, in front of the plain image source (see pipeline/sources.py)
     sources: tuple[Source, ...] = field(default=(), compare=False)
 
@@ -176,12 +182,14 @@ class ExtractOptions:
         return 0.0 if self.every_frame else self.fps
 
     def source_list(self) -> list[Source]:
+        from sapiens2_cli.pipeline.parquet import ParquetSource
         from sapiens2_cli.pipeline.sources import default_sources
         from sapiens2_cli.pipeline.tar import TarSource
         from sapiens2_cli.pipeline.video import VideoSource
 
         fps = DEFAULTS.video_fps if self.video_fps is None else self.video_fps
-        return [*self.sources, VideoSource(fps), TarSource(), *default_sources()]
+        tables = ParquetSource(self.image_column, self.key_column)
+        return [*self.sources, VideoSource(fps), TarSource(), tables, *default_sources()]
 
 
 def check_box_options(opts: ExtractOptions) -> None:

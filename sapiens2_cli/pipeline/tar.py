@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.decode import ImageError, decode_image
+from sapiens2_cli.pipeline.decode import ImageError
 from sapiens2_cli.pipeline.items import (
     Failure,
     Item,
     Preprocess,
     Reader,
     Row,
+    bytes_row,
     file_key,
-    image_columns,
 )
 from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
 from sapiens2_cli.text import one_line, open_failure
@@ -146,7 +146,7 @@ def member_of(path: str) -> tuple[str, str] | None:
     return None
 
 
-#: The tar this process read last, open where that read stopped, by _identity (one entry).
+#: The tar this process read last, open where that read stopped, by file_state (one entry).
 _last: dict[tuple, BinaryIO] = {}
 
 
@@ -159,7 +159,7 @@ def _kept_open(tar_path: str) -> Iterator[BinaryIO]:
     time. Replaced, or failing, the file is opened afresh, and so is one kept by the process
     a decode worker was forked from (its file offset is shared with every other fork).
     """
-    key = _identity(tar_path)
+    key = file_state(tar_path)
     f = _last.pop(key, None)
     for other in _last.values():
         other.close()
@@ -173,10 +173,10 @@ def _kept_open(tar_path: str) -> Iterator[BinaryIO]:
     _last[key] = f
 
 
-def _identity(tar_path: str) -> tuple:
+def file_state(path: str) -> tuple:
     """What tells a file, opened by this process, from one written over it since."""
-    st = os.stat(tar_path)
-    return os.getpid(), tar_path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    st = os.stat(path)
+    return os.getpid(), path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 _BRACE = re.compile(r"\{([^{}]*)\}")
@@ -254,15 +254,7 @@ class TarReader(Reader):
     def read(self, items: Sequence[Item], prep: Preprocess) -> Iterator[Row | Failure]:
         members = read_members(items[0].file, [item.locator for item in items])
         for item, data in zip(items, members, strict=True):
-            if isinstance(data, str):
-                yield Failure(item.key, data)
-                continue
-            try:
-                decoded = decode_image(data, prep.size, prep.resize, prep.jpeg_draft)
-            except ImageError as e:
-                yield Failure(item.key, str(e))
-                continue
-            yield Row(item.key, decoded.pixels, image_columns(decoded, prep))
+            yield bytes_row(item, data, prep)
 
 
 class TarSource(Source):

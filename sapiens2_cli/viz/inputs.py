@@ -2,9 +2,10 @@
 
 The key gives the file and the item in it (`items.split_key`, `tar.member_of`). The file
 goes through the source extract used for it (a video sampled at OUT's rate, a tar shard, a
-photo) and that source's reader reads the item with the row's key, so a frame, a tar
-member and a photo are decoded by the same code as at extract. A person crop is cut again
-from its photo with the stored matrix.
+Parquet / Arrow file, a photo) and that source's reader reads the item with the row's key,
+so a frame, a tar member, a Parquet row and a photo are decoded by the same code as at
+extract. A person crop is cut again from its photo with the stored matrix. (Rows keyed by
+a Parquet --key-column name no file, so they have no overlay.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sapiens2_cli.pipeline.items import (
     file_key,
     split_key,
 )
+from sapiens2_cli.pipeline.parquet import ParquetSource
 from sapiens2_cli.pipeline.sources import ImageSource, Source
 from sapiens2_cli.pipeline.tar import TarSource, member_of
 
@@ -32,9 +34,10 @@ class InputImages:
     """Reads rows' input images; each file's items are listed once per viz run (a video
     is probed once for all its rows)."""
 
-    def __init__(self, root: Path | None, video_fps: float) -> None:
+    def __init__(self, root: Path | None, video_fps: float, image_column: str | None = None):
         self.root = root  # relative stored paths are under this; None: the cwd
         self.video_fps = video_fps  # the rate extract sampled videos at (OUT's video_fps)
+        self.image_column = image_column  # Parquet / Arrow inputs' (OUT's image_column)
         self._listed: dict[str, tuple[dict[str, Item], list[Failure]]] = {}
 
     def path(self, key: str) -> str:
@@ -65,6 +68,8 @@ class InputImages:
             item = self._item(member[0], TarSource(), file_key(path))
         elif fragment is None:
             item = self._item(path, ImageSource(), file_key(path))
+        elif (tables := ParquetSource(self.image_column)).claims(path):
+            item = self._item(path, tables, derived_key(path, fragment))
         else:
             from sapiens2_cli.pipeline.video import VideoSource  # PyAV only for videos
 

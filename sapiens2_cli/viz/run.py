@@ -110,7 +110,7 @@ def _draw(
         joint = fit_colouring(x, x[border], options.components, options.foreground_threshold)
     result = VizResult()
     fps = float(ff.settings.get("video_fps", 1.0))  # always there when frames are
-    inputs = InputImages(options.image_root, fps)
+    inputs = InputImages(options.image_root, fps, ff.settings.get("image_column"))
     sheet: list[tuple[Image.Image, str]] = []
     digits = len(str(len(ff) - 1))
     bar = tqdm(rows, desc="viz", unit="img", disable=not progress, leave=False)
