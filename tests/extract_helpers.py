@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
+from paths import TINY
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
@@ -19,26 +17,10 @@ from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.writers import open_features
 
-GOLDEN = Path(__file__).parent / "golden"
-TINY = GOLDEN / "tiny_weights.safetensors"
 FAST = ["--checkpoint", str(TINY), "--size", "64x48", "--workers", "0", "-q"]
 #: For tests that compare features with a float32 reference: `--precision auto` is bf16 on
 #: CPUs with native bf16 (AMX, AVX512-BF16) and fp32 on the others, so they must ask.
 FP32 = ["--precision", "fp32"]
-
-
-@contextlib.contextmanager
-def quiet_machine(monkeypatch, cache: Path) -> Iterator[None]:
-    """A private checkpoint-hash cache, and one torch thread: the tiny model is faster alone
-    than fighting other processes for two shared cores (subprocesses inherit it)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def extract(*args: str, stdin: str | None = None):

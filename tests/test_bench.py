@@ -101,7 +101,7 @@ def test_bad_flags_are_fix_it_errors(args, message):
     assert message in str(result.exception)
 
 
-TINY = Sapiens2Config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64)
+TINY_CONFIG = Sapiens2Config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64)
 
 
 def test_auto_batch_size_is_one_on_cpu():
@@ -109,7 +109,7 @@ def test_auto_batch_size_is_one_on_cpu():
     from sapiens2_cli.pipeline.forward import DeviceModel
 
     stage = DeviceModel(
-        build_backbone(TINY),
+        build_backbone(TINY_CONFIG),
         layers=(-1,),
         tokens="patch",
         layout="tokens",
@@ -123,7 +123,7 @@ def test_auto_batch_size_is_one_on_cpu():
 
 
 def test_time_forward_counts_its_steps():
-    model = build_backbone(TINY)
+    model = build_backbone(TINY_CONFIG)
     timing = time_forward(model, 3, (32, 32), torch.device("cpu"), torch.float32, steps=4, warmup=0)
     assert (timing.batch_size, timing.steps, timing.compile_s) == (3, 4, None)
     assert timing.p90_ms >= timing.median_ms > 0
@@ -132,7 +132,7 @@ def test_time_forward_counts_its_steps():
 
 @pytest.mark.slow  # inductor compiles C++ on the CPU
 def test_compile_time_is_reported_apart():
-    model = build_backbone(TINY)
+    model = build_backbone(TINY_CONFIG)
     timing = time_forward(
         model, 1, (32, 32), torch.device("cpu"), torch.float32, steps=2, warmup=1, compile=True
     )
@@ -170,9 +170,8 @@ def test_archs_json_lists_the_zoo():
     assert {"embed_dim", "layers", "heads", "cached"} <= rows["0.8b"].keys()
 
 
-def _jpegs(folder, count: int, monkeypatch) -> None:
-    """A folder of small JPEGs; the pipeline's checkpoint-hash cache kept in tmp too."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(folder.parent / "cache"))
+def _jpegs(folder, count: int) -> None:
+    """A folder of small JPEGs."""
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(count):
@@ -180,10 +179,10 @@ def _jpegs(folder, count: int, monkeypatch) -> None:
         Image.fromarray(pixels).save(folder / f"{i}.jpg")
 
 
-def test_pipeline_runs_the_real_extract_loop(tmp_path, monkeypatch):
-    _jpegs(tmp_path / "images", 5, monkeypatch)
+def test_pipeline_runs_the_real_extract_loop(tmp_path):
+    _jpegs(tmp_path / "images", 5)
     run = time_pipeline(
-        tmp_path / "images", TINY, (32, 32), torch.device("cpu"), torch.float32, 2, workers=0
+        tmp_path / "images", TINY_CONFIG, (32, 32), torch.device("cpu"), torch.float32, 2, workers=0
     )
     assert (run.images, run.failed, run.workers) == (5, 0, 0)
     assert run.seconds > 0 and run.images_per_s == pytest.approx(5 / run.seconds)
@@ -191,8 +190,8 @@ def test_pipeline_runs_the_real_extract_loop(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # saves a random 0.1b checkpoint (456 MB) for the pipeline to load
-def test_bench_pipeline_reports_the_ratio(tmp_path, monkeypatch):
-    _jpegs(tmp_path / "images", 4, monkeypatch)
+def test_bench_pipeline_reports_the_ratio(tmp_path):
+    _jpegs(tmp_path / "images", 4)
     report = _bench(
         "--arch",
         "0.1b",

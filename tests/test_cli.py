@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from extract_helpers import FAST, TINY, extract, quiet_machine
+from extract_helpers import FAST, extract
+from paths import TINY
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -184,10 +185,9 @@ def test_merge_counts_one_part_in_the_singular(tmp_path, monkeypatch):
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
     out = tmp_path / "f.h5"
-    with quiet_machine(monkeypatch, tmp_path / "cache"):
-        result = extract(image, "-o", out, *FAST, "--shard", "0/1")
-        assert result.exit_code == 0, result.output
-        merged = CliRunner().invoke(app, ["merge", "-o", str(out)])
+    result = extract(image, "-o", out, *FAST, "--shard", "0/1")
+    assert result.exit_code == 0, result.output
+    merged = CliRunner().invoke(app, ["merge", "-o", str(out)])
     assert merged.exit_code == 0, merged.output
     assert f"joined 1 part (1 row, 0 failed) into {out}" in merged.stderr
 
@@ -234,8 +234,7 @@ def test_refusals_that_need_no_weights_come_before_torch(tmp_path, monkeypatch, 
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
     if flags == ["--tokens", "mean"]:
-        with quiet_machine(monkeypatch, tmp_path / "cache"):
-            assert extract(image, "-o", out, *FAST).exit_code == 0
+        assert extract(image, "-o", out, *FAST).exit_code == 0
     lock = OutputLock(out) if flags == ["--lock"] else None
     try:
         argv = ["extract", str(image), "-o", str(out), "--checkpoint", str(TINY), "--size", "64x48"]

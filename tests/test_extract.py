@@ -17,27 +17,19 @@ import pytest
 from extract_helpers import (
     FAST,
     FP32,
-    GOLDEN,
-    TINY,
     extract,
     extract_subprocess,
-    quiet_machine,
     reference_features,
 )
 from fake_hub import FakeHub, point_at
-from hostile_corpus import DATA, make_corpus
+from hostile_corpus import make_corpus
+from paths import DATA, GOLDEN, TINY
 from PIL import Image
 
 import sapiens2_cli
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.writers import open_features
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
-        yield
 
 
 @pytest.fixture(scope="module")

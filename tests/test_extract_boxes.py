@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from extract_helpers import FAST, FP32, TINY, extract, extract_subprocess, quiet_machine
+from extract_helpers import FAST, FP32, extract, extract_subprocess
+from paths import DATA, TINY
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -27,7 +28,6 @@ from sapiens2_cli.pipeline.crop import crop_box, read_rgb
 from sapiens2_cli.writers import open_features
 from sapiens2_cli.writers.parts import part_index
 
-DATA = Path(__file__).parent / "data"
 SIZE = (64, 48)
 BOXES = """path,x,y,w,h,score
 astronaut.png,10,5,85,123,0.98
@@ -37,12 +37,6 @@ astronaut.png,500,0,10,10,0.5
 chelsea.jpg,20,30,60,100,
 missing.jpg,1,1,5,5,0.9
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path):
-    with quiet_machine(monkeypatch, tmp_path / "cache"):
-        yield
 
 
 @pytest.fixture

@@ -16,26 +16,14 @@ import time
 
 import numpy as np
 import pytest
-from extract_helpers import (
-    TINY,
-    committed_rows,
-    extract,
-    extract_subprocess,
-    quiet_machine,
-    wait_for_rows,
-)
+from extract_helpers import committed_rows, extract, extract_subprocess, wait_for_rows
+from paths import TINY
 from PIL import Image
 
 from sapiens2_cli.writers import open_features
 
 N_IMAGES = 150
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -21,21 +21,15 @@ from extract_helpers import (
     committed_rows,
     extract,
     extract_subprocess,
-    quiet_machine,
     wait_for_rows,
 )
-from media import DATA, make_tar, make_video, plain_decode, webdataset_members
+from media import make_tar, make_video, plain_decode, webdataset_members
+from paths import DATA
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline import video
 from sapiens2_cli.writers import open_features
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path_factory):
-    with quiet_machine(monkeypatch, tmp_path_factory.mktemp("cache")):
-        yield
 
 
 @pytest.fixture

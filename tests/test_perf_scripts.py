@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from extract_helpers import TINY
-from hostile_corpus import DATA
+from paths import DATA
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from extract_helpers import TINY, committed_rows, extract, extract_subprocess, wait_for_rows
+from extract_helpers import committed_rows, extract, extract_subprocess, wait_for_rows
+from paths import DATA, TINY
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -28,16 +29,7 @@ from sapiens2_cli.pipeline.distributed import Ranks
 from sapiens2_cli.writers import open_features
 from sapiens2_cli.writers.parts import parse_shard, part_index
 
-DATA = Path(__file__).parent / "data"
 N_GENERATED = 60
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_per_process():
-    """torchrun ranks and killed jobs share the machine's cores: one torch thread each."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
 
 
 @pytest.fixture(scope="module")
