@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from docs_examples import examples, run_example
 from extract_helpers import (
     FAST,
     FP32,
@@ -223,12 +224,11 @@ def test_the_format_docs_reading_example_runs(tmp_path, monkeypatch):
     for out in ("features.h5", "features"):
         result = extract(DATA, "-o", tmp_path / out, *FAST)
         assert result.exit_code == 0, result.output
-    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    blocks = examples("format.md", "python")
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)
     for code in blocks:
-        exec(compile(code, "docs/format.md", "exec"), {})
+        run_example(code, "format.md")
 
 
 def test_nothing_is_touched_before_every_check_passed(tmp_path):

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from docs_examples import examples, run_example
 from extract_helpers import FAST, FP32, extract, extract_subprocess
 from paths import DATA, TINY
 from PIL import Image
@@ -276,10 +277,9 @@ def test_the_crop_reading_example_in_format_docs_runs(photos, tmp_path, monkeypa
     """docs/format.md's crop example draws a patch grid back onto the photo, as written."""
     (tmp_path / "one.csv").write_text("astronaut.png,10,5,85,123\n")
     assert run(photos, tmp_path / "crops.h5", boxes="one.csv").exit_code == 0
-    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
-    (code,) = re.findall(r"```python3\n(.*?)```", text, re.S)
+    (code,) = examples("format.md", "python3")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "docs/format.md", "exec"), {})
+    run_example(code, "format.md")
     printed = capsys.readouterr().out
     centre = re.search(r"crop centre at image point \((.*?), (.*?)\)", printed)
     np.testing.assert_allclose([float(centre[1]), float(centre[2])], (52.5, 66.5), atol=0.01)

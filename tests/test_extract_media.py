@@ -7,15 +7,14 @@ the real photos in tests/data (tests/media.py), except the kills, which need a s
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
+from docs_examples import examples, run_example
 from extract_helpers import (
     FAST,
     committed_rows,
@@ -247,13 +246,8 @@ def test_the_video_reading_example_in_format_docs_runs(inputs, tmp_path, monkeyp
     # Catches: docs/format.md's example drifting from the datasets it reads.
     monkeypatch.chdir(tmp_path)
     run(inputs, "-o", tmp_path / "feats.h5")
-    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
-    (code,) = re.findall(r"```py\n(.*?)```", text, re.S)
-    scope: dict = {}
-    exec(
-        compile(code.replace("/data/talk.mp4", str(inputs / "clip.mp4")), "format.md", "exec"),
-        scope,
-    )
+    (code,) = examples("format.md", "py")
+    scope = run_example(code.replace("/data/talk.mp4", str(inputs / "clip.mp4")), "format.md")
     np.testing.assert_array_equal(scope["times"], [0.0, 1.0, 2.0, 3.0])
     assert scope["frames"].shape[0] == 4
 
