@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from events import IMPORT_LINES, imported, wait_for_line
 from extract_helpers import FAST, extract
 from paths import TINY
 from PIL import Image
@@ -108,8 +108,21 @@ def test_bench_missing_pipeline_folder_fails_before_work(monkeypatch, capsys, tm
     assert err == f"error: --pipeline {tmp_path / 'none'} is not a folder of images\n"
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2, 1.5, 2.0])
-def test_ctrl_c_while_starting_is_one_line_and_130(delay):
+#: Moments of `bench`'s start-up, each an event on its stderr: the command line loaded,
+#: inside numpy's import (under torch's), inside torch's, torch loaded (the model being
+#: built), and the timing loop running.
+STARTING = {
+    "command line loaded": imported("sapiens2_cli.cli"),
+    "inside numpy's import": imported("numpy._core._multiarray_umath"),
+    "inside torch's import": imported("torch._C"),
+    "deep in torch's import": imported("torch.nn"),
+    "torch loaded": imported("torch"),
+    "timing": lambda line: line.startswith("timing "),
+}
+
+
+@pytest.mark.parametrize("moment", STARTING)
+def test_ctrl_c_while_starting_is_one_line_and_130(moment):
     """Bug: Ctrl-C during the first seconds (imports, torch's above all) printed a
     traceback; caught, it could still end the process by SIGINT (status -2), not 130,
     and inside numpy's import it became an ImportError (exit 1) or was swallowed."""
@@ -119,17 +132,19 @@ def test_ctrl_c_while_starting_is_one_line_and_130(delay):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=os.environ | IMPORT_LINES,
     )
     try:
-        time.sleep(delay)
+        before = wait_for_line(process, STARTING[moment])
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130, err
+    lines = [line for line in [*before, *err.splitlines()] if not line.startswith("import time:")]
+    assert process.returncode == 130, lines
     assert "Traceback" not in err
-    assert err.splitlines()[-1] == "interrupted"
-    assert [line for line in err.splitlines()[:-1] if not line.startswith("timing ")] == []
+    assert lines[-1] == "interrupted"
+    assert [line for line in lines[:-1] if not line.startswith("timing ")] == []
     assert out == ""
 
 

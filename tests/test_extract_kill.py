@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 import pytest
-from extract_helpers import committed_rows, extract, extract_subprocess, wait_for_rows
+from events import committed_rows, wait_for_rows
+from extract_helpers import extract, extract_subprocess
 from paths import TINY
 from PIL import Image
 

@@ -15,13 +15,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from docs_examples import examples, run_example
-from extract_helpers import (
-    FAST,
-    committed_rows,
-    extract,
-    extract_subprocess,
-    wait_for_rows,
-)
+from events import committed_rows, wait_for_rows
+from extract_helpers import FAST, extract, extract_subprocess
 from media import make_tar, make_video, plain_decode, webdataset_members
 from paths import DATA
 from PIL import Image

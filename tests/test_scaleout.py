@@ -18,7 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from extract_helpers import committed_rows, extract, extract_subprocess, wait_for_rows
+from events import committed_rows, wait_for_rows
+from extract_helpers import extract, extract_subprocess
 from paths import DATA, TINY
 from PIL import Image
 from typer.testing import CliRunner
@@ -224,7 +225,7 @@ def test_a_killed_shard_job_is_reported_incomplete_and_rerunning_finishes_it(
     assert extract(*args(images, out, "--shard", "0/2", *slow)).exit_code == 0
     part = tmp_path / "f.parts/part-00001-of-00002"
     proc = extract_subprocess(*args(images, out, "--shard", "1/2", *slow))
-    wait_for_rows(proc, part, 4, timeout=120)
+    wait_for_rows(proc, part, 4)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     result = merge("-o", out)
@@ -287,7 +288,7 @@ def test_killing_one_rank_then_rerunning_completes_every_image_once(images, refe
     slow = ["--batch-size", "1"]
     proc = torchrun(*args(images, out, *slow), stdout=subprocess.DEVNULL)
     part = tmp_path / "f.h5.parts/part-00001-of-00002.h5"
-    wait_for_rows(proc, part, 3, timeout=120)
+    wait_for_rows(proc, part, 3)
     rank1 = next(pid for pid in children(proc.pid) if environ(pid).get("RANK") == "1")
     os.kill(rank1, signal.SIGKILL)
     proc.communicate(timeout=120)
