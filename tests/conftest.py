@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated Hugging Face cache, the golden tiny weights, tiny checkpoints."""
+"""Shared fixtures: one torch thread, isolated caches, the golden tiny weights."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-GOLDEN = Path(__file__).parent / "golden"
+from paths import GOLDEN, TINY, TINY_4K
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,6 +49,22 @@ def cpu_bf16_as_asked():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quiet_machine(tmp_path_factory):
+    """One torch thread, here and in subprocesses (OMP_NUM_THREADS): the tiny models are
+    faster alone than fighting other processes for shared cores. A private cache (the
+    checkpoint hashes) for what runs outside a test, as module-scoped fixtures do."""
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+
 #: A closed port: anything that tries the hub without a test's fake hub fails at once.
 NO_HUB = "http://127.0.0.1:9"
 
@@ -80,11 +95,9 @@ def golden_manifest() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
-    """The golden tiny weights (D=32, 18 blocks, GQA in blocks 8-9), no tokenizer."""
-    return GOLDEN / "tiny_weights.safetensors"
+    return TINY
 
 
 @pytest.fixture(scope="session")
 def tiny_4k_checkpoint() -> Path:
-    """The golden tiny weights with a 2-layer 4K tokenizer."""
-    return GOLDEN / "tiny_4k_weights.safetensors"
+    return TINY_4K

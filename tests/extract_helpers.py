@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
+from paths import TINY
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.writers import open_features
 
-GOLDEN = Path(__file__).parent / "golden"
-TINY = GOLDEN / "tiny_weights.safetensors"
 FAST = ["--checkpoint", str(TINY), "--size", "64x48", "--workers", "0", "-q"]
 #: For tests that compare features with a float32 reference: `--precision auto` is bf16 on
 #: CPUs with native bf16 (AMX, AVX512-BF16) and fp32 on the others, so they must ask.
 FP32 = ["--precision", "fp32"]
-
-
-@contextlib.contextmanager
-def quiet_machine(monkeypatch, cache: Path) -> Iterator[None]:
-    """A private checkpoint-hash cache, and one torch thread: the tiny model is faster alone
-    than fighting other processes for two shared cores (subprocesses inherit it)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def extract(*args: str, stdin: str | None = None):
@@ -51,24 +31,6 @@ def extract_subprocess(*args: str, env: dict | None = None, **kw) -> subprocess.
     options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
     command = [sys.executable, "-m", "sapiens2_cli", "extract", *map(str, args)]
     return subprocess.Popen(command, env={**os.environ, **(env or {})}, **options)
-
-
-def committed_rows(out) -> int:
-    """Rows a reader sees now (-1 while OUT is absent or mid-creation)."""
-    try:
-        with open_features(out) as f:
-            return len(f)
-    except Exception:
-        return -1
-
-
-def wait_for_rows(proc: subprocess.Popen, out, rows: int, timeout: float = 60) -> None:
-    """Wait until OUT holds `rows` committed rows, while `proc` still runs."""
-    deadline = time.monotonic() + timeout
-    while committed_rows(out) < rows:
-        assert proc.poll() is None, "the run ended before the moment to interrupt it"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 _MODEL: dict = {}

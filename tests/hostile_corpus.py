@@ -8,9 +8,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from paths import DATA
 from PIL import Image
-
-DATA = Path(__file__).parent / "data"
 
 
 def huge_png_header() -> bytes:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+from paths import DATA
 from PIL import Image
 
-DATA = Path(__file__).parent / "data"
 PHOTOS = ("astronaut.png", "chelsea.jpg", "coffee.jpg", "hubble_deep_field.jpg")
 
 

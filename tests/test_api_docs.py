@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
-from pathlib import Path
 
-DOC = Path(__file__).parents[1] / "docs" / "api.md"
+from docs_examples import examples, run_example
+from paths import DOCS, ROOT
 
 
 def test_api_example_runs(monkeypatch, capsys):
-    example = re.search(r"## Example\s+```python\n(.*?)```", DOC.read_text(), re.S)[1]
-    monkeypatch.chdir(DOC.parents[1])
-    exec(compile(example, str(DOC), "exec"), {})
+    monkeypatch.chdir(ROOT)
+    run_example(examples("api.md", "python", section="Example")[0], "api.md")
     out = capsys.readouterr().out
     assert "custom size" in out and "torch.Size([2, 32, 4, 3])" in out
 
@@ -20,10 +18,10 @@ def test_api_example_runs(monkeypatch, capsys):
 def test_extract_example_runs_as_written(tmp_path, monkeypatch, capsys):
     """The folder-to-.h5 example: catches the library's extract drifting from its docs
     (argument names, the summary, what the file holds)."""
-    example = re.search(r"## Extracting a folder\s+```python\n(.*?)```", DOC.read_text(), re.S)[1]
-    (tmp_path / "tests").symlink_to(DOC.parents[1] / "tests")  # the example's relative paths
+    (example,) = examples("api.md", "python", section="Extracting a folder")
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # the example's relative paths
     monkeypatch.chdir(tmp_path)
-    exec(compile(example, str(DOC), "exec"), {})
+    run_example(example, "api.md")
     out = capsys.readouterr().out
     assert "4 images done, 0 failed" in out and "4 (4, 2, 12, 32)" in out
     assert (tmp_path / "feats.h5").is_file()
@@ -46,6 +44,6 @@ def test_every_extract_flag_is_the_keyword_of_the_same_name():
     }
     cli_only = {"output", "strict", "json", "quiet"}  # the API's second argument, exit code, prints
     assert flags - cli_only <= {f.name for f in fields(ExtractOptions)}
-    text = DOC.read_text()
+    text = (DOCS / "api.md").read_text()
     for flag in sorted(cli_only):
         assert f"`--{flag}`" in text, flag  # each difference said

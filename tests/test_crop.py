@@ -14,7 +14,7 @@ import warnings
 import cv2
 import numpy as np
 import pytest
-from hostile_corpus import DATA
+from paths import DATA
 from PIL import Image
 
 from sapiens2_cli.pipeline.boxes import Box

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hostile_corpus import DATA, make_corpus
+from hostile_corpus import make_corpus
+from paths import DATA
 from PIL import Image, ImageOps
 
 from sapiens2_cli.pipeline import decode as decode_module

@@ -14,30 +14,23 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from docs_examples import examples, run_example
 from extract_helpers import (
     FAST,
     FP32,
-    GOLDEN,
-    TINY,
     extract,
     extract_subprocess,
-    quiet_machine,
     reference_features,
 )
 from fake_hub import FakeHub, point_at
-from hostile_corpus import DATA, make_corpus
+from hostile_corpus import make_corpus
+from paths import DATA, GOLDEN, TINY
 from PIL import Image
 
 import sapiens2_cli
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.writers import open_features
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -231,12 +224,11 @@ def test_the_format_docs_reading_example_runs(tmp_path, monkeypatch):
     for out in ("features.h5", "features"):
         result = extract(DATA, "-o", tmp_path / out, *FAST)
         assert result.exit_code == 0, result.output
-    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    blocks = examples("format.md", "python")
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)
     for code in blocks:
-        exec(compile(code, "docs/format.md", "exec"), {})
+        run_example(code, "format.md")
 
 
 def test_nothing_is_touched_before_every_check_passed(tmp_path):

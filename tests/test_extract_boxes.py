@@ -16,7 +16,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from extract_helpers import FAST, FP32, TINY, extract, extract_subprocess, quiet_machine
+from docs_examples import examples, run_example
+from extract_helpers import FAST, FP32, extract, extract_subprocess
+from paths import DATA, TINY
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -27,7 +29,6 @@ from sapiens2_cli.pipeline.crop import crop_box, read_rgb
 from sapiens2_cli.writers import open_features
 from sapiens2_cli.writers.parts import part_index
 
-DATA = Path(__file__).parent / "data"
 SIZE = (64, 48)
 BOXES = """path,x,y,w,h,score
 astronaut.png,10,5,85,123,0.98
@@ -37,12 +38,6 @@ astronaut.png,500,0,10,10,0.5
 chelsea.jpg,20,30,60,100,
 missing.jpg,1,1,5,5,0.9
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path):
-    with quiet_machine(monkeypatch, tmp_path / "cache"):
-        yield
 
 
 @pytest.fixture
@@ -282,10 +277,9 @@ def test_the_crop_reading_example_in_format_docs_runs(photos, tmp_path, monkeypa
     """docs/format.md's crop example draws a patch grid back onto the photo, as written."""
     (tmp_path / "one.csv").write_text("astronaut.png,10,5,85,123\n")
     assert run(photos, tmp_path / "crops.h5", boxes="one.csv").exit_code == 0
-    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
-    (code,) = re.findall(r"```python3\n(.*?)```", text, re.S)
+    (code,) = examples("format.md", "python3")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "docs/format.md", "exec"), {})
+    run_example(code, "format.md")
     printed = capsys.readouterr().out
     centre = re.search(r"crop centre at image point \((.*?), (.*?)\)", printed)
     np.testing.assert_allclose([float(centre[1]), float(centre[2])], (52.5, 66.5), atol=0.01)

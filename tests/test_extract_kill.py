@@ -8,7 +8,6 @@ exactly once, features identical.
 from __future__ import annotations
 
 import os
-import random
 import resource
 import signal
 import subprocess
@@ -16,26 +15,22 @@ import time
 
 import numpy as np
 import pytest
-from extract_helpers import (
-    TINY,
+from events import (
+    IMPORT_LINES,
     committed_rows,
-    extract,
-    extract_subprocess,
-    quiet_machine,
+    imported,
+    wait_for_file,
+    wait_for_line,
     wait_for_rows,
 )
+from extract_helpers import extract, extract_subprocess
+from paths import TINY
 from PIL import Image
 
 from sapiens2_cli.writers import open_features
 
 N_IMAGES = 150
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -93,17 +88,17 @@ def finish_and_compare(fmt: str, images, out, reference) -> None:
 @pytest.mark.parametrize("fmt", ["h5", "npy"])
 def test_kill_9_at_several_moments_then_resume(images, reference, tmp_path, fmt):
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
-    rng = random.Random(fmt)
-    moments = [
-        ("during start-up", lambda proc: time.sleep(rng.uniform(0.2, 1.0))),
-        ("after the first commit", lambda proc: wait_for_rows(proc, out, 1)),
-        ("a third of the way", lambda proc: wait_for_rows(proc, out, N_IMAGES // 3)),
-        ("at a random moment", lambda proc: time.sleep(rng.uniform(0, 0.5))),
-        ("most of the way", lambda proc: wait_for_rows(proc, out, 3 * N_IMAGES // 4)),
+    moments = [  # (name, env, wait): each an event of the run, the first two before any row
+        ("inside torch's import", IMPORT_LINES, lambda p: wait_for_line(p, imported("torch._C"))),
+        ("as OUT appears", None, lambda p: wait_for_file(p, out)),
+        ("after the first commit", None, lambda p: wait_for_rows(p, out, 1)),
+        ("a third of the way", None, lambda p: wait_for_rows(p, out, N_IMAGES // 3)),
+        ("at a resumed run's first commit", None, lambda p: wait_for_rows(p, out, seen[-1][1] + 1)),
+        ("most of the way", None, lambda p: wait_for_rows(p, out, 3 * N_IMAGES // 4)),
     ]
     seen = []
-    for name, wait in moments:
-        proc = extract_subprocess(*args_for(fmt, images, out), stdout=subprocess.DEVNULL)
+    for name, env, wait in moments:
+        proc = extract_subprocess(*args_for(fmt, images, out), stdout=subprocess.DEVNULL, env=env)
         wait(proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

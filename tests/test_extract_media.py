@@ -7,36 +7,24 @@ the real photos in tests/data (tests/media.py), except the kills, which need a s
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
-from extract_helpers import (
-    FAST,
-    committed_rows,
-    extract,
-    extract_subprocess,
-    quiet_machine,
-    wait_for_rows,
-)
-from media import DATA, make_tar, make_video, plain_decode, webdataset_members
+from docs_examples import examples, run_example
+from events import committed_rows, wait_for_rows
+from extract_helpers import FAST, extract, extract_subprocess
+from media import make_tar, make_video, plain_decode, webdataset_members
+from paths import DATA
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline import video
 from sapiens2_cli.pipeline.video_probe import Probe
 from sapiens2_cli.writers import open_features
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path_factory):
-    with quiet_machine(monkeypatch, tmp_path_factory.mktemp("cache")):
-        yield
 
 
 @pytest.fixture
@@ -254,13 +242,8 @@ def test_the_video_reading_example_in_format_docs_runs(inputs, tmp_path, monkeyp
     # Catches: docs/format.md's example drifting from the datasets it reads.
     monkeypatch.chdir(tmp_path)
     run(inputs, "-o", tmp_path / "feats.h5")
-    text = (Path(__file__).parents[1] / "docs" / "format.md").read_text()
-    (code,) = re.findall(r"```py\n(.*?)```", text, re.S)
-    scope: dict = {}
-    exec(
-        compile(code.replace("/data/talk.mp4", str(inputs / "clip.mp4")), "format.md", "exec"),
-        scope,
-    )
+    (code,) = examples("format.md", "py")
+    scope = run_example(code.replace("/data/talk.mp4", str(inputs / "clip.mp4")), "format.md")
     np.testing.assert_array_equal(scope["times"], [0.0, 1.0, 2.0, 3.0])
     assert scope["frames"].shape[0] == 4
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from extract_helpers import FAST, TINY, extract, quiet_machine
-from hostile_corpus import DATA
+from extract_helpers import FAST, extract
+from paths import DATA, TINY
 
 from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
@@ -34,12 +34,6 @@ PHOTOS = sorted(str(p) for p in DATA.iterdir() if p.suffix in {".jpg", ".png"})
 #: The tolerance held for bf16 weights against float32 ones: per-image cosine similarity
 #: of the kept features (docs/performance.md, "bf16 weights").
 BF16_MIN_COSINE = 0.999
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp, quiet_machine(mp, tmp_path_factory.mktemp("cache")):
-        yield
 
 
 def _photos(size=SIZE) -> torch.Tensor:

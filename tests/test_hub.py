@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from fake_hub import FakeHub, point_at
+from paths import TINY
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from sapiens2_cli import Sapiens2Error, build_backbone
 from sapiens2_cli.cli import app
 from sapiens2_cli.hub import hub_file, is_cached, resolve_checkpoint
 
-TINY = Path(__file__).parent / "golden" / "tiny_weights.safetensors"
 REPO = "facebook/sapiens2-pretrain-0.4b"
 FILE = "sapiens2_0.4b_pretrain.safetensors"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GOLDEN
+from paths import GOLDEN
 from safetensors.torch import load_file
 
 from sapiens2_cli import Sapiens2Error, load_backbone

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from extract_helpers import TINY
-from hostile_corpus import DATA
+from paths import DATA, ROOT, TINY
 
-SCRIPTS = Path(__file__).parents[1] / "scripts"
+SCRIPTS = ROOT / "scripts"
 
 
 def _run(script: str, *args: str) -> dict:

@@ -71,7 +71,7 @@ def test_extract_with_auto_records_what_the_cpu_flags_give(monkeypatch, tmp_path
     """Catches `auto` on CPU ignoring the bf16 flags (or reading them only in the unit under
     test): the output records and computes in bf16 exactly when the CPU has native bf16."""
     from extract_helpers import FAST, FP32, extract
-    from hostile_corpus import DATA
+    from paths import DATA
 
     from sapiens2_cli.writers import open_features
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
-from pathlib import Path
+
+from paths import DOCS
 
 from sapiens2_cli.settings import OutputSettings, difference, resume_keys, settings_docs
-
-FORMAT_DOC = Path(__file__).parents[1] / "docs" / "format.md"
 
 
 def _settings_table() -> dict[str, tuple[str, str]]:
     """docs/format.md's settings table: key -> (resume column, meaning)."""
-    section = FORMAT_DOC.read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    section = (DOCS / "format.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (yes|no) \| (.+) \|$", section, re.M)
     return {key: (resume, meaning) for key, resume, meaning in rows}
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from extract_helpers import FAST, extract, quiet_machine
+from extract_helpers import FAST, extract
 from hostile_corpus import make_corpus
-from media import DATA, PHOTOS, make_tar, webdataset_members
+from media import PHOTOS, make_tar, webdataset_members
+from paths import DATA
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline import tar
@@ -315,12 +316,6 @@ def test_a_cut_compressed_shard_keeps_the_members_before_the_cut(shard, tmp_path
     assert got == [(DATA / p).read_bytes() for p in PHOTOS[: len(expected)]]
 
 
-@pytest.fixture
-def one_thread(monkeypatch, tmp_path_factory):
-    with quiet_machine(monkeypatch, tmp_path_factory.mktemp("cache")):
-        yield
-
-
 def run(*args) -> dict:
     """`extract` with float32 features, one image a batch (rows of the same pixels then
     compare exactly); its JSON summary."""
@@ -334,7 +329,6 @@ def rows_by_key(out: Path) -> dict[str, np.ndarray]:
         return dict(zip(f.paths, f.read(slice(None)), strict=True))
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_jpeg_draft_decodes_a_member_as_the_same_jpeg_as_a_file(tmp_path):
     # Catches: --jpeg-draft dropped on the way to tar members, which would then decode at
     # full size while loose files (and OUT's settings) say draft.
@@ -353,7 +347,6 @@ def test_jpeg_draft_decodes_a_member_as_the_same_jpeg_as_a_file(tmp_path):
         assert np.abs(draft[member] - full[member]).max() > 1e-3  # the flag changes pixels
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_compressed_shards_named_or_in_a_folder_give_their_members(tmp_path):
     # Catches: a .tar.gz named on the command line read as one image ("not an image"),
     # compressed shards skipped by a folder walk, a compressed non-tar not recorded.
@@ -382,7 +375,6 @@ def test_compressed_shards_named_or_in_a_folder_give_their_members(tmp_path):
     np.testing.assert_array_equal(named[members[0]], walked[loose])
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_a_resume_inside_a_compressed_shard_reads_the_members_not_done(tmp_path):
     # The shard grows between the runs, as if the first had stopped after two members.
     # Catches: members done read again (rows twice), the rest read from the wrong place

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from extract_helpers import TINY, extract
+from extract_helpers import extract
 from media import index_of, make_tar, make_video, plain_decode, webdataset_members
+from paths import DATA, TINY
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,20 +27,9 @@ from sapiens2_cli.viz.run import JOINT_IMAGES, joint_sample
 from sapiens2_cli.writers import RowBatch, open_features, open_writer
 from sapiens2_cli.writers.base import FORMAT_VERSION
 
-DATA = Path(__file__).parent / "data"
 PHOTOS = ["a/astronaut.png", "a/chelsea.jpg", "a/coffee.jpg", "b/chelsea.jpg"]  # sorted
 NAMES = ["0_astronaut.png", "1_chelsea.png", "2_coffee.png", "3_chelsea.png"]
 SIDE = 64  # --long-side in these tests: small pictures, quick to write
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These matrices are tiny: one thread is as fast, and on a busy machine far faster
-    (several threads per test process wait on each other for every small matmul)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +46,18 @@ def photos(tmp_path_factory) -> Path:
 def extracted(photos, tmp_path_factory):
     """Extract `photos` once per set of flags: {flags: output path}."""
     cache: dict[tuple[str, ...], Path] = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
-        def get(fmt: str, *flags: str) -> Path:
-            key = (fmt, *flags)
-            if key not in cache:
-                out = tmp_path_factory.mktemp("feats") / ("f.h5" if fmt == "h5" else "f")
-                args = ["--checkpoint", TINY, "--size", "128x96", "--workers", "0", "-q"]
-                result = extract(photos, "-o", out, *args, *flags)
-                assert result.exit_code == 0, result.output
-                cache[key] = out
-            return cache[key]
+    def get(fmt: str, *flags: str) -> Path:
+        key = (fmt, *flags)
+        if key not in cache:
+            out = tmp_path_factory.mktemp("feats") / ("f.h5" if fmt == "h5" else "f")
+            args = ["--checkpoint", TINY, "--size", "128x96", "--workers", "0", "-q"]
+            result = extract(photos, "-o", out, *args, *flags)
+            assert result.exit_code == 0, result.output
+            cache[key] = out
+        return cache[key]
 
-        yield get
+    return get
 
 
 def viz(*args: object) -> object:
@@ -198,8 +186,7 @@ def test_layer_components_and_foreground(extracted, tmp_path):
         assert 0 < black.mean() < 1
 
 
-def test_a_missing_image_gets_a_note_and_a_warning(photos, tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_a_missing_image_gets_a_note_and_a_warning(photos, tmp_path, caplog):
     shutil.copytree(photos, tmp_path / "in")
     feats = tmp_path / "f.h5"
     extract(
@@ -215,11 +202,10 @@ def test_a_missing_image_gets_a_note_and_a_warning(photos, tmp_path, monkeypatch
     assert f"{gone}: file not found" in caplog.text
 
 
-def test_overlay_draws_video_frames_and_tar_members(tmp_path, monkeypatch):
+def test_overlay_draws_video_frames_and_tar_members(tmp_path):
     """Catches: a frame's or member's key read as a file ('file not found: …/clip.mp4#t=0.000',
     'Not a directory: …/000.tar/…'), another frame or member drawn than the row's, or a
     '#' in their folder's name (doubled in keys) looked up as stored."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "in#1"
     root.mkdir()
     clip = make_video(root / "clip.mp4")
@@ -246,7 +232,6 @@ def test_overlay_draws_video_frames_and_tar_members(tmp_path, monkeypatch):
 def test_images_are_found_from_anywhere_and_paths_by_any_spelling(photos, tmp_path, monkeypatch):
     """Catches: viz looking stored paths up from the current folder, or --paths matched
     only as typed (extract stores resolved paths)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(photos)
     feats = tmp_path / "f.h5"
     extract("a", "-o", feats, "--checkpoint", TINY, "--size", "64x48", "--workers", 0, "-q")
@@ -280,8 +265,7 @@ def test_bad_flags_are_one_clear_error(extracted, tmp_path, args, message):
     assert not (tmp_path / "viz").exists()
 
 
-def test_bad_inputs_are_one_clear_error(photos, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def test_bad_inputs_are_one_clear_error(photos, tmp_path):
     (tmp_path / "in").mkdir()
     shutil.copy(DATA / "coffee.jpg", tmp_path / "in")
     (tmp_path / "in" / "broken.jpg").write_bytes(b"")
