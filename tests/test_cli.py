@@ -108,11 +108,6 @@ def test_bench_missing_pipeline_folder_fails_before_work(monkeypatch, capsys, tm
     assert err == f"error: --pipeline {tmp_path / 'none'} is not a folder of images\n"
 
 
-#: Found by the first moment below: `cli.main` sets up logging and the Ctrl-C handler
-#: before its `try`, so Ctrl-C just then is a traceback and status -2 (a fix for cli/).
-CTRL_C_BEFORE_MAINS_TRY = pytest.mark.xfail(
-    reason="Ctrl-C before cli.main's try: traceback, status -2", strict=False
-)
 #: Moments of `bench`'s start-up, each an event on its stderr: the command line loaded,
 #: inside numpy's import (under torch's), inside torch's, torch loaded (the model being
 #: built), and the timing loop running.
@@ -126,14 +121,13 @@ STARTING = {
 }
 
 
-@pytest.mark.parametrize(
-    "moment",
-    [pytest.param("command line loaded", marks=CTRL_C_BEFORE_MAINS_TRY), *list(STARTING)[1:]],
-)
+@pytest.mark.parametrize("moment", list(STARTING))
 def test_ctrl_c_while_starting_is_one_line_and_130(moment):
     """Bug: Ctrl-C during the first seconds (imports, torch's above all) printed a
     traceback; caught, it could still end the process by SIGINT (status -2), not 130,
-    and inside numpy's import it became an ImportError (exit 1) or was swallowed."""
+    and inside numpy's import it became an ImportError (exit 1) or was swallowed; just
+    after the command line loaded, `cli.main` was still setting up logging before its
+    `try` (a traceback and -2)."""
     endless = ["bench", "--arch", "0.1b", "--size", "32x32", "--batch-size", "1"]
     process = subprocess.Popen(
         [sys.executable, "-m", "sapiens2_cli", *endless, "--steps", "1000000"],

@@ -86,11 +86,11 @@ def _fail(message: str, code: int) -> None:
 
 def main() -> None:
     """Console-script entry point: every way out is an exit code and at most one line."""
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("huggingface_hub").propagate = False  # it has its own handler
-    exit_on_ctrl_c_in_imports()
     debug = os.environ.get("SAPIENS2_DEBUG") == "1"
-    try:
+    try:  # from the first line: a Ctrl-C here is one line and 130 too
+        exit_on_ctrl_c_in_imports()
+        logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+        logging.getLogger("huggingface_hub").propagate = False  # it has its own handler
         code = app(standalone_mode=False)
     except (KeyboardInterrupt, _Interrupted):
         exit_interrupted()
