@@ -69,8 +69,7 @@ def fit(source: FeatureFile, k: int, rows: int | None = None, chunk_rows: int | 
     settings = source.settings
     if settings.get("projection_sha256"):
         raise Sapiens2Error(
-            "this output holds projected features already: fit on an output made without "
-            "--project"
+            "this output holds projected features already: fit on an output made without --project"
         )
     dim = int(settings["embed_dim"])
     index = sample_rows(len(source), rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,27 @@ def load_projection(path: str | Path) -> Projection:
         metadata=metadata,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def projection_settings(
+    path: Path | None, dim: int, output: Path
+) -> tuple[Projection | None, dict[str, object]]:
+    """`--project path` read and checked against the model's width D, and the settings an
+    output made with it records (none without it)."""
+    if path is None:
+        return None, {}
+    projection = load_projection(path)
+    if projection.dim != dim:
+        raise Sapiens2Error(
+            f"{path} projects {projection.dim}-wide features, but this model's are {dim} wide: "
+            "fit a projection on an output of this model"
+        )
+    return projection, {
+        "projection": os.path.relpath(Path(path).resolve(), output.resolve().parent),
+        "projection_sha256": projection.sha256,
+        "projection_k": projection.k,
+        "projection_variance_kept_fit": projection.variance_kept,
+    }
 
 
 def _parse(path: Path, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
