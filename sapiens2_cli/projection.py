@@ -23,6 +23,9 @@ from sapiens2_cli.errors import Sapiens2Error
 #: The metadata key marking a file as ours.
 FORMAT = "sapiens2-pca"
 TENSORS = ("mean", "components", "explained_variance", "total_variance")
+#: The per-row column of an output made with a projection: for the row's tokens, the sums
+#: of ||y||^2 (kept) and of ||x - mean||^2 (total), float64.
+ENERGY = "projection_energy"
 #: How far components @ components.T may be from the identity (float32 rows).
 ORTHONORMAL_TOLERANCE = 1e-4
 
@@ -130,6 +133,28 @@ def projection_settings(
         "projection_k": projection.k,
         "projection_variance_kept_fit": projection.variance_kept,
     }
+
+
+def recorded_projection(
+    output: Path, settings: dict, given: str | Path | None = None
+) -> Projection:
+    """The projection an output was made with: `given`, or the file at the path it records
+    (relative to its folder; a join's, to its parts' folder), checked by sha256."""
+    sha256 = settings.get("projection_sha256")
+    if not sha256:
+        raise Sapiens2Error(f"{output} was made without --project: its features are not projected")
+    if given is None:
+        base = output.parent
+        if settings.get("parts"):
+            base = base / Path(settings["parts"][0]).parent
+        given = base / settings["projection"]
+    projection = load_projection(given)
+    if projection.sha256 != sha256:
+        raise Sapiens2Error(
+            f"{given} is not the projection {output} was made with (sha256 {sha256[:12]}…): "
+            "pass that file"
+        )
+    return projection
 
 
 def _parse(path: Path, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import torch
 
 from sapiens2_cli.choices import Layout
-from sapiens2_cli.projection import Projection
-
-#: The per-row column of energies (kept, total).
-ENERGY = "projection_energy"
+from sapiens2_cli.projection import ENERGY, Projection
 
 
 def feature_axis(layout: Layout | str) -> int:
