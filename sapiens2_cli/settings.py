@@ -80,6 +80,16 @@ class OutputSettings:
         default=None, metadata=_meta("the parts, relative to the join's folder")
     )
     merge: str | None = field(default=None, metadata=_meta("`virtual` or `copy`"))
+    projection: str | None = field(
+        default=None, metadata=_meta("the --project file, relative to OUT's folder if it can be")
+    )
+    projection_sha256: str | None = field(
+        default=None, metadata=_meta("sha256 of the projection file", "--project")
+    )
+    projection_k: int | None = field(default=None, metadata=_meta("components kept: k"))
+    projection_variance_kept_fit: float | None = field(
+        default=None, metadata=_meta("share of variance kept on the rows the projection was fit on")
+    )
 
     def to_dict(self) -> dict:
         """The settings as written to a file: JSON-able values, None fields left out."""

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
-from extract_helpers import FAST, FP32, extract, quiet_machine
+from extract_helpers import FAST, FP32, extract
 from media import DATA, PHOTOS
 from typer.testing import CliRunner
 
@@ -157,12 +157,6 @@ def test_without_pyarrow_the_extra_is_named(monkeypatch):
         columnar.pyarrow()
 
 
-@pytest.fixture
-def one_thread(monkeypatch, tmp_path_factory):
-    with quiet_machine(monkeypatch, tmp_path_factory.mktemp("cache")):
-        yield
-
-
 def run(*args) -> dict:
     result = extract(*args, *FAST, *EXACT, "--json")
     assert result.exit_code == 0, result.output
@@ -181,7 +175,6 @@ def loose_copies(folder: Path) -> list[Path]:
     return sorted(folder.iterdir())
 
 
-@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("layout", ["struct", "binary"])
 def test_a_rows_features_equal_the_same_bytes_as_a_loose_file(tmp_path, layout):
     # Same run, so the same model and batches of one. Catches: pixels of a row that differ
@@ -198,7 +191,6 @@ def test_a_rows_features_equal_the_same_bytes_as_a_loose_file(tmp_path, layout):
         assert dict(f.failed)[f"{path}#row=4"] == "no image (null)"
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_a_resume_inside_a_file_reads_only_the_rows_not_done(tmp_path, monkeypatch):
     # The first run fails rows 1 and 3 (as a crash in their decode would); the second reads
     # those alone. Catches: done rows read again (rows twice), the pending rows' cells taken
@@ -226,7 +218,6 @@ def test_a_resume_inside_a_file_reads_only_the_rows_not_done(tmp_path, monkeypat
         np.testing.assert_array_equal(got[f"{path}#row={n}"], want[str(file)])
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_shards_keep_a_files_rows_together_and_merge_to_one_run(tmp_path):
     # Catches: a file's rows split between parts (each part would read every group), rows
     # lost or repeated by the merge, --key-column keys not surviving the parts.
@@ -270,7 +261,6 @@ def test_viz_reads_a_row_as_extract_did(tmp_path):
         np.testing.assert_array_equal(shown, decode_image(CELLS[n], (40, 30)).pixels)
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_a_resume_takes_outs_key_column_and_refuses_another(tmp_path):
     # Catches: a resume without --key-column keying rows FILE#row=N (every row twice), or
     # one with another key column mixing two kinds of keys in OUT.

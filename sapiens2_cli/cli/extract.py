@@ -158,12 +158,12 @@ def extract_command(
     tokens: Annotated[
         choices.TokenMode | None,
         choice_option(
-            choices.TokenMode,
-            "--tokens",
-            "Tokens a row keeps",
-            default=DEFAULTS.tokens,
-            panel=KEEP,
+            choices.TokenMode, "--tokens", "Tokens a row keeps", default=DEFAULTS.tokens, panel=KEEP
         ),
+    ] = None,
+    project: Annotated[
+        Path | None,
+        option(help="A `sapiens2 pca` file: store (x - mean) @ components.T, k wide.", panel=KEEP),
     ] = None,
     layout: Annotated[
         choices.Layout | None,

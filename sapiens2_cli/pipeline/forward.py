@@ -28,6 +28,7 @@ from sapiens2_cli.device import autocast
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import normalize_pixels
 from sapiens2_cli.pipeline.profile import StageClock
+from sapiens2_cli.pipeline.projection import DeviceProjection, project
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class _Part:
     features: torch.Tensor  # (k, n_layers, ...) storage dtype; pinned host memory on a GPU
     peak: torch.Tensor  # () float32, beside the features
     done: torch.cuda.Event | None  # the copy back has finished (GPU only)
+    columns: dict[str, torch.Tensor]  # per-row columns made on the device, (k, ...)
 
 
 class Pending:
@@ -106,6 +108,11 @@ class Pending:
             check_range(part.peak.item(), self._dtype)
         arrays = [part.features.numpy() for part in self._parts]
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-row columns the device made (after `result`), (B, ...) each."""
+        names = self._parts[0].columns if self._parts else {}
+        return {n: np.concatenate([p.columns[n].numpy() for p in self._parts]) for n in names}
 
 
 class DeviceModel:
@@ -131,7 +138,9 @@ class DeviceModel:
         batch_size: int,
         compile: CompileMode | None = None,
         clock: StageClock | None = None,
+        projection: DeviceProjection | None = None,
     ) -> None:
+        self.projection = projection
         self.model, self.layers, self.tokens, self.layout = model, list(layers), tokens, layout
         self.dtype, self.grid, self.device, self.precision = dtype, grid, device, precision
         self.batch_size = batch_size  # the compiled shape; shrinks if CUDA runs out of memory
@@ -215,29 +224,31 @@ class DeviceModel:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode():
-            features, peak = self._features(x)
+            features, peak, columns = self._features(x)
             if self.cuda_graphs:  # the next replay reuses the graph's output memory
                 features, peak = features.clone(), peak.clone()
-        features = features[:n]
+                columns = {name: c.clone() for name, c in columns.items()}
+        features, columns = features[:n], {name: c[:n] for name, c in columns.items()}
         clock.span("forward", begin, clock.mark(self.compute_stream))
         if self.download_stream is None:
-            return _Part(features, peak, None)
+            return _Part(features, peak, None, columns)
         self.download_stream.wait_stream(self.compute_stream)
         with torch.cuda.stream(self.download_stream):
             begin = clock.mark(self.download_stream)
-            host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
-            host.copy_(features, non_blocking=True)
-            host_peak = torch.empty((), dtype=peak.dtype, pin_memory=True)
-            host_peak.copy_(peak, non_blocking=True)
+            host, host_peak = _to_host(features), _to_host(peak)
+            host_columns = {name: _to_host(c) for name, c in columns.items()}
             done = torch.cuda.Event()
             done.record(self.download_stream)
             clock.span("download", begin, clock.mark(self.download_stream))
-        features.record_stream(self.download_stream)
-        peak.record_stream(self.download_stream)
-        return _Part(host, host_peak, done)
+        for tensor in (features, peak, *columns.values()):
+            tensor.record_stream(self.download_stream)
+        return _Part(host, host_peak, done, host_columns)
 
-    def _device_features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, H, W, 3) uint8 on the device -> (features in the storage dtype, peak)."""
+    def _device_features(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, H, W, 3) uint8 on the device -> (features in the storage dtype, peak,
+        per-row columns)."""
         with autocast(self.device, self.precision):
             # Contiguous NCHW, as upstream's transforms give it: a channels-last input takes
             # another convolution kernel, and its last-bit differences in the patch embedding
@@ -245,7 +256,14 @@ class DeviceModel:
             x = normalize_pixels(pixels.permute(0, 3, 1, 2)).contiguous()  # (B, 3, H, W)
             outputs = self.model.forward_layers(x, self.layers)
             kept = select_tokens(outputs, self.tokens, self.layout, self.grid)
-        return to_storage(kept, self.dtype)
+        kept, columns = project(kept, self.projection)
+        return (*to_storage(kept, self.dtype), columns)
+
+
+def _to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A pinned host copy of a device tensor, queued on the current stream."""
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
 
 
 def _on(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:

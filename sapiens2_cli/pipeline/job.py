@@ -35,6 +35,7 @@ from sapiens2_cli.pipeline.options import ExtractOptions, check_box_options
 from sapiens2_cli.pipeline.ranks import Ranks
 from sapiens2_cli.pipeline.resume import box_settings, check_resume, settle_options
 from sapiens2_cli.pipeline.sources import Listing, Source, expand, list_files
+from sapiens2_cli.projection import projection_settings
 from sapiens2_cli.settings import OutputSettings
 from sapiens2_cli.writers import check_output_path, existing_settings, infer_format, open_writer
 from sapiens2_cli.writers.base import FORMAT_VERSION, OutputLock, lock_path
@@ -221,6 +222,7 @@ def _open(
     import torch
 
     from sapiens2_cli.pipeline.forward import select_tokens
+    from sapiens2_cli.pipeline.projection import projected_shape
     from sapiens2_cli.pipeline.runner import Extraction, FeatureSpec, RunOptions
     from sapiens2_cli.pipeline.weights import checkpoint_sha256
 
@@ -229,14 +231,16 @@ def _open(
     config.check_image_size(*size)
     layers = _layers(opts.layers, config.num_layers)
     grid = config.grid_size(*size)
+    output = job.output
+    projection, projected = projection_settings(opts.project, config.embed_dim, output.path)
     spec = FeatureSpec(
         prep=Preprocess(tuple(size), opts.resize, opts.jpeg_draft),
         layers=layers,
         tokens=opts.tokens,
         layout=opts.layout,
         dtype=opts.dtype,
+        projection=projection,
     )
-    output = job.output
     settings = OutputSettings(
         arch=weights.arch,
         checkpoint=weights.path.name,
@@ -258,20 +262,22 @@ def _open(
         format_version=FORMAT_VERSION,
         part=None if output.part is None else [output.part.index, output.part.count],
         **{k: v for source in sources for k, v in source.settings().items()},
+        **projected,
     )
     check_resume(output.path, existing, settings.to_dict(), every=True)
     # The shape one row will have, from the token selection run on the meta device.
     tokens = torch.empty(
         1, config.num_prefix_tokens + grid[0] * grid[1], config.embed_dim, device="meta"
     )
-    row = select_tokens([tokens] * len(layers), spec.tokens, spec.layout, grid)
+    row = select_tokens([tokens] * len(layers), spec.tokens, spec.layout, grid).shape[1:]
+    row = row if projection is None else projected_shape(row, spec.layout, projection.k)
     expansion = expand(job.take(files), sources)
     job.clear_stale()
     writer, done = open_writer(
         output.path,
         output.format,
         settings.to_dict(),
-        tuple(row.shape[1:]),
+        tuple(row),
         spec.dtype.numpy,
         overwrite=output.overwrite,
         compression=output.compression and output.compression.value,

@@ -78,6 +78,7 @@ class ExtractOptions:
     layout: Layout | None = None
     dtype: StorageDtype | None = None
     jpeg_draft: bool | None = None
+    project: Path | None = None  # a projection file from `sapiens2 pca`
     # output
     format: OutputFormat | None = None  # default: from OUT's name
     compression: Compression | None = None  # HDF5 only

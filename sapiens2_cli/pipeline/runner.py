@@ -30,7 +30,9 @@ from sapiens2_cli.pipeline.loader import Batch, default_workers, iter_batches
 from sapiens2_cli.pipeline.options import DEFAULT_BATCH_SIZE
 from sapiens2_cli.pipeline.profile import StageClock
 from sapiens2_cli.pipeline.progress import Progress, Summary
+from sapiens2_cli.pipeline.projection import DeviceProjection
 from sapiens2_cli.pipeline.weights import Weights
+from sapiens2_cli.projection import Projection
 from sapiens2_cli.writers import FeatureWriter, RowBatch
 from sapiens2_cli.writers.parts import Part
 
@@ -46,6 +48,7 @@ class FeatureSpec:
     tokens: TokenMode
     layout: Layout
     dtype: StorageDtype
+    projection: Projection | None = None  # --project
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ class Extraction:
             batch_size=run.batch_size or 1,
             compile=run.compile,
             clock=clock,
+            projection=spec.projection
+            and DeviceProjection(spec.projection, spec.layout, run.device),
         )
         batch_size = run.batch_size or device.fit_batch(spec.prep.size)
         if batches is None:
@@ -203,6 +208,8 @@ class Extraction:
     ) -> None:
         """Hand a submitted batch's features (range-checked) and failures to the writer."""
         rows = replace(batch.rows, features=job.result() if job is not None else None)
+        if job is not None:
+            rows.columns = {**rows.columns, **job.columns()}
         with clock.host("write_wait"):
             sink.put(rows)
         counts["done"] += len(rows.keys)

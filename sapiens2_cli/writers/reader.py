@@ -18,6 +18,7 @@ import numpy as np
 
 from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.projection import ENERGY
 from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns, filled
 from sapiens2_cli.writers.hdf5 import NOT_COLUMNS, from_attr
 from sapiens2_cli.writers.npy import MANIFEST, MANIFEST_FORMAT
@@ -80,6 +81,25 @@ class FeatureFile(ABC):
             return np.empty((0, *self.row_shape), dtype.numpy)
         return self._read_sorted(unique)[inverse]
 
+    def reconstruct(self, rows: Rows, projection: str | Path | None = None) -> np.ndarray:
+        """Rows of an output made with --project mapped back to D: y @ components + mean,
+        float32, shaped as the unprojected rows would be. The projection is the file OUT
+        records, or `projection`; either must have the sha256 OUT records."""
+        from sapiens2_cli.projection import recorded_projection
+
+        found = recorded_projection(self._path, self.settings, projection)
+        axis = 2 if self.settings.get("layout") == "map" else -1  # (k, L, D, h, w)
+        return found.reconstruct(self.read(rows), axis=axis)
+
+    @property
+    def variance_kept_written(self) -> float | None:
+        """With --project: the share of variance the projection kept on the rows written
+        (the sums of their `projection_energy`); None otherwise."""
+        energy = self._columns.get(ENERGY)
+        if energy is None or not len(energy):
+            return None
+        return float(energy[:, 0].sum() / energy[:, 1].sum())
+
     @abstractmethod
     def _read_sorted(self, index: np.ndarray) -> np.ndarray:
         """Features at strictly increasing row indices (at least one)."""
@@ -113,7 +133,7 @@ class H5Features(FeatureFile):
         try:
             # No lock: reading a file that a running extract is appending to is allowed;
             # `rows` and `failures` only cover batches already committed.
-            self._file = h5py.File(path, "r", locking=False)
+            self._file, self._path = h5py.File(path, "r", locking=False), path
         except OSError as e:
             raise _not_ours(path, f"HDF5 cannot open it: {e}") from None
         try:

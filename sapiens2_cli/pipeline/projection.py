@@ -1,0 +1,58 @@
+"""`extract --project`: the projection applied on the device, between token selection
+(pooling included) and the storage cast, in float32 whatever the compute precision.
+
+Beside the k-wide features it gives one per-row column, `projection_energy` (float64):
+the sum over the row's tokens of ||y||^2 and of ||x - mean||^2. Their sums over rows are
+the running sums of the variance kept on the rows written: a resume appends rows and
+a merge concatenates them, so the share stays exact across both.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sapiens2_cli.choices import Layout
+from sapiens2_cli.projection import ENERGY, Projection
+
+
+def feature_axis(layout: Layout | str) -> int:
+    """Axis of the D (or k) values in a row: (L, D, h, w) for map, else last."""
+    return 1 if layout == Layout.MAP else -1
+
+
+def projected_shape(row: tuple[int, ...], layout: Layout | str, k: int) -> tuple[int, ...]:
+    """A row's shape once its D-vectors are k-vectors."""
+    shape = list(row)
+    shape[feature_axis(layout)] = k
+    return tuple(shape)
+
+
+class DeviceProjection:
+    """A projection's mean and components on the device, applied to kept features."""
+
+    def __init__(self, projection: Projection, layout: Layout, device: torch.device) -> None:
+        self.mean = torch.from_numpy(projection.mean).to(device)
+        self.components = torch.from_numpy(projection.components).to(device)
+        self.layout = layout
+
+    def __call__(self, kept: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, L, ...) features -> (projected, {ENERGY: (B, 2) float64})."""
+        axis = 2 if self.layout == Layout.MAP else -1  # (B, L, D, h, w) or (B, L, ..., D)
+        with torch.autocast(kept.device.type, enabled=False):
+            centred = kept.float().movedim(axis, -1) - self.mean
+            y = centred @ self.components.T
+        energy = torch.stack(
+            (
+                y.double().square().flatten(1).sum(1),
+                centred.double().square().flatten(1).sum(1),
+            ),
+            dim=1,
+        )
+        return y.movedim(-1, axis), {ENERGY: energy}
+
+
+def project(
+    kept: torch.Tensor, projection: DeviceProjection | None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`kept` projected, with its per-row columns; unchanged (and none) without one."""
+    return (kept, {}) if projection is None else projection(kept)
