@@ -117,3 +117,12 @@ def webdataset_members(samples: int = 4) -> list[tuple[str, bytes]]:
         members.append((f"{key}.txt", b"a photo"))
         members.append((f"{key}.cls", str(n).encode()))
     return members
+
+
+def pixels(results) -> dict[int, np.ndarray]:
+    """Decoded frames by index; fails on any frame that came back as a reason."""
+    out = {}
+    for result in results:
+        assert isinstance(result, tuple) and not isinstance(result[1], str), result
+        out[result[0].index] = result[1]
+    return out

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import io
-import itertools
 import json
-import logging
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -22,12 +18,10 @@ from extract_helpers import (
     extract_subprocess,
     reference_features,
 )
-from fake_hub import FakeHub, point_at
 from hostile_corpus import make_corpus
 from paths import DATA, GOLDEN, TINY
 from PIL import Image
 
-import sapiens2_cli
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.decode import decode_image
 from sapiens2_cli.writers import open_features
@@ -77,36 +71,6 @@ def test_corpus_rows_align_with_paths_and_failures_are_recorded(corpus, tmp_path
             assert tuple(f.original_size[row]) == good[path]
             want = reference_features(path)[:, 9:].astype(np.float16)
             np.testing.assert_allclose(features[row], want, atol=2e-3, rtol=1e-3)
-
-
-def test_resume_skips_done_adds_new_and_retries_failures(tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    for name in ("astronaut.png", "coffee.jpg"):
-        shutil.copy(DATA / name, src / name)
-    (src / "broken.jpg").write_text("not yet a picture")
-    out = tmp_path / "f.h5"
-    assert extract(src, "-o", out, *FAST).exit_code == 0
-    with open_features(out) as f:
-        assert len(f) == 2 and [p for p, _ in f.failed] == [str(src / "broken.jpg")]
-        first = f.read(slice(None))
-
-    result = extract(src, "-o", out, *FAST, "--skip-failed", "--json")
-    assert json.loads(result.stdout)["skipped"] == 3
-
-    shutil.copy(DATA / "chelsea.jpg", src / "broken.jpg")  # fixed since
-    shutil.copy(DATA / "hubble_deep_field.jpg", src / "new.jpg")  # added since
-    summary = json.loads(extract(src, "-o", out, *FAST, "--json").stdout)
-    assert (summary["images"], summary["failed"], summary["skipped"]) == (2, 0, 2)
-    with open_features(out) as f:
-        assert f.paths[2:] == [str(src / "broken.jpg"), str(src / "new.jpg")]
-        assert f.failed == [] and f.settings["complete"] is True
-        np.testing.assert_array_equal(f.read([0, 1]), first)  # earlier rows untouched
-
-    result = extract(src, "-o", out, *FAST, "--tokens", "mean")
-    assert isinstance(result.exception, Sapiens2Error)
-    assert re.search(r"--tokens .*--overwrite", str(result.exception))
-    assert extract(src, "-o", out, *FAST, "--tokens", "mean", "--overwrite").exit_code == 0
 
 
 def test_paths_from_stdin_and_lists(tmp_path):
@@ -243,42 +207,6 @@ def test_nothing_is_touched_before_every_check_passed(tmp_path):
         assert out.read_bytes() == before, flags
 
 
-def test_a_resume_from_another_folder_finds_the_images_done(tmp_path, monkeypatch):
-    """Catches: rows keyed by the path as typed, so `./photos` then `/abs/photos` (or a
-    link to it) extract everything twice."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("coffee.jpg", "chelsea.jpg"):
-        shutil.copy(DATA / name, photos / name)
-    (tmp_path / "link").symlink_to(photos)
-    out = tmp_path / "f.h5"
-    monkeypatch.chdir(tmp_path)
-    assert extract("./photos", "-o", out, *FAST).exit_code == 0
-    monkeypatch.chdir(photos)
-    for again in (str(photos), "..//link", "coffee.jpg"):
-        summary = json.loads(extract(again, "-o", out, *FAST, "--json").stdout)
-        assert summary["images"] == 0 and summary["skipped"] >= 1, again
-    with open_features(out) as f:
-        assert sorted(f.paths) == sorted(str(photos.resolve() / n) for n in os.listdir(photos))
-
-
-def test_a_resume_takes_the_settings_it_was_not_given_from_out(tmp_path):
-    """Catches: a resume without the original flags refused (or silently run with the
-    defaults) instead of continuing the output as it was made."""
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
-    out = tmp_path / "f.h5"
-    made = ["--layers", "3,-1", "--tokens", "mean", "--dtype", "float32"]
-    assert extract(src, "-o", out, *FAST, *made).exit_code == 0
-    shutil.copy(DATA / "chelsea.jpg", src / "b.jpg")
-    result = extract(src, "-o", out, "--checkpoint", TINY, "--workers", "0", "-q", "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["images"] == 1  # 64x48 from OUT, not the 1024x768 default
-    with open_features(out) as f:
-        assert f.settings["layers"] == [3, 17] and f.read([1]).shape == (1, 2, 32)
-
-
 def test_strict_exits_3_when_an_input_failed(tmp_path):
     """Catches: --strict ignored (scripts never notice failures) or ending the run early."""
     src = tmp_path / "in"
@@ -342,145 +270,6 @@ def test_a_file_name_that_is_not_utf8_gets_its_row_and_reads_back(tmp_path, fmt)
         assert os.fsencode(str(odd)) in [os.fsencode(n) for n in names]
     summary = json.loads(extract(src, "-o", out, *FAST, "--json").stdout)
     assert summary["skipped"] == 2 and summary["images"] == 0  # resumes by the same key
-
-
-def _snapshot(out: Path) -> dict[str, bytes]:
-    """Every byte of OUT (each file of an npy folder, by name) and what lies beside it."""
-    files = sorted(out.iterdir()) if out.is_dir() else [out]
-    beside = {f"beside/{p.name}": b"" for p in out.parent.iterdir()}
-    return {**beside, **{p.name: p.read_bytes() for p in files}}
-
-
-@pytest.mark.parametrize("fmt", ["h5", "npy"])
-def test_a_refused_resume_leaves_out_byte_identical_and_asks_no_hub(tmp_path, monkeypatch, fmt):
-    """Catches: a resume opening or changing OUT before its settings are all checked, and
-    checks that need no weights waiting for the hub (a download of gigabytes online)."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(DATA / "astronaut.png", photos / "astronaut.png")
-    (tmp_path / "boxes.csv").write_text("path,x,y,w,h\nastronaut.png,10,5,85,123\n")
-    (tmp_path / "other.csv").write_text("path,x,y,w,h\nastronaut.png,10,5,85,120\n")
-    out = tmp_path / ("f.h5" if fmt == "h5" else "f")
-    made = [photos, "-o", out, "--workers", "0", "-q", "--size", "64x48"]
-    assert extract(*made, "--checkpoint", TINY, "--boxes", tmp_path / "boxes.csv").exit_code == 0
-    before = _snapshot(out)
-    refused = {  # (flags, what the one line names); --arch 0.1b: the weights from the hub
-        "setting": (["--tokens", "mean"], "--tokens"),
-        "box padding": (["--box-padding", "1.5"], "--box-padding"),
-        "box file": (["--boxes", tmp_path / "other.csv"], "another box file"),
-    }
-    with FakeHub() as hub:
-        point_at(monkeypatch, hub.endpoint, offline=False)
-        for flags, message in refused.values():
-            boxes = [] if "--boxes" in flags else ["--boxes", tmp_path / "boxes.csv"]
-            result = extract(*made, "--arch", "0.1b", *boxes, *flags)
-            assert isinstance(result.exception, Sapiens2Error), result.output
-            assert message in str(result.exception)
-            assert hub.requests == [], flags
-            assert _snapshot(out) == before, flags
-    # One that needs the weights (which block -1 is), so the local checkpoint is given.
-    boxes = ["--boxes", tmp_path / "boxes.csv"]
-    result = extract(*made, "--checkpoint", TINY, *boxes, "--layers", "3")
-    assert "--layers" in str(result.exception)
-    assert _snapshot(out) == before
-
-
-def test_a_resume_with_precision_auto_keeps_outs_and_says_so(tmp_path, monkeypatch, caplog):
-    """Catches: `--precision auto` resuming an fp32 output on a bf16 CPU refused (or run in
-    bf16) where every other setting left out is taken from OUT, or taken silently."""
-    monkeypatch.setattr("sapiens2_cli.device.cpu_flags", lambda: {"flags", "amx_bf16"})
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
-    auto, out = tmp_path / "auto.h5", tmp_path / "f.h5"
-    assert extract(src, "-o", auto, *FAST).exit_code == 0
-    assert extract(src, "-o", out, *FAST, "--precision", "fp32").exit_code == 0
-    shutil.copy(DATA / "chelsea.jpg", src / "b.jpg")
-    with caplog.at_level(logging.WARNING):
-        result = extract(src, "-o", out, *FAST, "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["images"] == 1
-    with open_features(auto) as f:
-        assert f.settings["precision"] == "bf16"  # what auto means on this "CPU"
-    with open_features(out) as f:
-        assert (f.settings["precision"], f.settings["weights_dtype"]) == ("fp32", "fp32")
-    assert "--precision auto: resuming with fp32, the precision OUT was made with" in caplog.text
-
-
-@pytest.mark.parametrize(
-    ("given", "message"),
-    [
-        ({"size": (64,)}, "--size (64,) is not (H, W)"),
-        ({"size": (64.0, 48.0)}, "--size (64.0, 48.0) is not (H, W)"),
-        ({"size": "64x48x3"}, "--size '64x48x3' is not HxW"),
-        ({"layers": "8,,-1"}, "--layers '8,,-1' is not a list of block indices"),
-        ({"layers": 8.0}, "--layers 8.0 is not block indices"),
-        ({"layers": ()}, "--layers is empty"),
-        ({"batch_size": "many"}, "--batch-size 'many' is neither"),
-        ({"batch_size": 2.0}, "--batch-size 2.0 is neither"),
-        ({"workers": "2"}, "--workers must be a whole number"),
-        ({"fps": 0}, "--fps 0 must be a positive number"),
-        ({"stdin": io.StringIO("a.jpg\n")}, "stdin is a text stream"),
-        ({"video_fps": 2.0}, "extract() has no option 'video_fps'"),
-    ],
-)
-def test_wrong_python_values_are_one_line_errors_before_any_work(tmp_path, given, message):
-    """Catches: a value of the wrong type (or the CLI's old keyword) reaching deep code and
-    failing there with a TypeError, or silently meaning something else."""
-    out = tmp_path / "f.h5"
-    with pytest.raises(Sapiens2Error) as error:
-        sapiens2_cli.extract(["-"], out, checkpoint=TINY, **given)
-    assert message in str(error.value) and "\n" not in str(error.value)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_python_takes_the_command_lines_spellings_and_one_path(tmp_path):
-    """Catches: size="64x48", layers="8,-1", layers=8, batch_size="auto" or a single path
-    (a string is a sequence of characters) refused or misread."""
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
-    text = sapiens2_cli.extract(
-        str(src), tmp_path / "text.h5", checkpoint=TINY, size="64x48", layers="8,-1",
-        batch_size="auto", workers=0, precision="fp32",
-    )  # fmt: skip
-    one = sapiens2_cli.extract(src, tmp_path / "one.h5", checkpoint=TINY, size=[64, 48], layers=8)
-    assert (text.images, one.images) == (1, 1)
-    with open_features(tmp_path / "text.h5") as f:
-        assert (f.settings["image_size"], f.settings["layers"]) == ([64, 48], [8, 17])
-        assert f.paths == [str(src / "a.jpg")]
-    with open_features(tmp_path / "one.h5") as f:
-        assert f.settings["layers"] == [8]
-
-
-def test_a_progress_function_gets_each_batch_and_the_totals(tmp_path):
-    """Catches: a progress function given only increments, with no total to draw a bar."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for name in ("astronaut.png", "chelsea.jpg", "coffee.jpg"):
-        shutil.copy(DATA / name, src / name)
-    (src / "broken.jpg").write_text("not a picture")
-    steps = []
-    sapiens2_cli.extract(
-        src, tmp_path / "f.h5", checkpoint=TINY, size=(64, 48), workers=0, batch_size=2,
-        progress=steps.append,
-    )  # fmt: skip
-    counts = [(s.rows, s.failed, s.done, s.total) for s in steps]
-    assert sum(c[0] for c in counts) == 3 and sum(c[1] for c in counts) == 1
-    assert [c[2] for c in counts] == list(itertools.accumulate(c[0] + c[1] for c in counts))
-    assert {c[3] for c in counts} == {4} and counts[-1][2] == 4
-
-
-def test_a_resume_takes_the_format_from_out_when_its_name_does_not_say(tmp_path):
-    """Catches: `-o noext` made with --format h5, resumed without --format, refused as
-    'holds h5 output but --format npy was asked for' when no format was asked for."""
-    out = tmp_path / "noext"
-    assert extract(DATA / "coffee.jpg", "-o", out, *FAST, "--format", "h5").exit_code == 0
-    result = extract(DATA / "chelsea.jpg", "-o", out, *FAST)
-    assert result.exit_code == 0, result.output
-    assert out.is_file()
-    with open_features(out) as f:
-        assert len(f) == 2
 
 
 @pytest.mark.parametrize(
