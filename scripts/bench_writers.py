@@ -7,7 +7,9 @@ with the HDF5 writer, the npy writer and, as the yardstick, a plain `write` of t
 batches to one file followed by one fsync (what `dd bs=16M conv=fdatasync` does). Each is
 timed from opening to a closed, durable file; the methods take turns within each repeat
 and each output is deleted before the next starts. The ratio is the writer's rate over the
-plain write's rate in the same repeat. Run it on the disk you will write to (`--dir`).
+plain write's rate in the same repeat. The first repeat ran slow for every method on
+this VM's disk: use --repeats 3 or more and the medians. Run it on the disk you will
+write to (`--dir`).
 
     python scripts/bench_writers.py --dir /work --gb 3 [--repeats 3] [--json]
 """
@@ -84,7 +86,8 @@ def writer_write(path: Path, fmt: str, source: Iterator[RowBatch], row_shape) ->
 
 
 def timed(method: str, folder: Path, source: Iterator[RowBatch], row_shape) -> float:
-    """Seconds `method` takes to make `source` durable in `folder`; its output is deleted."""
+    """Seconds `method` takes to make `source` durable in `folder`; its output is deleted
+    and the deletion synced, so that its work does not land in the next method's time."""
     out = folder / {"plain": "plain.bin", "h5": "feats.h5", "npy": "feats"}[method]
     start = time.perf_counter()
     if method == "plain":
@@ -93,6 +96,7 @@ def timed(method: str, folder: Path, source: Iterator[RowBatch], row_shape) -> f
         writer_write(out, method, source, row_shape)
     seconds = time.perf_counter() - start
     shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.sync()
     return seconds
 
 
