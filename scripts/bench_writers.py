@@ -33,19 +33,10 @@ import numpy as np
 from sapiens2_cli.writers import RowBatch, open_writer
 
 SETTINGS = {  # what a 1b extract at 1024x768 records; the writers only store it
-    "arch": "1b",
-    "checkpoint_sha256": "0" * 64,
-    "image_size": [1024, 768],
-    "grid_size": [64, 48],
-    "embed_dim": 1536,
-    "resize": "letterbox",
-    "layers": [-1],
-    "tokens": "patch",
-    "layout": "tokens",
-    "dtype": "float16",
-    "precision": "bf16",
-    "format_version": 1,
-    "complete": False,
+    **{"arch": "1b", "checkpoint_sha256": "0" * 64, "embed_dim": 1536, "layers": [-1]},
+    **{"image_size": [1024, 768], "grid_size": [64, 48], "resize": "letterbox"},
+    **{"tokens": "patch", "layout": "tokens", "dtype": "float16", "precision": "bf16"},
+    **{"format_version": 1, "complete": False},
 }
 METHODS = ("plain", "h5", "npy")
 
