@@ -34,3 +34,15 @@ def test_weights_dtype_check_holds_the_tolerance_on_the_tiny_weights():
     flags = ["--size", "128x96", "--layers", "8,17", "--device", "cpu"]
     report = _run("check_weights_dtype.py", DATA, "--checkpoint", TINY, *flags)
     assert report["within_tolerance"] and len(report["cosine_per_image"]) == 4
+
+
+def test_writer_bench_reports_each_writer_against_the_plain_write(tmp_path):
+    flags = ["--gb", "0.0005", "--row-shape", "1,32,32", "--batch", "4", "--repeats", "2"]
+    report = _run("bench_writers.py", *flags, "--dir", tmp_path)
+    assert report["rows"] == 248 and report["gigabytes"] == 248 * 32 * 32 * 2 / 1e9
+    rates = report["gb_per_s"]
+    assert set(rates) == {"plain", "h5", "npy"} and all(len(r) == 2 for r in rates.values())
+    for fmt in ("h5", "npy"):
+        ratios = [rate / plain for rate, plain in zip(rates[fmt], rates["plain"], strict=True)]
+        assert report["ratio"][fmt] == pytest.approx(ratios)
+    assert not list(tmp_path.iterdir())  # every output deleted

@@ -120,7 +120,7 @@ def test_rows_of_a_cut_off_batch_are_ignored_then_trimmed(tmp_path):
 def test_npy_files_are_plain_and_leftovers_are_removed(tmp_path):
     path = tmp_path / "feats"
     writer, _ = open_writer(path, "npy", SETTINGS, ROW, np.float16, shard_rows=2)
-    writer.write(batch(0, 3))  # one shard of 2 rows; 1 row waits in memory
+    writer.write(batch(0, 3))  # one shard of 2 rows; 1 row in the next one's .tmp
     manifest = json.loads((path / "manifest.json").read_text())
     assert [s["rows"] for s in manifest["shards"]] == [2]
     paths = np.load(path / "shard-00000.paths.npy")  # no allow_pickle needed
