@@ -18,7 +18,7 @@ from events import committed_rows, wait_for_rows
 from extract_helpers import FAST, FP32, extract, extract_subprocess
 from media import DATA, PHOTOS, make_tar, make_video, webdataset_members
 from paths import TINY
-from s3_server import CREDENTIALS, free_port, moto_server
+from s3_server import CREDENTIALS, free_port, http_server, moto_server
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers import open_features
@@ -50,6 +50,8 @@ def bucket(s3, tmp_path_factory):
     (local / "photos/broken.jpg").write_bytes(b"not an image")
     (local / "photos/.hidden.jpg").write_bytes((DATA / PHOTOS[0]).read_bytes())
     (local / "photos/notes.txt").write_text("not listed")
+    (local / "photos/.thumbs").mkdir()
+    shutil.copy(DATA / PHOTOS[0], local / "photos/.thumbs/a.png")
     (local / "mixed").mkdir()
     make_tar(local / "mixed/shard.tar", webdataset_members(3))
     cells = [{"bytes": (DATA / p).read_bytes(), "path": p} for p in PHOTOS[:2]]
@@ -122,6 +124,15 @@ def test_a_box_file_at_a_url_crops_objects(bucket, s3, tmp_path):
     remote, local_rows = rows(tmp_path / "r.h5")[0], rows(tmp_path / "l.h5")[0]
     assert list(remote) == [url("photos/coffee.jpg#box=7")]
     np.testing.assert_array_equal(remote[url("photos/coffee.jpg#box=7")], *local_rows.values())
+
+
+def test_objects_over_http_read_as_their_local_copies(bucket, tmp_path):
+    # pyarrow reads s3:// itself; over http only fsspec's file does (a Parquet file, an image)
+    with http_server(str(bucket)) as base:
+        run(f"{base}/mixed/t.parquet", f"{base}/photos/coffee.jpg", bucket, "-o", tmp_path / "f.h5")
+    got = rows(tmp_path / "f.h5")[0]
+    for name in ("mixed/t.parquet#row=0", "mixed/t.parquet#row=1", "photos/coffee.jpg"):
+        np.testing.assert_array_equal(got[f"{base}/{name}"], got[f"{bucket}/{name}"], err_msg=name)
 
 
 def test_listing_a_prefix_is_one_paginated_listing(s3, monkeypatch):

@@ -65,16 +65,15 @@ def filesystem(url: str) -> tuple[Any, str]:
             f"{name}:// URL carries credentials, which would stay in shell history and in "
             "OUT: give them the filesystem's usual way (environment, config file)"
         )
-    package, extra = _PACKAGES.get(name, (None, None))
+    package, extra = _PACKAGES.get(name, ("fsspec", None))
     try:
-        if package:
-            importlib.import_module(package)
+        importlib.import_module(package)  # fsspec would not notice one gone since it loaded
         import fsspec
 
         return fsspec.core.url_to_fs(url)
     except ImportError:
         install = f"pip install 'sapiens2-cli[{extra}]'" if extra else f"pip install {package}"
-        raise Sapiens2Error(f"{name}:// inputs need {package or 'fsspec'}: {install}") from None
+        raise Sapiens2Error(f"{name}:// inputs need {package}: {install}") from None
     except ValueError as e:
         raise Sapiens2Error(f"cannot read {name}:// URLs ({one_line(e)})") from None
 
