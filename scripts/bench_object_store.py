@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--image", default="480x640", help="HxW of the JPEGs")
     parser.add_argument("--size", default="1024x768", help="HxW the model gets")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="on one line")
     args = parser.parse_args()
     prep = Preprocess(tuple(int(v) for v in args.size.split("x")))
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
@@ -97,7 +97,8 @@ def main() -> None:
         listed: list[str] = []
         list_s = timed(lambda: listed.extend(list_files([f"s3://{BUCKET}/many/"])))
         assert len(listed) == made, (len(listed), made)
-        images = make_images(Path(tmp) / "loose", args.count, image_size(args.image))
+        image = tuple(int(v) for v in args.image.split("x"))
+        images = make_images(Path(tmp) / "loose", args.count, image)
         for path in images:
             client.upload_file(str(path), BUCKET, f"photos/{path.name}")
         paths = {
@@ -129,20 +130,7 @@ def main() -> None:
             for name, (fetch_s, read_s) in spent.items()
         },
     }
-    if args.json:
-        print(json.dumps(report))
-        return
-    print(f"made {made} objects in {create_s:.1f} s; listed them in {list_s:.2f} s")
-    for name, r in report["reading"].items():
-        print(
-            f"{name:12s} bytes {r['bytes_mb_per_s']:7.1f} MB/s; reader {r['reader_mb_per_s']:6.1f}"
-            f" MB/s ({r['reader_images_per_s']:.1f} images/s)"
-        )
-
-
-def image_size(text: str) -> tuple[int, int]:
-    height, width = (int(v) for v in text.split("x"))
-    return height, width
+    print(json.dumps(report, indent=None if args.json else 2))
 
 
 if __name__ == "__main__":

@@ -34,3 +34,11 @@ def test_weights_dtype_check_holds_the_tolerance_on_the_tiny_weights():
     flags = ["--size", "128x96", "--layers", "8,17", "--device", "cpu"]
     report = _run("check_weights_dtype.py", DATA, "--checkpoint", TINY, *flags)
     assert report["within_tolerance"] and len(report["cosine_per_image"]) == 4
+
+
+@pytest.mark.slow
+def test_object_store_bench_lists_every_object_and_reads_both_ways():
+    report = _run("bench_object_store.py", "--objects", 30, "--count", 4, "--repeats", 1)
+    assert report["listing"]["objects"] == 30
+    assert set(report["reading"]) == {"local files", "s3 (moto)"}
+    assert all(r["images"] == 4 and r["reader_mb_per_s"] > 0 for r in report["reading"].values())
