@@ -153,6 +153,14 @@ def test_listing_a_prefix_is_one_paginated_listing(s3, monkeypatch):
     assert calls == ["list_objects_v2", "list_objects_v2"]  # 1000 a page, no call per object
 
 
+def test_a_file_url_is_the_local_path_it_names(bucket):
+    from sapiens2_cli.pipeline.sources import list_files
+
+    folder = bucket / "photos"
+    assert list_files([f"file://{folder}"]) == list_files([str(folder)])
+    assert list_files([f"file://{folder}/coffee.jpg"]) == [str(folder / "coffee.jpg")]
+
+
 def test_a_local_run_does_not_import_fsspec(bucket):
     code = (
         "import sys; from sapiens2_cli.pipeline.sources import list_files;"

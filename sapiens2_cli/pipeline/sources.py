@@ -5,7 +5,8 @@ lists) into one list of files, each named by its absolute, resolved path: that p
 image's identity, so `./a.jpg`, `a.jpg`, `/abs/a.jpg` and the same folder reached through
 a symbolic link are one image, and a run resumed from another working folder finds it done.
 The list is computed once, in a stable order, so a run can be resumed or split into parts
-(which are assigned per file).
+(which are assigned per file). A URL (`s3://bucket/prefix/`, pipeline/remote.py) is an
+object or a prefix listed in one paginated listing, and is its own identity.
 
 Each file then goes to the first Source that claims it (by its extension, the image
 source taking the rest), which expands it into items. A new kind of input is a Source
