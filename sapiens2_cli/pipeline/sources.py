@@ -124,8 +124,8 @@ class Listing:
 
 def identity(path: str) -> str:
     """What identifies a file: its absolute path with every symbolic link resolved; a URL
-    (pipeline/remote.py) is its own identity, a `file://` URL the path it names."""
-    return path if is_url(path) else os.path.realpath(local_path(path))
+    (pipeline/remote.py) is its own identity."""
+    return path if is_url(path) else os.path.realpath(path)
 
 
 def wanted(relative: str, listing: Listing) -> bool:
