@@ -46,3 +46,11 @@ def test_writer_bench_reports_each_writer_against_the_plain_write(tmp_path):
         ratios = [rate / plain for rate, plain in zip(rates[fmt], rates["plain"], strict=True)]
         assert report["ratio"][fmt] == pytest.approx(ratios)
     assert not list(tmp_path.iterdir())  # every output deleted
+
+
+@pytest.mark.slow
+def test_object_store_bench_lists_every_object_and_reads_both_ways():
+    report = _run("bench_object_store.py", "--objects", 30, "--count", 4, "--repeats", 1)
+    assert report["listing"]["objects"] == 30
+    assert set(report["reading"]) == {"local files", "s3 (moto)"}
+    assert all(r["images"] == 4 and r["reader_mb_per_s"] > 0 for r in report["reading"].values())

@@ -42,7 +42,7 @@ def extract_command(
         ),
     ] = None,
     files_from: Annotated[
-        list[Path] | None,
+        list[str] | None,
         option("--files-from", help="A file listing image paths, one a line.", panel=INPUTS),
     ] = None,
     null: Annotated[
@@ -65,7 +65,7 @@ def extract_command(
         ),
     ] = False,
     boxes: Annotated[
-        Path | None,
+        str | None,
         option(
             help="Person boxes (COCO annotations or results JSON, JSONL or CSV path,x,y,w,h"
             "[,score]): one row per box, cropped as upstream's pose pipeline does; INPUT is "

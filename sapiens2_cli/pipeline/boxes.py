@@ -10,16 +10,19 @@ one bad box never costs the others.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.box_formats import BoxLayout, RawBox, parse_box_file
+from sapiens2_cli.pipeline.remote import errors, is_url, read_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ def load_boxes(
         raise Sapiens2Error("--min-score nan is not a score: give a number, like 0.3")
     name = str(path)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with _open_text(name) as f:
             layout, raw = parse_box_file(f, name, image_root)
     except OSError as e:
         raise Sapiens2Error(f"cannot read box file {name} ({e.strerror})") from None
@@ -99,6 +102,14 @@ def load_boxes(
             f"box file {name} is not text: give COCO JSON, detection results, JSONL or CSV"
         ) from None
     return _collect(name, layout, raw, image_root, min_score, include_crowd)
+
+
+def _open_text(path: str) -> TextIO:
+    """A box file, local or at a URL (remote.py), as text (a UTF-8 BOM skipped)."""
+    if is_url(path):
+        with errors(f"box file {path}"):
+            return io.TextIOWrapper(io.BytesIO(read_bytes(path)), "utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _collect(
@@ -145,7 +156,7 @@ def _collect(
                 )
             seen.add(box.box_id)
         images[image] = per_image[image]
-    if not any(os.path.exists(p) for p in images):
+    if not is_url(image_root) and not any(os.path.exists(p) for p in images):
         raise Sapiens2Error(
             f"none of the {len(images)} images named in box file {name} exist under "
             f"{image_root} (e.g. {next(iter(images))}): give the folder the names are relative to"

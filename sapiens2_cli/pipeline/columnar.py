@@ -3,7 +3,8 @@ cells at a time.
 
 A Parquet file is read by row group (`ParquetFile.read_row_group` with only the columns
 asked for) and an Arrow IPC file (`.arrow`, `.feather` v2) by record batch, memory-mapped;
-both are "groups" here, so no file is ever read whole. pyarrow is an optional extra,
+both are "groups" here, so no file is ever read whole (a URL's object is streamed in
+ranged reads, remote.open_input). pyarrow is an optional extra,
 imported only when such a file is met, so `import sapiens2_cli` and `--help` never load it.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.remote import is_url, open_input
 from sapiens2_cli.text import one_line
 
 PARQUET_EXTENSIONS = frozenset({".parquet"})
@@ -52,10 +54,11 @@ class ColumnarFile:
         self.path = path
         self._arrow = path.lower().endswith(tuple(ARROW_EXTENSIONS))
         try:
+            source = open_input(path) if is_url(path) else None  # streamed, read-ahead
             if self._arrow:
-                self._file = pa.ipc.open_file(pa.memory_map(path, "r"))
+                self._file = pa.ipc.open_file(source or pa.memory_map(path, "r"))
             else:
-                self._file = pa.parquet.ParquetFile(path, memory_map=False)
+                self._file = pa.parquet.ParquetFile(source or path, memory_map=False)
         except (OSError, pa.ArrowException) as e:
             kind = "an Arrow IPC" if self._arrow else "a Parquet"
             raise ColumnarError(f"not {kind} file, or unreadable: {one_line(e)}") from None

@@ -29,6 +29,7 @@ from sapiens2_cli.pipeline.boxes import Box, BoxFile, box_problem, load_boxes
 from sapiens2_cli.pipeline.decode import ImageError, read_rgb
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, derived_key
 from sapiens2_cli.pipeline.options import DEFAULTS
+from sapiens2_cli.pipeline.remote import is_url
 from sapiens2_cli.pipeline.sources import Expansion, Source, identity
 from sapiens2_cli.pipeline.weights import file_sha256
 
@@ -183,7 +184,7 @@ def load_box_source(
     include_crowd: bool = False,
 ) -> BoxSource:
     """The box file read against the image folder (the one INPUT); raises Sapiens2Error."""
-    if len(inputs) != 1 or not os.path.isdir(inputs[0]):
+    if len(inputs) != 1 or not (is_url(inputs[0]) or os.path.isdir(inputs[0])):
         raise Sapiens2Error(
             "--boxes takes its images from the box file: give the one folder its image "
             f"names are relative to as INPUT (got {' '.join(inputs) or 'none'})"

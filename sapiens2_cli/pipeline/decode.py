@@ -32,6 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sapiens2_cli.choices import ResizeMode
 from sapiens2_cli.model import PIXEL_MEAN
+from sapiens2_cli.pipeline.remote import is_url, read_bytes
 from sapiens2_cli.text import one_line, open_failure
 
 #: Largest image accepted, in pixels: the point where Pillow itself refuses to open a file
@@ -64,7 +65,7 @@ def decode_image(
     resize: ResizeMode = ResizeMode.STRETCH,
     draft: bool = False,
 ) -> Decoded:
-    """Read `source` (a path, or an image file's bytes such as a tar member) and make it
+    """Read `source` (a path or URL, or an image file's bytes such as a tar member) and make it
     the model's (H, W) = `size` input; raises ImageError.
 
     `draft`: decode JPEGs at a reduced DCT scale (module docstring); off by default.
@@ -108,6 +109,8 @@ def _upright(
     """The image upright in 8-bit RGB, and its (height, width) once upright (the header's:
     `draft_for` = (size, resize) decodes a JPEG smaller, at least twice what that resize
     keeps of it)."""
+    if isinstance(source, str) and is_url(source):
+        source = _fetch(source)
     if isinstance(source, bytes):
         if not source:
             raise ImageError("empty file (0 bytes)")
@@ -130,6 +133,17 @@ def _upright(
             im.draft(None, (2 * h, 2 * w) if turned else (2 * w, 2 * h))
         oriented = ImageOps.exif_transpose(im)  # loads the pixels
     return to_rgb(oriented), original
+
+
+def _fetch(url: str) -> bytes:
+    """An image object's bytes, in one request; a store that cannot be reached is the
+    image's failure, as a missing or forbidden one is (`_reasons`)."""
+    try:
+        return read_bytes(url)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as e:  # botocore's, aiohttp's: not OSErrors, nor about the image
+        raise ImageError(f"cannot read {url}: {one_line(e)}") from None
 
 
 def fit(

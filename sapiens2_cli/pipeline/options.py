@@ -25,6 +25,7 @@ from sapiens2_cli.choices import (
     TokenMode,
 )
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.remote import is_url
 from sapiens2_cli.values import parse_batch_size, parse_layers, parse_size
 
 if TYPE_CHECKING:
@@ -98,14 +99,14 @@ class ExtractOptions:
     shard: Part | None = None
     merge: MergeMode = MergeMode.VIRTUAL
     # listing
-    files_from: tuple[Path, ...] = ()
+    files_from: tuple[Path | str, ...] = ()  # str: a URL (pipeline/remote.py)
     hidden: bool = False
     null: bool = False
     # videos: frames kept per second (DEFAULTS, or OUT's on a resume), or every frame
     fps: float | None = None
     every_frame: bool = False
     # person crops: one row per box of a box file (pipeline/crop.py), INPUT its image folder
-    boxes: Path | None = None
+    boxes: Path | str | None = None  # str: a URL
     box_padding: float | None = None  # DEFAULTS, or OUT's on a resume
     min_score: float | None = None
     include_crowd: bool = False
@@ -145,7 +146,8 @@ class ExtractOptions:
         files_from = self.files_from
         if isinstance(files_from, (str, os.PathLike)):
             files_from = (files_from,)
-        object.__setattr__(self, "files_from", tuple(Path(f) for f in files_from))
+        lists = tuple(f if is_url(str(f)) else Path(f) for f in files_from)
+        object.__setattr__(self, "files_from", lists)
         self._check()
 
     def _check(self) -> None:

@@ -5,7 +5,8 @@ lists) into one list of files, each named by its absolute, resolved path: that p
 image's identity, so `./a.jpg`, `a.jpg`, `/abs/a.jpg` and the same folder reached through
 a symbolic link are one image, and a run resumed from another working folder finds it done.
 The list is computed once, in a stable order, so a run can be resumed or split into parts
-(which are assigned per file).
+(which are assigned per file). A URL (`s3://bucket/prefix/`, pipeline/remote.py) is an
+object or a prefix listed in one paginated listing, and is its own identity.
 
 Each file then goes to the first Source that claims it (by its extension, the image
 source taking the rest), which expands it into items. A new kind of input is a Source
@@ -14,6 +15,7 @@ here and a Reader (pipeline/items.py); the writers, resume and parts do not chan
 
 from __future__ import annotations
 
+import io
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
@@ -25,6 +27,7 @@ from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.items import Failure, ImageReader, Item, file_key
+from sapiens2_cli.pipeline.remote import errors, is_url, list_objects, local_path, read_bytes
 
 #: Extensions picked up when walking a folder (case-insensitive). Files named explicitly,
 #: or listed on stdin / --files-from, are taken whatever their extension.
@@ -120,8 +123,17 @@ class Listing:
 
 
 def identity(path: str) -> str:
-    """What identifies a file: its absolute path with every symbolic link resolved."""
-    return os.path.realpath(path)
+    """What identifies a file: its absolute path with every symbolic link resolved; a URL
+    (pipeline/remote.py) is its own identity."""
+    return path if is_url(path) else os.path.realpath(path)
+
+
+def wanted(relative: str, listing: Listing) -> bool:
+    """Whether a walk or a prefix listing takes the file at `relative` (a '/' path)."""
+    parts = relative.split("/")
+    if not listing.hidden and any(part.startswith(".") for part in parts):
+        return False  # .DS_Store, macOS ._* resource forks, editors' temporary files
+    return has_extension(parts[-1], listing.extensions)
 
 
 def walk(folder: str, listing: Listing = Listing()) -> list[str]:
@@ -139,9 +151,7 @@ def walk(folder: str, listing: Listing = Listing()) -> list[str]:
         dirs.sort()
         rel_root = os.path.relpath(root, folder)
         for name in files:
-            if name.startswith(".") and not listing.hidden:
-                continue  # .DS_Store, macOS ._* resource forks, editors' temporary files
-            if has_extension(name, listing.extensions):
+            if wanted(name, listing):
                 rel = os.path.normpath(os.path.join(rel_root, name))
                 path = os.path.join(folder, rel)
                 if os.path.islink(path):  # under a resolved folder only links need resolving
@@ -187,16 +197,17 @@ def list_files(
             if stdin is None:
                 raise Sapiens2Error("'-' reads paths from stdin, which is not available here")
             paths += _expand(read_path_list(stdin, "stdin", listing.null), listing, strict=False)
-        elif not os.path.lexists(item):
+        elif not is_url(item) and not os.path.lexists(local_path(item)):
             raise Sapiens2Error(f"input {item} does not exist: check the path")
         else:
             paths += _expand([item], listing, strict=True)
     for list_file in files_from:
+        what = f"--files-from {list_file}"
         try:
-            with open(list_file, "rb") as f:
-                listed = read_path_list(f, f"--files-from {list_file}", listing.null)
+            with _open_list(str(list_file)) as f:
+                listed = read_path_list(f, what, listing.null)
         except OSError as e:
-            raise Sapiens2Error(f"cannot read --files-from {list_file} ({e.strerror})") from None
+            raise Sapiens2Error(f"cannot read {what} ({e.strerror})") from None
         paths += _expand(listed, listing, strict=False)
     unique = list(dict.fromkeys(paths))
     if not unique:
@@ -212,10 +223,27 @@ def list_images(inputs: Sequence[str], listing: Listing = Listing()) -> list[str
     return list_files(inputs, listing=listing)
 
 
+def _open_list(list_file: str) -> BinaryIO:
+    """A --files-from list, local or at a URL."""
+    if is_url(list_file):
+        with errors(f"--files-from {list_file}"):
+            return io.BytesIO(read_bytes(list_file))
+    return open(list_file, "rb")
+
+
 def _expand(items: Iterable[str], listing: Listing, strict: bool) -> list[str]:
-    """`items` as identities, folders walked."""
+    """`items` as identities, folders walked. A URL is listed as a prefix when given as
+    an INPUT (`strict`) or ending with '/'; other URLs from a list are taken as objects
+    (checking each would be a request per object)."""
     out: list[str] = []
     for item in items:
+        if is_url(item):
+            if strict or item.endswith("/"):
+                out += list_objects(item, lambda rel: wanted(rel, listing))
+            else:
+                out.append(item)
+            continue
+        item = local_path(item)
         if os.path.isdir(item):
             out += walk(identity(item), listing)
         elif strict and not os.path.isfile(item):

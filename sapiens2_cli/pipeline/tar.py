@@ -38,6 +38,7 @@ from sapiens2_cli.pipeline.items import (
     bytes_row,
     file_key,
 )
+from sapiens2_cli.pipeline.remote import is_url, open_input, read_bytes
 from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
 from sapiens2_cli.text import one_line, open_failure
 
@@ -59,6 +60,8 @@ class Scan:
 #: A compressed tar's first bytes and what decompresses it (what `tar` and tarfile's
 #: "r:*" recognise); the extension does not decide, so a gzipped `.tar` reads too.
 _COMPRESSED = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+#: The same, as fsspec names the decompressors (for URLs).
+_COMPRESSED_NAMES = dict(zip(_COMPRESSED, ("gzip", "bz2", "xz"), strict=True))
 
 #: What reading a tar can raise: the file's errors, a compressed stream cut short or corrupt
 #: (EOFError, zlib / lzma errors), the headers' (TarError).
@@ -67,7 +70,12 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, tarfile.TarError)
 
 def open_tar(tar_path: str) -> BinaryIO:
     """The tar's bytes: the file, or a gzip, bzip2 or xz one decompressed as it is read
-    (seeking forward decompresses up to there; back, starts again from the first byte)."""
+    (seeking forward decompresses up to there; back, starts again from the first byte).
+    A URL's object is streamed (remote.open_input)."""
+    if is_url(tar_path):
+        head = read_bytes(tar_path, 0, 6)
+        name = next((n for m, n in _COMPRESSED_NAMES.items() if head.startswith(m)), None)
+        return open_input(tar_path, name)
     with open(tar_path, "rb") as f:
         head = f.read(6)
     opener = next((o for m, o in _COMPRESSED.items() if head.startswith(m)), open)
@@ -174,7 +182,10 @@ def _kept_open(tar_path: str) -> Iterator[BinaryIO]:
 
 
 def file_state(path: str) -> tuple:
-    """What tells a file, opened by this process, from one written over it since."""
+    """What tells a file, opened by this process, from one written over it since (for a
+    URL, its name: stat-ing an object is a request, and objects are replaced, not edited)."""
+    if is_url(path):
+        return os.getpid(), path
     st = os.stat(path)
     return os.getpid(), path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
@@ -288,11 +299,11 @@ def expand_patterns(inputs: Sequence[str]) -> list[str]:
     """
     out: list[str] = []
     for item in inputs:
-        if "{" not in item or os.path.lexists(item):
+        if "{" not in item or (not is_url(item) and os.path.lexists(item)):
             out.append(item)
             continue
         paths = expand_braces(item)
-        missing = [p for p in paths if not os.path.lexists(p)]
+        missing = [p for p in paths if not is_url(p) and not os.path.lexists(p)]
         if missing:
             raise Sapiens2Error(
                 f"input {missing[0]} (from {item}, {len(missing)} of {len(paths)} missing) "

@@ -22,6 +22,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from sapiens2_cli.pipeline.remote import is_url
 from sapiens2_cli.pipeline.video_probe import Frame, VideoError, open_video, stream_tag
 from sapiens2_cli.text import one_line
 
@@ -210,6 +211,8 @@ def _pictures(
 
 
 def _stat(path: str) -> tuple[int, int]:
+    if is_url(path):
+        return 0, 0  # an object is replaced, not edited; stat-ing it is a request
     info = os.stat(path)
     return info.st_size, info.st_mtime_ns
 

@@ -25,6 +25,7 @@ import av
 
 from sapiens2_cli.pipeline.items import derived_key
 from sapiens2_cli.pipeline.options import DEFAULTS
+from sapiens2_cli.pipeline.remote import is_url, open_input
 from sapiens2_cli.text import one_line, open_failure
 
 #: Frames kept per second unless --fps / --every-frame say otherwise (why: pipeline/options.py).
@@ -112,7 +113,7 @@ def probe(path: str, fps: float | None = DEFAULT_FPS) -> Probe:
 
 def open_video(path: str) -> av.container.InputContainer:
     try:
-        container = av.open(path, "r")
+        container = av.open(open_input(path) if is_url(path) else path, "r")
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         raise VideoError(open_failure(e, "a video file")) from None
     except (av.FFmpegError, OSError) as e:

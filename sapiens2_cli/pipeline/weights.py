@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapiens2_cli.model import CheckpointInfo, get_config, inspect_checkpoint
+from sapiens2_cli.pipeline.remote import is_url, open_input
 
 log = logging.getLogger(__name__)
 HASH_CACHE = "checkpoint-sha256.json"
@@ -53,7 +54,7 @@ def cache_dir() -> Path:
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes (a checkpoint, a box file), read in 16 MiB pieces."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(str(path)) if is_url(str(path)) else open(path, "rb") as f:
         while chunk := f.read(16 * 2**20):
             digest.update(chunk)
     return digest.hexdigest()
