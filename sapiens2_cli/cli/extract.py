@@ -19,12 +19,15 @@ from sapiens2_cli.cli.options import (
     BatchSizeOption,
     CheckpointOption,
     DeviceOption,
+    DtypeOption,
     JsonOption,
+    PoolOption,
     PrecisionOption,
     QuietOption,
     SizeOption,
     choice_option,
     flag_option,
+    given_once,
     in_panel,
     option,
 )
@@ -154,16 +157,8 @@ def extract_command(
             choices.Layout, "--layout", "Row layout", default=DEFAULTS.layout, panel=KEEP
         ),
     ] = None,
-    dtype: Annotated[
-        choices.StorageDtype | None,
-        choice_option(
-            choices.StorageDtype,
-            "--dtype",
-            "Storage dtype",
-            default=DEFAULTS.dtype,
-            panel=KEEP,
-        ),
-    ] = None,
+    dtype: DtypeOption = None,
+    pool: PoolOption = None,
     output: Annotated[
         Path,
         option(
@@ -278,7 +273,7 @@ def extract_command(
     """Extract features of every input into OUT; rerun the same command to resume.
 
     Settings left out (--size, --resize, --layers, --tokens, --layout,
-    --dtype, --precision, --arch, --fps/--every-frame) are taken from OUT
+    --dtype, --pool, --precision, --arch, --fps/--every-frame) are taken from OUT
     when it exists, so a resume needs only the inputs and -o.
     """
     from sapiens2_cli.pipeline.job import ExtractOptions, extract  # no torch yet: see there
@@ -291,7 +286,8 @@ def extract_command(
         layers=layers,
         tokens=tokens,
         layout=layout,
-        dtype=dtype,
+        dtype=given_once(dtype, "--dtype"),
+        pool=pool,
         jpeg_draft=jpeg_draft,
         format=output_format,
         compression=compression,

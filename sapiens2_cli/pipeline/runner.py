@@ -46,6 +46,7 @@ class FeatureSpec:
     tokens: TokenMode
     layout: Layout
     dtype: StorageDtype
+    pool: int = 1  # K: patch tokens averaged over KxK blocks
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class Extraction:
             tokens=spec.tokens,
             layout=spec.layout,
             dtype=spec.dtype,
+            pool=spec.pool,
             grid=self.grid,
             device=run.device,
             precision=run.precision,
@@ -202,7 +204,7 @@ class Extraction:
         clock: StageClock,
     ) -> None:
         """Hand a submitted batch's features (range-checked) and failures to the writer."""
-        rows = replace(batch.rows, features=job.result() if job is not None else None)
+        rows = replace(batch.rows, **(job.rows() if job is not None else {}))
         with clock.host("write_wait"):
             sink.put(rows)
         counts["done"] += len(rows.keys)
