@@ -68,6 +68,15 @@ class FeatureFile(ABC):
         """(n, 4) int32 (top, left, height, width); letterbox only."""
         return self._columns.get("content_box")
 
+    @property
+    def row_nbytes(self) -> int:
+        """Bytes one row's features take as stored (int8: with its float16 scales)."""
+        dtype = StorageDtype.parse(self.settings.get("dtype", "float32"), "dtype")
+        nbytes = int(np.prod(self.row_shape)) * dtype.numpy.itemsize
+        if dtype == StorageDtype.INT8:
+            nbytes += 2 * int(np.prod(scale_shape(self.row_shape, self.settings["layout"])))
+        return nbytes
+
     def read(self, rows: Rows) -> np.ndarray:
         """Features of `rows` (a slice or sorted indices), shaped (k, n_layers, ...) as
         stored; int8 rows come back as float32 q * scale (`read_raw` gives both as stored)."""

@@ -10,7 +10,7 @@ joined across parts, a function in `_JOIN_LOSS`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,18 +68,18 @@ def without_loss(record: dict[str, dict]) -> dict[str, dict]:
     return {name: {k: v for k, v in r.items() if k != "loss"} for name, r in record.items()}
 
 
-def join_reductions(records: Sequence[dict[str, dict]], names: Sequence[str]) -> dict:
-    """The record of a join of parts (`names` for the message): one line if they differ."""
-    first = without_loss(records[0])
-    for record, name in zip(records, names, strict=True):
+def join_reductions(parts: Mapping[str, dict[str, dict]]) -> dict:
+    """The record of a join of parts (their records by name): one line if they differ."""
+    (first_name, first), *_ = ((name, without_loss(r)) for name, r in parts.items())
+    for name, record in parts.items():
         if without_loss(record) != first:
             raise Sapiens2Error(
                 f"{name} was made with other reductions ({without_loss(record)}) than "
-                f"{names[0]} ({first}): merge only parts of one extract command"
+                f"{first_name} ({first}): merge only parts of one extract command"
             )
     joined = {}
     for kind, params in first.items():
-        losses = [r[kind]["loss"] for r in records]
+        losses = [r[kind]["loss"] for r in parts.values()]
         join = _JOIN_LOSS.get(kind)
         joined[kind] = {**params, "loss": join(losses) if join else losses[0]}
     return joined
