@@ -92,8 +92,8 @@ def scale_axis(layout: str) -> int:
 
 def scale_shape(row_shape: Sequence[int], layout: str) -> tuple[int, ...]:
     """One row's int8 scales: the row's shape (L, ...) without its D axis."""
-    shape = list(row_shape)
-    del shape[scale_axis(layout)]
+    shape, axis = list(row_shape), scale_axis(layout)
+    del shape[axis - 1 if axis > 0 else axis]  # a row has no batch axis
     return tuple(shape)
 
 
