@@ -31,6 +31,7 @@ from sapiens2_cli.writers.base import (
     one_line_if_full,
     removed_on_failure,
 )
+from sapiens2_cli.writers.reductions import add_losses
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "sapiens2-features-npy"
@@ -106,9 +107,10 @@ def new_manifest(
     shards: list[dict],
     failed: list[str],
     complete: bool,
+    reductions: dict | None = None,
 ) -> dict:
     """The manifest.json an output folder holds (docs/format.md)."""
-    return {
+    manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": FORMAT_VERSION,
         "settings": settings,
@@ -117,6 +119,9 @@ def new_manifest(
         "failed_files": failed,
         "complete": complete,
     }
+    if reductions:
+        manifest["reductions"] = reductions
+    return manifest
 
 
 class NpyWriter(FeatureWriter):
@@ -131,7 +136,7 @@ class NpyWriter(FeatureWriter):
         lock: OutputLock | None,
         stale: bool = False,
     ) -> None:
-        super().__init__(path, failed, lock, stale)
+        super().__init__(path, failed, lock, stale, manifest.get("reductions"))
         self._manifest = manifest
         self._shard_rows = shard_rows
         self._pending: list[RowBatch] = []
@@ -146,12 +151,13 @@ class NpyWriter(FeatureWriter):
         row_shape: tuple[int, ...],
         shard_rows: int,
         lock: OutputLock | None,
+        reductions: dict | None = None,
     ) -> NpyWriter:
         """A new, empty output folder at `path` (gone again if it cannot be made: a full
         disk leaves no empty folder behind)."""
         made = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(dict(settings), row_shape, [], [], complete=False)
+        manifest = new_manifest(dict(settings), row_shape, [], [], False, reductions)
         try:
             with one_line_if_full(path):
                 write_manifest(path, manifest)
@@ -217,6 +223,8 @@ class NpyWriter(FeatureWriter):
             "features": np.concatenate([b.features for b in taken]),
             "paths": np.array([p for b in taken for p in b.keys], dtype=str),  # '<U…'
         }
+        if taken[0].scales is not None:
+            arrays["scales"] = np.concatenate([b.scales for b in taken])
         arrays.update(concat_columns([(len(b), b.columns) for b in taken]))
         entry: dict = {"index": index, "rows": count}
         for name, array in arrays.items():
@@ -224,6 +232,10 @@ class NpyWriter(FeatureWriter):
             _write_atomic(self.path / file_name, array)
             entry[name] = file_name
         self._manifest["shards"].append(entry)
+        for b in taken:
+            add_losses(self.reductions, b.errors, b.energy)
+        if self.reductions:
+            self._manifest["reductions"] = self.reductions
         self._rows += count
         self._write_manifest()
 
@@ -253,8 +265,14 @@ class NpyWriter(FeatureWriter):
 
 
 def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
+    def part(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[start:stop]
+
     return RowBatch(
         keys=batch.keys[start:stop],
         features=batch.features[start:stop],
         columns={name: values[start:stop] for name, values in batch.columns.items()},
+        scales=part(batch.scales),
+        errors=part(batch.errors),
+        energy=part(batch.energy),
     )
