@@ -4,6 +4,8 @@ recorded loss, resume, merge, viz and `sapiens2 info`."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +20,7 @@ from typer.testing import CliRunner
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.storage import quantize_int8
+from sapiens2_cli.projection import Projection
 from sapiens2_cli.writers import open_features
 from sapiens2_cli.writers.reductions import join_reductions, reductions_for
 
@@ -226,3 +229,57 @@ def test_a_resume_with_another_pool_is_refused_and_keeps_the_rows(photos, tmp_pa
     assert "--pool (pool is 2 there, 4 now)" in str(result.exception)
     with open_features(out) as f:
         assert len(f) == 4 and f.settings["pool"] == 2
+
+
+@pytest.fixture(scope="module")
+def projection(tmp_path_factory) -> tuple[Path, Projection]:
+    """A random orthonormal 32 -> 8 projection, saved as `sapiens2 pca` would."""
+    rng = np.random.default_rng(1)
+    basis, _ = np.linalg.qr(rng.normal(size=(D, 8)))
+    p = Projection(
+        mean=rng.normal(size=D).astype(np.float32),
+        components=basis.T.astype(np.float32),
+        explained_variance=np.linspace(8.0, 1.0, 8),
+        total_variance=50.0,
+    )
+    path = tmp_path_factory.mktemp("proj") / "p.safetensors"
+    p.save(path)
+    return path, dataclasses.replace(p, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+@pytest.mark.parametrize("layout", ["tokens", "map"])
+def test_pool_project_int8_together_equal_numpy(photos, plain, projection, tmp_path, layout):
+    """pool -> project -> quantize, against numpy's of the unreduced float32 rows."""
+    path, p = projection
+    args = ("--layout", layout) if layout == "map" else ("--tokens", "all", "--layers", "8,17")
+    run(photos, tmp_path / "c", *args, "--pool", "2", "--project", path, "--dtype", "int8")
+    if layout == "map":  # (n, 1, D, 2, 2) stored; numpy works on (n, 1, 4 tokens, D)
+        x = block_means(plain[:, 1:, 9:], 2)
+    else:
+        x = np.concatenate((plain[:, :, :9], block_means(plain[:, :, 9:], 2)), axis=2)
+    mean = p.mean.astype(np.float64)
+    y = (x - mean) @ p.components.T.astype(np.float64)  # (n, L, T, 8)
+    with open_features(tmp_path / "c") as f:
+        q, scales = f.read_raw(slice(None))
+        record = f.reductions
+    if layout == "map":
+        assert q.shape == (len(plain), 1, 8, 2, 2)
+        q, scales = q.reshape(*q.shape[:3], 4).swapaxes(2, 3), scales.reshape(len(plain), 1, 4)
+    assert q.shape == y.shape
+    # The device projects in float32: its y is numpy's to ~1e-5, then int8 within s/2.
+    s = scales.astype(np.float64)
+    assert (np.abs(y - q * s[..., None]) <= s[..., None] / 2 + 1e-4).all()
+    np.testing.assert_allclose(s, np.abs(y).max(-1) / 127, rtol=2**-10, atol=1e-6)
+    assert list(record) == ["pool", "pca", "int8"]
+    pca = record["pca"]
+    assert (pca["k"], pca["sha256"]) == (8, p.sha256)
+    assert pca["loss"]["variance_kept_fit"] == pytest.approx(36 / 50)
+    kept = np.sum(y**2) / np.sum((x - mean) ** 2)
+    assert pca["loss"]["variance_kept_written"] == pytest.approx(kept, rel=1e-5)
+    errors = relative_errors(y, q * s[..., None])
+    assert record["int8"]["loss"]["tokens"] == errors.size
+    assert record["int8"]["loss"]["relative_error_mean"] == pytest.approx(errors.mean(), rel=1e-3)
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "c")]).output
+    assert "pool: k=2; loss: nothing measured" in info and "int8: norm=l2" in info
+    assert f"pca: k=8, sha256={p.sha256}; loss: variance_kept_fit=0.72;" in info
+    assert f"variance_kept_written={kept:.4g}" in info
