@@ -84,6 +84,7 @@ class ResizeMode(Choice):
 class StorageDtype(Choice):
     FLOAT16 = "float16", "range-checked"
     FLOAT32 = "float32"
+    INT8 = "int8", "per-token symmetric, float16 scales beside (docs/format.md)"
 
     @property
     def torch(self) -> torch.dtype:

@@ -23,9 +23,6 @@ from sapiens2_cli.errors import Sapiens2Error
 #: The metadata key marking a file as ours.
 FORMAT = "sapiens2-pca"
 TENSORS = ("mean", "components", "explained_variance", "total_variance")
-#: The per-row column of an output made with a projection: for the row's tokens, the sums
-#: of ||y||^2 (kept) and of ||x - mean||^2 (total), float64.
-ENERGY = "projection_energy"
 #: How far components @ components.T may be from the identity (float32 rows).
 ORTHONORMAL_TOLERANCE = 1e-4
 
@@ -118,7 +115,7 @@ def projection_settings(
     path: Path | None, dim: int, output: Path
 ) -> tuple[Projection | None, dict[str, object]]:
     """`--project path` read and checked against the model's width D, and the settings an
-    output made with it records (none without it)."""
+    output made with it records (none without it; k and the loss go in its `pca` reduction)."""
     if path is None:
         return None, {}
     projection = load_projection(path)
@@ -130,8 +127,6 @@ def projection_settings(
     return projection, {
         "projection": os.path.relpath(Path(path).resolve(), output.resolve().parent),
         "projection_sha256": projection.sha256,
-        "projection_k": projection.k,
-        "projection_variance_kept_fit": projection.variance_kept,
     }
 
 

@@ -43,6 +43,9 @@ class OutputSettings:
     tokens: str = field(default=None, metadata=_meta("`patch`, `all`, `cls` or `mean`", "--tokens"))
     layout: str = field(default=None, metadata=_meta("`tokens` or `map`", "--layout"))
     dtype: str = field(default=None, metadata=_meta("storage dtype of `features`", "--dtype"))
+    pool: int = field(
+        default=1, metadata=_meta("patch tokens averaged over KxK blocks (1: none)", "--pool")
+    )
     precision: str = field(default=None, metadata=_meta("how the model ran", "--precision"))
     weights_dtype: str = field(
         default=None, metadata=_meta("the dtype the weights were loaded in", "--weights-dtype")
@@ -85,10 +88,6 @@ class OutputSettings:
     )
     projection_sha256: str | None = field(
         default=None, metadata=_meta("sha256 of the projection file", "--project")
-    )
-    projection_k: int | None = field(default=None, metadata=_meta("components kept: k"))
-    projection_variance_kept_fit: float | None = field(
-        default=None, metadata=_meta("share of variance kept on the rows the projection was fit on")
     )
 
     def to_dict(self) -> dict:

@@ -134,7 +134,7 @@ def test_the_4k_tokenizer_checkpoint(tmp_path):
         (["--layers", "99"], "out of range"),
         (["--layers", "a,b"], "block indices"),
         (["--tokens", "cls", "--layout", "map"], "--layout map needs --tokens patch"),
-        (["--dtype", "int8"], "unknown --dtype"),
+        (["--dtype", "int4"], "unknown --dtype"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--compression", "gzip", "--format", "npy"], "HDF5 output only"),
         (["--device", "cuda:7"], "cuda"),

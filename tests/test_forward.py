@@ -18,14 +18,10 @@ from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.pipeline.forward import (
-    DeviceModel,
-    check_range,
-    select_tokens,
-    to_storage,
-)
+from sapiens2_cli.pipeline.forward import DeviceModel, select_tokens
 from sapiens2_cli.pipeline.job import extract as library_extract
 from sapiens2_cli.pipeline.profile import STAGES
+from sapiens2_cli.pipeline.storage import check_range, store
 from sapiens2_cli.writers import open_features
 
 SIZE = (64, 48)
@@ -105,14 +101,14 @@ def test_token_selection_keeps_the_compute_dtype():
 
 
 def test_float16_overflow_and_nan_are_errors_naming_the_fix():
-    stored, peak = to_storage(torch.tensor([[1.0, 7e4]]), StorageDtype.FLOAT16)
+    stored, peak, *_ = store(torch.tensor([[1.0, 7e4]]), StorageDtype.FLOAT16)
     assert stored.dtype == torch.float16
     assert peak.item() == 7e4
     with pytest.raises(Sapiens2Error, match="--dtype float32"):
         check_range(peak.item(), StorageDtype.FLOAT16)
     check_range(peak.item(), StorageDtype.FLOAT32)
     for bad in (float("nan"), float("inf")):
-        _, peak = to_storage(torch.tensor([1.0, bad]), StorageDtype.FLOAT32)
+        _, peak, *_ = store(torch.tensor([1.0, bad]), StorageDtype.FLOAT32)
         with pytest.raises(Sapiens2Error, match="--precision"):
             check_range(peak.item(), StorageDtype.FLOAT32)
 

@@ -54,3 +54,22 @@ def test_object_store_bench_lists_every_object_and_reads_both_ways():
     assert report["listing"]["objects"] == 30
     assert set(report["reading"]) == {"local files", "s3 (moto)"}
     assert all(r["images"] == 4 and r["reader_mb_per_s"] > 0 for r in report["reading"].values())
+
+
+@pytest.mark.slow
+def test_reduction_fidelity_table_on_the_tiny_weights():
+    report = _run("reduction_fidelity.py", DATA, "--checkpoint", TINY, "--size", "64x64", "-k", 8)
+    rows = {r["option"]: r for r in report["rows"]}
+    d, tokens = 32, 16  # the tiny weights' width; a 4x4 grid
+    want = {"float32": tokens * d * 4, "float16": tokens * d * 2, "int8": tokens * (d + 2),
+            "pool 2": tokens // 4 * d * 2, "PCA 8": tokens * 8 * 2, "PCA 8 + int8": tokens * 10,
+            "pool 2 + PCA 8 + int8": tokens // 4 * 10}  # fmt: skip
+    assert {name: r["bytes_per_image"] for name, r in rows.items()} == want
+    assert rows["float32"]["relative_error_max"] == 0
+    assert rows["float32"]["cosine_min"] == pytest.approx(1, abs=1e-12)
+    assert 0 < rows["float16"]["relative_error_mean"] < 1e-3
+    assert 0 < rows["int8"]["relative_error_mean"] < 0.02
+    # PCA's error is the variance it drops: at least that of the fit rows, roughly
+    kept = report["pca_variance_kept_fit"]
+    assert rows["PCA 8"]["relative_error_mean"] > 0.5 * (1 - kept) ** 0.5
+    assert rows["pool 2 + PCA 8 + int8"]["smaller_than_float16"] == pytest.approx(25.6)

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from sapiens2_cli import __version__
-from sapiens2_cli.cli import archs, bench, download, extract, inspect, merge, pca, viz
+from sapiens2_cli.cli import archs, bench, download, extract, info, inspect, merge, pca, viz
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.interrupt import exit_interrupted, exit_on_ctrl_c_in_imports
 
@@ -78,6 +78,7 @@ app.command("inspect")(inspect.inspect_command)
 app.command("viz")(viz.viz_command)
 app.command("merge")(merge.merge_command)
 app.command("pca")(pca.pca_command)
+app.command("info")(info.info_command)
 
 
 def _fail(message: str, code: int) -> None:

@@ -19,12 +19,15 @@ from sapiens2_cli.cli.options import (
     BatchSizeOption,
     CheckpointOption,
     DeviceOption,
+    DtypeOption,
     JsonOption,
+    PoolOption,
     PrecisionOption,
     QuietOption,
     SizeOption,
     choice_option,
     flag_option,
+    given_once,
     in_panel,
     option,
 )
@@ -171,16 +174,8 @@ def extract_command(
             choices.Layout, "--layout", "Row layout", default=DEFAULTS.layout, panel=KEEP
         ),
     ] = None,
-    dtype: Annotated[
-        choices.StorageDtype | None,
-        choice_option(
-            choices.StorageDtype,
-            "--dtype",
-            "Storage dtype",
-            default=DEFAULTS.dtype,
-            panel=KEEP,
-        ),
-    ] = None,
+    dtype: DtypeOption = None,
+    pool: PoolOption = None,
     output: Annotated[
         Path,
         option(
@@ -295,7 +290,7 @@ def extract_command(
     """Extract features of every input into OUT; rerun the same command to resume.
 
     Settings left out (--size, --resize, --layers, --tokens, --layout,
-    --dtype, --precision, --arch, --fps/--every-frame) are taken from OUT
+    --dtype, --pool, --precision, --arch, --fps/--every-frame) are taken from OUT
     when it exists, so a resume needs only the inputs and -o.
     """
     flags = dict(locals())  # every parameter, by name
@@ -335,6 +330,7 @@ def _option_keywords(flags: dict) -> dict:
     keywords = {name: value for name, value in flags.items() if name not in _NOT_OPTIONS}
     keywords["format"] = keywords.pop("output_format")
     keywords["files_from"] = tuple(keywords["files_from"] or ())
+    keywords["dtype"] = given_once(keywords["dtype"], "--dtype")
     return keywords
 
 

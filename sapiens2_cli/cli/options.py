@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
-from sapiens2_cli.choices import Choice, Precision
+from sapiens2_cli.choices import Choice, Precision, StorageDtype
+from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import ARCHS
+from sapiens2_cli.pipeline.options import DEFAULTS  # light: no torch
 
 #: The help panels of `extract`.
 INPUTS, MODEL, KEEP, OUTPUT, RUNNING = "Inputs", "Model", "What to keep", "Output", "Running"
@@ -104,3 +106,32 @@ JsonOption = Annotated[
     flag_option("--json", help="Print one JSON object on stdout (logs stay on stderr)."),
 ]
 QuietOption = Annotated[bool, flag_option("--quiet", "-q", help="No progress bar or summary.")]
+DtypeOption = Annotated[
+    list[StorageDtype] | None,
+    choice_option(
+        StorageDtype,
+        "--dtype",
+        "Storage dtype (once)",
+        default=DEFAULTS.dtype,
+        panel=KEEP,
+    ),
+]
+PoolOption = Annotated[
+    int | None,
+    option(
+        "--pool",
+        metavar="K",
+        help="Keep the mean of each KxK block of patch tokens (K divides the patch grid; "
+        "--tokens patch or all): K^2 times fewer patch rows (docs/format.md#reductions).",
+        panel=KEEP,
+    ),
+]
+
+
+def given_once(values: list[Choice] | None, flag: str) -> Choice | None:
+    """A choice option that must not be given twice (`--dtype int8 --dtype float16` would
+    silently keep the last): the one value, None if not given."""
+    if values and len(set(values)) > 1:
+        given = " and ".join(f"{flag} {v}" for v in values)
+        raise Sapiens2Error(f"{given} both choose the storage dtype: give {flag} once")
+    return values[0] if values else None

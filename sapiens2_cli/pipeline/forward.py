@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -29,26 +28,36 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import normalize_pixels
 from sapiens2_cli.pipeline.profile import StageClock
 from sapiens2_cli.pipeline.projection import DeviceProjection, project
+from sapiens2_cli.pipeline.storage import Stored, check_range, store
 
 log = logging.getLogger(__name__)
 
 #: The first batch size `--batch-size auto` tries on a GPU.
 AUTO_BATCH_START = 256
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def select_tokens(
-    outputs: list[torch.Tensor], tokens: TokenMode, layout: Layout, grid: tuple[int, int]
+    outputs: list[torch.Tensor],
+    tokens: TokenMode,
+    layout: Layout,
+    grid: tuple[int, int],
+    pool: int = 1,
 ) -> torch.Tensor:
     """Block outputs, each (B, 9 + h*w, D), -> the kept features (B, n_layers, ...).
 
-    Stays in the outputs' dtype (no float32 copy of every layer; `mean` accumulates in
-    float32), so the storage conversion is the only cast.
+    Stays in the outputs' dtype (no float32 copy of every layer; `mean` and `pool`
+    accumulate in float32), so the storage conversion is the only cast. `pool` K > 1
+    averages each KxK block of patches (the grid becomes h/K x w/K); prefix tokens stay.
     """
     x = torch.stack(outputs, dim=1)  # (B, L, 9 + h*w, D)
-    patches = x[:, :, x.shape[2] - grid[0] * grid[1] :]  # (B, L, h*w, D)
+    prefix = x.shape[2] - grid[0] * grid[1]
+    patches = x[:, :, prefix:]  # (B, L, h*w, D)
+    if pool > 1:
+        grid = (grid[0] // pool, grid[1] // pool)
+        blocks = patches.float().unflatten(2, (grid[0], pool, grid[1], pool))
+        patches = blocks.mean((3, 5)).flatten(2, 3)  # (B, L, h/K * w/K, D)
     if tokens == "all":
-        return x
+        return torch.cat((x[:, :, :prefix].float(), patches), dim=2) if pool > 1 else x
     if tokens == "cls":
         return x[:, :, 0]  # (B, L, D)
     if tokens == "mean":
@@ -58,38 +67,12 @@ def select_tokens(
     return patches
 
 
-def to_storage(features: torch.Tensor, dtype: StorageDtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kept features -> (contiguous features in the storage dtype, largest magnitude).
-
-    The largest magnitude is a float32 scalar on the features' device (NaN or inf if any
-    value is): `check_range` reads it once it is on the host.
-    """
-    low, high = torch.aminmax(features)  # one pass, no |features| copy
-    peak = torch.maximum(-low, high).float()  # ()
-    return features.to(dtype.torch).contiguous(), peak
-
-
-def check_range(peak: float, dtype: StorageDtype) -> None:
-    """Refuse features the storage dtype cannot hold, before anything is written."""
-    if not math.isfinite(peak):
-        raise Sapiens2Error(
-            "the model produced inf or NaN features: use --precision bf16 or --precision fp32"
-        )
-    if dtype == StorageDtype.FLOAT16 and peak > FLOAT16_MAX:
-        raise Sapiens2Error(
-            f"features reach {peak:.4g}, beyond float16's range (65504): rerun with "
-            "--dtype float32 (and --overwrite)"
-        )
-
-
 @dataclass
 class _Part:
     """One chunk's features on their way to the host."""
 
-    features: torch.Tensor  # (k, n_layers, ...) storage dtype; pinned host memory on a GPU
-    peak: torch.Tensor  # () float32, beside the features
+    stored: Stored  # pinned host memory on a GPU
     done: torch.cuda.Event | None  # the copy back has finished (GPU only)
-    columns: dict[str, torch.Tensor]  # per-row columns made on the device, (k, ...)
 
 
 class Pending:
@@ -100,19 +83,19 @@ class Pending:
 
     def result(self) -> np.ndarray:
         """Wait for the copy back, check the range, return (B, n_layers, ...) on the host."""
+        return self.rows()["features"]
+
+    def rows(self) -> dict[str, np.ndarray]:
+        """`result`, with int8's `scales` and `errors` and the projection's `energy` beside
+        `features` (RowBatch fields)."""
         with self._clock.host("device_wait"):
             for part in self._parts:
                 if part.done is not None:
                     part.done.synchronize()
         for part in self._parts:
-            check_range(part.peak.item(), self._dtype)
-        arrays = [part.features.numpy() for part in self._parts]
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-    def columns(self) -> dict[str, np.ndarray]:
-        """The per-row columns the device made (after `result`), (B, ...) each."""
-        names = self._parts[0].columns if self._parts else {}
-        return {n: np.concatenate([p.columns[n].numpy() for p in self._parts]) for n in names}
+            check_range(part.stored.peak.item(), self._dtype)
+        parts = [part.stored.row_aligned() for part in self._parts]
+        return {name: _joined([p[name].numpy() for p in parts]) for name in parts[0]}
 
 
 class DeviceModel:
@@ -139,9 +122,11 @@ class DeviceModel:
         compile: CompileMode | None = None,
         clock: StageClock | None = None,
         projection: DeviceProjection | None = None,
+        pool: int = 1,
     ) -> None:
         self.projection = projection
         self.model, self.layers, self.tokens, self.layout = model, list(layers), tokens, layout
+        self.pool = pool
         self.dtype, self.grid, self.device, self.precision = dtype, grid, device, precision
         self.batch_size = batch_size  # the compiled shape; shrinks if CUDA runs out of memory
         self.clock = clock or StageClock(device)
@@ -224,46 +209,48 @@ class DeviceModel:
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode():
-            features, peak, columns = self._features(x)
+            stored = self._features(x)
             if self.cuda_graphs:  # the next replay reuses the graph's output memory
-                features, peak = features.clone(), peak.clone()
-                columns = {name: c.clone() for name, c in columns.items()}
-        features, columns = features[:n], {name: c[:n] for name, c in columns.items()}
+                stored = Stored(*(t if t is None else t.clone() for t in stored))
+        stored = stored._replace(**{k: v[:n] for k, v in stored.row_aligned().items()})
         clock.span("forward", begin, clock.mark(self.compute_stream))
         if self.download_stream is None:
-            return _Part(features, peak, None, columns)
+            return _Part(stored, None)
         self.download_stream.wait_stream(self.compute_stream)
         with torch.cuda.stream(self.download_stream):
             begin = clock.mark(self.download_stream)
-            host, host_peak = _to_host(features), _to_host(peak)
-            host_columns = {name: _to_host(c) for name, c in columns.items()}
+            host = Stored(*(t if t is None else _to_pinned(t) for t in stored))
             done = torch.cuda.Event()
             done.record(self.download_stream)
             clock.span("download", begin, clock.mark(self.download_stream))
-        for tensor in (features, peak, *columns.values()):
-            tensor.record_stream(self.download_stream)
-        return _Part(host, host_peak, done, host_columns)
+        for t in stored:
+            if t is not None:
+                t.record_stream(self.download_stream)
+        return _Part(host, done)
 
-    def _device_features(
-        self, pixels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(B, H, W, 3) uint8 on the device -> (features in the storage dtype, peak,
-        per-row columns)."""
+    def _device_features(self, pixels: torch.Tensor) -> Stored:
+        """(B, H, W, 3) uint8 on the device -> the features in their storage form."""
         with autocast(self.device, self.precision):
             # Contiguous NCHW, as upstream's transforms give it: a channels-last input takes
             # another convolution kernel, and its last-bit differences in the patch embedding
             # grow through the bf16 RoPE to ~2e-3 by the last block.
             x = normalize_pixels(pixels.permute(0, 3, 1, 2)).contiguous()  # (B, 3, H, W)
             outputs = self.model.forward_layers(x, self.layers)
-            kept = select_tokens(outputs, self.tokens, self.layout, self.grid)
-        kept, columns = project(kept, self.projection)
-        return (*to_storage(kept, self.dtype), columns)
+            kept = select_tokens(outputs, self.tokens, self.layout, self.grid, self.pool)
+        kept, energy = project(kept, self.projection)
+        return store(kept, self.dtype, dim=2 if self.layout == "map" else -1)._replace(
+            energy=energy
+        )
 
 
-def _to_host(tensor: torch.Tensor) -> torch.Tensor:
-    """A pinned host copy of a device tensor, queued on the current stream."""
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    return host.copy_(tensor, non_blocking=True)
+def _to_pinned(t: torch.Tensor) -> torch.Tensor:
+    """A copy of device tensor `t` into pinned host memory, queued on the current stream."""
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t, non_blocking=True)
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)  # one part: no copy
 
 
 def _on(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:

@@ -31,7 +31,7 @@ from sapiens2_cli.choices import CompileMode, OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD
 from sapiens2_cli.pipeline.items import Preprocess
-from sapiens2_cli.pipeline.options import ExtractOptions, check_box_options
+from sapiens2_cli.pipeline.options import ExtractOptions, check_box_options, check_pool
 from sapiens2_cli.pipeline.ranks import Ranks
 from sapiens2_cli.pipeline.resume import box_settings, check_resume, settle_options
 from sapiens2_cli.pipeline.sources import Listing, Source, expand, list_files
@@ -40,6 +40,7 @@ from sapiens2_cli.settings import OutputSettings
 from sapiens2_cli.writers import check_output_path, existing_settings, infer_format, open_writer
 from sapiens2_cli.writers.base import FORMAT_VERSION, OutputLock, lock_path
 from sapiens2_cli.writers.reader import detect_format, is_output
+from sapiens2_cli.writers.reductions import reductions_for
 
 if TYPE_CHECKING:
     import torch
@@ -232,6 +233,7 @@ def _open(
     layers = _layers(opts.layers, config.num_layers)
     grid = config.grid_size(*size)
     output = job.output
+    check_pool(opts.pool, grid, size)
     projection, projected = projection_settings(opts.project, config.embed_dim, output.path)
     spec = FeatureSpec(
         prep=Preprocess(tuple(size), opts.resize, opts.jpeg_draft),
@@ -240,6 +242,7 @@ def _open(
         layout=opts.layout,
         dtype=opts.dtype,
         projection=projection,
+        pool=opts.pool,
     )
     settings = OutputSettings(
         arch=weights.arch,
@@ -256,6 +259,7 @@ def _open(
         tokens=opts.tokens.value,
         layout=opts.layout.value,
         dtype=opts.dtype.value,
+        pool=opts.pool,
         precision=opts.precision.value,
         weights_dtype=opts.weights_dtype.value,
         tool_version=__version__,
@@ -269,8 +273,12 @@ def _open(
     tokens = torch.empty(
         1, config.num_prefix_tokens + grid[0] * grid[1], config.embed_dim, device="meta"
     )
-    row = select_tokens([tokens] * len(layers), spec.tokens, spec.layout, grid).shape[1:]
-    row = row if projection is None else projected_shape(row, spec.layout, projection.k)
+    row = select_tokens([tokens] * len(layers), spec.tokens, spec.layout, grid, spec.pool)
+    row = (
+        row.shape[1:]
+        if projection is None
+        else projected_shape(row.shape[1:], spec.layout, projection.k)
+    )
     expansion = expand(job.take(files), sources)
     job.clear_stale()
     writer, done = open_writer(
@@ -282,6 +290,7 @@ def _open(
         overwrite=output.overwrite,
         compression=output.compression and output.compression.value,
         shard_rows=output.shard_rows,
+        reductions=reductions_for(opts.pool, opts.dtype, projection),
     )
 
     def wanted(key: str) -> bool:

@@ -45,6 +45,7 @@ class SettingDefaults:
     tokens: TokenMode = TokenMode.PATCH
     layout: Layout = Layout.TOKENS
     dtype: StorageDtype = StorageDtype.FLOAT16
+    pool: int = 1  # no pooling
     jpeg_draft: bool = False
     box_padding: float = 1.25  # upstream's `PoseGetBBoxCenterScale(padding=1.25)`
     # Video frames kept per second (0: every frame). One a second keeps distinct poses and
@@ -78,6 +79,7 @@ class ExtractOptions:
     tokens: TokenMode | None = None
     layout: Layout | None = None
     dtype: StorageDtype | None = None
+    pool: int | None = None  # K: the mean of each KxK block of patch tokens
     jpeg_draft: bool | None = None
     project: Path | None = None  # a projection file from `sapiens2 pca`
     # output
@@ -153,6 +155,7 @@ class ExtractOptions:
     def _check(self) -> None:
         """The rules between options that need no files or weights, each checked once."""
         for flag, value, least in (
+            ("--pool", self.pool, 1),
             ("--rows-per-shard", self.rows_per_shard, 1),
             ("--workers", self.workers, 0),
         ):
@@ -178,6 +181,11 @@ class ExtractOptions:
             raise Sapiens2Error(
                 f"--layout map needs --tokens patch (the {tokens} tokens are not a grid)"
             )
+        if (self.pool or DEFAULTS.pool) > 1 and tokens in (TokenMode.CLS, TokenMode.MEAN):
+            raise Sapiens2Error(
+                f"--pool pools the patch grid, which --tokens {tokens} does not keep: use "
+                "--tokens patch or all"
+            )
 
     @property
     def video_fps(self) -> float | None:
@@ -193,6 +201,15 @@ class ExtractOptions:
         fps = DEFAULTS.video_fps if self.video_fps is None else self.video_fps
         tables = ParquetSource(self.image_column, self.key_column)
         return [*self.sources, VideoSource(fps), TarSource(), tables, *default_sources()]
+
+
+def check_pool(pool: int, grid: tuple[int, int], size: tuple[int, int]) -> None:
+    """--pool K must divide the patch grid (one line before any work)."""
+    if grid[0] % pool or grid[1] % pool:
+        raise Sapiens2Error(
+            f"--pool {pool} does not divide the {grid[0]}x{grid[1]} patch grid of --size "
+            f"{size[0]}x{size[1]}: choose a K that divides both, or another --size"
+        )
 
 
 def check_box_options(opts: ExtractOptions) -> None:

@@ -1,10 +1,10 @@
 """`extract --project`: the projection applied on the device, between token selection
 (pooling included) and the storage cast, in float32 whatever the compute precision.
 
-Beside the k-wide features it gives one per-row column, `projection_energy` (float64):
-the sum over the row's tokens of ||y||^2 and of ||x - mean||^2. Their sums over rows are
-the running sums of the variance kept on the rows written: a resume appends rows and
-a merge concatenates them, so the share stays exact across both.
+Beside the k-wide features it gives each row's energy (float64): the sums over the row's
+tokens of ||y||^2 and of ||x - mean||^2. The writer adds them into the running sums of the
+`pca` reduction's record at each commit (writers/reductions.py), which a resume continues
+and a merge adds up, so the share of variance kept on the rows written stays exact.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from sapiens2_cli.choices import Layout
-from sapiens2_cli.projection import ENERGY, Projection
+from sapiens2_cli.projection import Projection
 
 
 def feature_axis(layout: Layout | str) -> int:
@@ -35,8 +35,8 @@ class DeviceProjection:
         self.components = torch.from_numpy(projection.components).to(device)
         self.layout = layout
 
-    def __call__(self, kept: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(B, L, ...) features -> (projected, {ENERGY: (B, 2) float64})."""
+    def __call__(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, ...) features -> (projected, (B, 2) float64 energies)."""
         axis = 2 if self.layout == Layout.MAP else -1  # (B, L, D, h, w) or (B, L, ..., D)
         with torch.autocast(kept.device.type, enabled=False):
             centred = kept.float().movedim(axis, -1) - self.mean
@@ -48,11 +48,11 @@ class DeviceProjection:
             ),
             dim=1,
         )
-        return y.movedim(-1, axis), {ENERGY: energy}
+        return y.movedim(-1, axis), energy
 
 
 def project(
     kept: torch.Tensor, projection: DeviceProjection | None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`kept` projected, with its per-row columns; unchanged (and none) without one."""
-    return (kept, {}) if projection is None else projection(kept)
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`kept` projected, with its rows' energies; unchanged (and None) without one."""
+    return (kept, None) if projection is None else projection(kept)

@@ -49,6 +49,7 @@ class FeatureSpec:
     layout: Layout
     dtype: StorageDtype
     projection: Projection | None = None  # --project
+    pool: int = 1  # K: patch tokens averaged over KxK blocks
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class Extraction:
             tokens=spec.tokens,
             layout=spec.layout,
             dtype=spec.dtype,
+            pool=spec.pool,
             grid=self.grid,
             device=run.device,
             precision=run.precision,
@@ -207,9 +209,7 @@ class Extraction:
         clock: StageClock,
     ) -> None:
         """Hand a submitted batch's features (range-checked) and failures to the writer."""
-        rows = replace(batch.rows, features=job.result() if job is not None else None)
-        if job is not None:
-            rows.columns = {**rows.columns, **job.columns()}
+        rows = replace(batch.rows, **(job.rows() if job is not None else {}))
         with clock.host("write_wait"):
             sink.put(rows)
         counts["done"] += len(rows.keys)

@@ -46,7 +46,8 @@ def grid_spec(settings: Mapping[str, Any], layer: int | None, source: Path) -> G
     if layer not in layers:
         held = ", ".join(str(x) for x in layers)
         raise Sapiens2Error(f"{source} holds layer(s) {held}, not {layer}: pick one with --layer")
-    h, w = (int(x) for x in settings["grid_size"])
+    pool = int(settings.get("pool", 1))  # --pool K: each token covers KxK patches
+    h, w = (int(x) // pool for x in settings["grid_size"])
     height, width = (int(x) for x in settings["image_size"])
     return GridSpec(layers.index(layer), layout, (h, w), (height, width))
 

@@ -111,8 +111,11 @@ def open_writer(
     overwrite: bool = False,
     compression: str | None = None,
     shard_rows: int | None = None,
+    reductions: dict | None = None,
 ) -> tuple[FeatureWriter, set[str]]:
     """A writer for `path` and the keys it already holds (empty unless resuming).
+
+    `reductions` starts a new output's record of them; a resumed one continues its own.
 
     OUT's lock is taken first, so a second writer stops here, before any work, and
     --overwrite never removes what a running writer is writing. The caller has checked
@@ -122,9 +125,8 @@ def open_writer(
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = OutputLock(path)
     try:
-        return _open(
-            path, fmt, settings, row_shape, dtype, overwrite, compression, shard_rows, lock
-        )
+        new = {"compression": compression, "reductions": reductions}
+        return _open(path, fmt, settings, row_shape, dtype, overwrite, new, shard_rows, lock)
     except BaseException:
         lock.release()
         raise
@@ -137,17 +139,22 @@ def _open(
     row_shape: tuple[int, ...],
     dtype: np.dtype,
     overwrite: bool,
-    compression: str | None,
+    new: dict,
     shard_rows: int | None,
     lock: OutputLock,
 ) -> tuple[FeatureWriter, set[str]]:
+    """`new`: the compression and reductions a new output gets."""
     if overwrite:
         remove_output(path)
     shard_rows = shard_rows or _shard_rows(row_shape, dtype)
+    reductions = new["reductions"]
     if detect_format(path) is None:
         if fmt == "h5":
-            return H5Writer.create(path, settings, row_shape, dtype, compression, lock), set()
-        return NpyWriter.create(path, settings, row_shape, shard_rows, lock), set()
+            writer = H5Writer.create(
+                path, settings, row_shape, dtype, new["compression"], lock, reductions
+            )
+            return writer, set()
+        return NpyWriter.create(path, settings, row_shape, shard_rows, lock, reductions), set()
     with open_features(path) as existing:
         done = set(existing.paths)
         failed = dict(existing.failed)

@@ -26,7 +26,9 @@ from sapiens2_cli.errors import Sapiens2Error
 
 FORMAT_VERSION = 1
 #: Names a per-row column cannot take: the other datasets (HDF5) / shard files (npy).
-RESERVED = frozenset({"features", "paths", "failed_paths", "failed_errors", "index", "rows"})
+RESERVED = frozenset(
+    {"features", "scales", "paths", "failed_paths", "failed_errors", "index", "rows"}
+)
 COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -86,6 +88,9 @@ class RowBatch:
     features: np.ndarray | None  # (k, n_layers, ...) in the storage dtype; None if k == 0
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (k, *shape)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (key, one-line reason)
+    scales: np.ndarray | None = None  # int8 only: (k, *scale_shape) float16, stored
+    errors: np.ndarray | None = None  # int8 only: each token's relative error, counted
+    energy: np.ndarray | None = None  # --project only: (k, 2) per-row energies, counted
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -219,13 +224,20 @@ class FeatureWriter(ABC):
     disk failures are an append-only log (docs/format.md): `_log` holds records not yet
     written, a cleared failure is logged as a tombstone (empty reason), and the last
     record of a key is its word. `_stale` says the log holds superseded records, which
-    `close` compacts away.
+    `close` compacts away. `reductions` is the output's record of them (writers/reductions.py),
+    committed with the rows whose loss it counts.
     """
 
     def __init__(
-        self, path: Path, failed: dict[str, str], lock: OutputLock | None, stale: bool
+        self,
+        path: Path,
+        failed: dict[str, str],
+        lock: OutputLock | None,
+        stale: bool,
+        reductions: dict | None = None,
     ) -> None:
         self.path = path
+        self.reductions = dict(reductions or {})
         self.failed = dict(failed)
         self.broken = False  # a write failed: nothing more is written (see close)
         self._lock = lock  # released at close; None when the caller holds OUT's lock

@@ -30,6 +30,7 @@ and renamed into place, so OUT is never a half-made file. One writer at a time: 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,10 +50,11 @@ from sapiens2_cli.writers.base import (
     one_line_if_full,
     removed_on_failure,
 )
+from sapiens2_cli.writers.reductions import add_losses, scale_shape
 
 FAILED = ("failed_paths", "failed_errors")
 STRINGS = ("paths", *FAILED)
-NOT_COLUMNS = frozenset({"features", *STRINGS})  # every other dataset is a per-row column
+NOT_COLUMNS = frozenset({"features", "scales", *STRINGS})  # the rest: per-row columns
 META_CHUNK = 1024  # rows per chunk of the small per-row datasets
 STRING_WIDTH = 256  # initial bytes per string; widened as needed
 RESERVE_MARGIN = 2**20  # bytes reserved beyond a batch's data, for HDF5's metadata
@@ -116,6 +118,7 @@ class H5Writer(FeatureWriter):
             with h5py.File(path, "r+", locking=False) as f:
                 self._rows = int(f.attrs["rows"])
                 self._failures = int(f.attrs.get("failures", f["failed_paths"].shape[0]))
+                self.reductions = json.loads(f.attrs.get("reductions", "{}"))
                 if f.attrs.get("complete"):  # resumed: not complete until this run says so
                     f.attrs["complete"] = False
             os.fsync(self._raw)
@@ -152,8 +155,10 @@ class H5Writer(FeatureWriter):
         dtype: np.dtype,
         compression: str | None,
         lock: OutputLock | None,
+        reductions: dict | None = None,
     ) -> H5Writer:
-        """A new, empty output at `path` (made under a temporary name, then renamed)."""
+        """A new, empty output at `path` (made under a temporary name, then renamed); int8
+        rows get a `scales` dataset beside `features`."""
         tmp = path.with_name(path.name + ".creating")
         with one_line_if_full(path), removed_on_failure(tmp):
             with h5py.File(tmp, "w") as f:
@@ -165,6 +170,12 @@ class H5Writer(FeatureWriter):
                     dtype=dtype,
                     compression=compression,
                 )
+                if np.dtype(dtype) == np.int8:
+                    shape = scale_shape(row_shape, settings["layout"])
+                    maxshape, chunks = (None, *shape), (1, *shape)
+                    f.create_dataset(
+                        "scales", (0, *shape), np.float16, maxshape=maxshape, chunks=chunks
+                    )
                 for name, chunk in (("paths", META_CHUNK), *((n, 256) for n in FAILED)):
                     f.create_dataset(
                         name, (0,), string_dtype(STRING_WIDTH), maxshape=(None,), chunks=(chunk,)
@@ -173,6 +184,8 @@ class H5Writer(FeatureWriter):
                     f.attrs[key] = to_attr(value)
                 f.attrs["rows"] = 0
                 f.attrs["failures"] = 0
+                if reductions:
+                    f.attrs["reductions"] = json.dumps(reductions)
             with open(tmp, "rb+") as raw:
                 os.fsync(raw.fileno())
             os.replace(tmp, path)
@@ -209,7 +222,8 @@ class H5Writer(FeatureWriter):
         if not len(batch) and not self._log:
             return
         n, k, m = self._rows, len(batch), self._failures
-        data = sum(c.nbytes for c in batch.columns.values()) + (batch.features.nbytes if k else 0)
+        arrays = {"features": batch.features, "scales": batch.scales, **batch.columns}
+        data = sum(a.nbytes for a in arrays.values() if a is not None)
         strings = sum(len(s) for s in (*batch.keys, *(a + b for a, b in self._log)))
         self._reserve(data + 4 * strings)
         log, self._log = self._log, []
@@ -218,7 +232,6 @@ class H5Writer(FeatureWriter):
             for name, values in batch.columns.items():
                 if name not in self._ds:
                     self._ds[name] = self._new_column(name, values)
-            arrays = {"features": batch.features, **batch.columns}
             for name, ds in self._ds.items():
                 if name not in STRINGS:
                     ds.resize(n + k, axis=0)
@@ -226,6 +239,8 @@ class H5Writer(FeatureWriter):
         if log:
             self._put_strings("failed_paths", m, [key for key, _ in log])
             self._put_strings("failed_errors", m, [reason for _, reason in log])
+        if k:
+            add_losses(self.reductions, batch.errors, batch.energy)
         self._commit(rows=n + k, failures=m + len(log))
 
     def _new_column(self, name: str, values: np.ndarray) -> h5py.Dataset:
@@ -284,6 +299,8 @@ class H5Writer(FeatureWriter):
         if rows is not None:
             self._file.attrs["rows"] = rows
             self._file.attrs["failures"] = failures
+            if self.reductions:  # its loss counts exactly the committed rows
+                self._file.attrs["reductions"] = json.dumps(self.reductions)
             self._sync()
             self._rows, self._failures = rows, failures
 

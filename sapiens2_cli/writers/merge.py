@@ -53,6 +53,9 @@ from sapiens2_cli.writers.npy import (
 )
 from sapiens2_cli.writers.parts import Part
 from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
+from sapiens2_cli.writers.reductions import join_reductions
+
+ROW_ALIGNED = ("features", "scales")  # what a virtual HDF5 join maps rather than copies
 
 COPY_BYTES = 256 * 2**20  # features read and written at a time by --merge copy
 
@@ -95,6 +98,7 @@ def merge_outputs(parts: Sequence[Path], out: Path, mode: MergeMode = MergeMode.
 def _merge(parts: Sequence[Path], out: Path, mode: MergeMode) -> Merged:
     with _open_all(parts) as sources:
         fmt = _check(sources, out)
+        reductions = join_reductions({str(s.path): s.file.reductions for s in sources})
         settings = {k: v for k, v in sources[0].file.settings.items() if k != "part"}
         settings["complete"] = True  # every part is complete (checked)
         record = {
@@ -103,14 +107,14 @@ def _merge(parts: Sequence[Path], out: Path, mode: MergeMode) -> Merged:
         }
         failed = _failures(sources)
         if fmt == "h5":
-            _join_h5(sources, out, settings, record, failed)
+            _join_h5(sources, out, settings, record, failed, reductions)
         elif mode == "virtual":
-            _write_npy_manifest(sources, out, {**settings, **record}, failed)
+            _write_npy_manifest(sources, out, {**settings, **record}, failed, reductions)
         else:
             remove_output(out)
-            row_shape = sources[0].file.row_shape
+            row_shape, rows = sources[0].file.row_shape, _copy_rows(sources)
             writer = NpyWriter.create(
-                out, {**settings, **record}, row_shape, _copy_rows(sources), lock=None
+                out, {**settings, **record}, row_shape, rows, None, reductions
             )
             _copy(sources, failed, writer)
         rows = sum(len(s.file) for s in sources)
@@ -226,7 +230,8 @@ def _copy(sources: list[_Source], failed: dict[str, str], writer: FeatureWriter)
             for start in range(0, len(f), step):
                 rows = slice(start, min(len(f), start + step))
                 columns = {name: f.column(name)[rows] for name in f.columns}
-                writer.write(RowBatch(f.paths[rows], f.read(rows), columns))
+                features, scales = f.read_raw(rows)  # int8 as stored: its loss comes joined
+                writer.write(RowBatch(f.paths[rows], features, columns, scales=scales))
         writer.write(RowBatch([], None, failures=list(failed.items())))
     except BaseException:
         writer.close(complete=False)
@@ -235,7 +240,12 @@ def _copy(sources: list[_Source], failed: dict[str, str], writer: FeatureWriter)
 
 
 def _join_h5(
-    sources: list[_Source], out: Path, settings: dict, record: dict, failed: dict[str, str]
+    sources: list[_Source],
+    out: Path,
+    settings: dict,
+    record: dict,
+    failed: dict[str, str],
+    reductions: dict,
 ) -> None:
     """Build the joined file under a temporary name, then rename it over `out`; if that
     fails (a full disk), the temporary file goes and `out` is as it was."""
@@ -246,13 +256,15 @@ def _join_h5(
         row_shape, dtype, compression = features.shape[1:], features.dtype, features.compression
     with one_line_if_full(out), removed_on_failure(tmp):
         if record["merge"] == "virtual":
-            _write_h5_virtual(sources, tmp, out, (row_shape, dtype), settings, failed)
+            _write_h5_virtual(sources, tmp, out, settings, failed)
         else:
-            writer = H5Writer.create(tmp, settings, row_shape, dtype, compression, lock=None)
+            writer = H5Writer.create(tmp, settings, row_shape, dtype, compression, None, reductions)
             _copy(sources, failed, writer)
         with h5py.File(tmp, "r+") as f:
             f.attrs["parts"] = np.array(record["parts"], dtype=h5py.string_dtype())
             f.attrs["merge"] = record["merge"]
+            if reductions:  # the parts' losses added up
+                f.attrs["reductions"] = json.dumps(reductions)
         with open(tmp, "rb+") as raw:
             os.fsync(raw.fileno())
         os.replace(tmp, out)
@@ -260,29 +272,16 @@ def _join_h5(
 
 
 def _write_h5_virtual(
-    sources: list[_Source],
-    tmp: Path,
-    out: Path,
-    row: tuple[tuple[int, ...], np.dtype],
-    settings: dict,
-    failed: dict[str, str],
+    sources: list[_Source], tmp: Path, out: Path, settings: dict, failed: dict[str, str]
 ) -> None:
-    """`features` maps each part's committed rows by a path relative to OUT's folder; the
-    small per-row arrays are copied."""
-    total = sum(len(s.file) for s in sources)
-    layout = h5py.VirtualLayout((total, *row[0]), row[1])
-    start = 0
-    for s in sources:
-        n = len(s.file)
-        if n:
-            with h5py.File(s.path, "r", locking=False) as f:
-                shape = f["features"].shape  # may hold uncommitted rows past n
-            source = h5py.VirtualSource(os.path.relpath(s.path, out.parent), "features", shape)
-            layout[start : start + n] = source[:n]
-        start += n
+    """`features` (and int8's `scales`) map each part's committed rows by a path relative to
+    OUT's folder; the small per-row arrays are copied."""
     with h5py.File(tmp, "w") as f:
-        # NaN where a part cannot be opened, so a plain h5py reader never takes zeros for data.
-        f.create_virtual_dataset("features", layout, fillvalue=np.nan)
+        for name in ROW_ALIGNED:
+            layout = _virtual_layout(sources, out, name)
+            if layout is not None:  # NaN (int8: 0) where a part cannot be opened, so a plain
+                fill = np.nan if layout.dtype.kind == "f" else 0  # h5py reader sees no zeros
+                f.create_virtual_dataset(name, layout, fillvalue=fill)
         _put_strings(f, "paths", [p for s in sources for p in s.file.paths])
         for name, values in _columns(sources).items():
             f[name] = values
@@ -290,8 +289,27 @@ def _write_h5_virtual(
         _put_strings(f, "failed_errors", list(failed.values()))
         for key, value in settings.items():
             f.attrs[key] = to_attr(value)
-        f.attrs["rows"] = total
+        f.attrs["rows"] = sum(len(s.file) for s in sources)
         f.attrs["failures"] = len(failed)
+
+
+def _virtual_layout(sources: list[_Source], out: Path, name: str) -> h5py.VirtualLayout | None:
+    """Row-aligned dataset `name` of every part, end to end; None if the parts lack it."""
+    with h5py.File(sources[0].path, "r", locking=False) as f:
+        if name not in f:
+            return None
+        row_shape, dtype = f[name].shape[1:], f[name].dtype
+    layout = h5py.VirtualLayout((sum(len(s.file) for s in sources), *row_shape), dtype)
+    start = 0
+    for s in sources:
+        n = len(s.file)
+        if n:
+            with h5py.File(s.path, "r", locking=False) as f:
+                shape = f[name].shape  # may hold uncommitted rows past n
+            source = h5py.VirtualSource(os.path.relpath(s.path, out.parent), name, shape)
+            layout[start : start + n] = source[:n]
+        start += n
+    return layout
 
 
 def _columns(sources: list[_Source]) -> dict[str, np.ndarray]:
@@ -309,7 +327,7 @@ def _put_strings(f: h5py.File, name: str, values: list[str]) -> None:
 
 
 def _write_npy_manifest(
-    sources: list[_Source], out: Path, settings: dict, failed: dict[str, str]
+    sources: list[_Source], out: Path, settings: dict, failed: dict[str, str], reductions: dict
 ) -> None:
     shards = []
     for s in sources:
@@ -324,7 +342,8 @@ def _write_npy_manifest(
     index = next_failed_index([p.name for p in out.glob("failed-*.json")])  # a new name
     names = [write_failed(out, list(failed.items()), index)] if failed else []
     row_shape = sources[0].file.row_shape
-    write_manifest(out, new_manifest(settings, row_shape, shards, names, complete=True))
+    manifest = new_manifest(settings, row_shape, shards, names, True, reductions)
+    write_manifest(out, manifest)
     for leftover in out.iterdir():  # shards and records of an earlier join into this folder
         if is_own_file(leftover.name) and leftover.name not in (MANIFEST, *names):
             leftover.unlink()

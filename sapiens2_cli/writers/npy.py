@@ -36,6 +36,7 @@ from sapiens2_cli.writers.base import (
     one_line_if_full,
     removed_on_failure,
 )
+from sapiens2_cli.writers.reductions import add_losses
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "sapiens2-features-npy"
@@ -165,9 +166,10 @@ def new_manifest(
     shards: list[dict],
     failed: list[str],
     complete: bool,
+    reductions: dict | None = None,
 ) -> dict:
     """The manifest.json an output folder holds (docs/format.md)."""
-    return {
+    manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": FORMAT_VERSION,
         "settings": settings,
@@ -176,6 +178,9 @@ def new_manifest(
         "failed_files": failed,
         "complete": complete,
     }
+    if reductions:
+        manifest["reductions"] = reductions
+    return manifest
 
 
 class NpyWriter(FeatureWriter):
@@ -190,12 +195,11 @@ class NpyWriter(FeatureWriter):
         lock: OutputLock | None,
         stale: bool = False,
     ) -> None:
-        super().__init__(path, failed, lock, stale)
+        super().__init__(path, failed, lock, stale, manifest.get("reductions"))
         self._manifest = manifest
         self._shard_rows = shard_rows
         self._shard: ShardFile | None = None  # the shard being written, if any
-        self._keys: list[str] = []  # its rows' keys
-        self._columns: list[tuple[int, dict[str, np.ndarray]]] = []  # and columns, by batch
+        self._held: list[RowBatch] = []  # its rows' keys, columns, scales, losses: no features
         self._rows = sum(s["rows"] for s in manifest["shards"])
         self._failed_index = next_failed_index(manifest["failed_files"])
 
@@ -207,12 +211,13 @@ class NpyWriter(FeatureWriter):
         row_shape: tuple[int, ...],
         shard_rows: int,
         lock: OutputLock | None,
+        reductions: dict | None = None,
     ) -> NpyWriter:
         """A new, empty output folder at `path` (gone again if it cannot be made: a full
         disk leaves no empty folder behind)."""
         made = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        manifest = new_manifest(dict(settings), row_shape, [], [], complete=False)
+        manifest = new_manifest(dict(settings), row_shape, [], [], False, reductions)
         try:
             with one_line_if_full(path):
                 write_manifest(path, manifest)
@@ -262,10 +267,7 @@ class NpyWriter(FeatureWriter):
                 self._shard = ShardFile(name, batch.features.dtype, batch.features.shape[1:])
             stop = min(len(batch), start + self._shard_rows - self._shard.rows)
             self._shard.append(batch.features[start:stop])
-            self._keys += batch.keys[start:stop]
-            self._columns.append(
-                (stop - start, {k: v[start:stop] for k, v in batch.columns.items()})
-            )
+            self._held.append(_without_features(batch, start, stop))
             start = stop
             if self._shard.rows == self._shard_rows:
                 self._finish_shard()
@@ -277,17 +279,23 @@ class NpyWriter(FeatureWriter):
     def _finish_shard(self) -> None:
         """Put the shard being written in place with its paths and columns, and list it."""
         shard, self._shard = self._shard, None
+        held, self._held = self._held, []
         shard.finish()
         index = self._next_index()
         entry: dict = {"index": index, "rows": shard.rows, "features": shard.path.name}
-        arrays = {"paths": np.array(self._keys, dtype=str)}  # '<U…'
-        arrays.update(concat_columns(self._columns))
-        self._keys, self._columns = [], []
+        arrays = {"paths": np.array([key for b in held for key in b.keys], dtype=str)}  # '<U…'
+        if held[0].scales is not None:
+            arrays["scales"] = np.concatenate([b.scales for b in held])
+        arrays.update(concat_columns([(len(b), b.columns) for b in held]))
         for name, array in arrays.items():
             file_name = f"shard-{index:05d}.{name}.npy"
             _write_atomic(self.path / file_name, array)
             entry[name] = file_name
         self._manifest["shards"].append(entry)
+        for b in held:
+            add_losses(self.reductions, b.errors, b.energy)
+        if self.reductions:
+            self._manifest["reductions"] = self.reductions
         self._rows += shard.rows
         self._write_manifest()
 
@@ -313,3 +321,19 @@ class NpyWriter(FeatureWriter):
         self._write_manifest()
         for name in old:
             (self.path / name).unlink(missing_ok=True)
+
+
+def _without_features(batch: RowBatch, start: int, stop: int) -> RowBatch:
+    """Rows start:stop of `batch` without their features (already in the shard file)."""
+
+    def part(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[start:stop]
+
+    return RowBatch(
+        keys=batch.keys[start:stop],
+        features=None,
+        columns={name: values[start:stop] for name, values in batch.columns.items()},
+        scales=part(batch.scales),
+        errors=part(batch.errors),
+        energy=part(batch.energy),
+    )

@@ -18,14 +18,14 @@ import numpy as np
 
 from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.projection import ENERGY
 from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns, filled
 from sapiens2_cli.writers.hdf5 import NOT_COLUMNS, from_attr
 from sapiens2_cli.writers.npy import MANIFEST, MANIFEST_FORMAT
+from sapiens2_cli.writers.reductions import PCA, dequantize, scale_shape
 
 Rows = slice | Sequence[int] | np.ndarray
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-SHARD_FILES = frozenset({"index", "rows", "features", "paths"})  # the rest: columns
+SHARD_FILES = frozenset({"index", "rows", "features", "scales", "paths"})  # the rest: columns
 
 
 class FeatureFile(ABC):
@@ -41,6 +41,7 @@ class FeatureFile(ABC):
     failed: list[tuple[str, str]]  # (key, reason) of items without a row, one per key
     failed_records: int  # records in the failure log, superseded ones included
     row_shape: tuple[int, ...]  # shape of one row of features
+    reductions: dict  # name -> parameters and measured loss (writers/reductions.py)
     _columns: dict[str, np.ndarray]
 
     def __len__(self) -> int:
@@ -67,8 +68,26 @@ class FeatureFile(ABC):
         """(n, 4) int32 (top, left, height, width); letterbox only."""
         return self._columns.get("content_box")
 
+    @property
+    def row_nbytes(self) -> int:
+        """Bytes one row's features take as stored (int8: with its float16 scales)."""
+        dtype = StorageDtype.parse(self.settings.get("dtype", "float32"), "dtype")
+        nbytes = int(np.prod(self.row_shape)) * dtype.numpy.itemsize
+        if dtype == StorageDtype.INT8:
+            nbytes += 2 * int(np.prod(scale_shape(self.row_shape, self.settings["layout"])))
+        return nbytes
+
     def read(self, rows: Rows) -> np.ndarray:
-        """Features of `rows` (a slice or sorted indices), shaped (k, n_layers, ...) as stored."""
+        """Features of `rows` (a slice or sorted indices), shaped (k, n_layers, ...) as
+        stored; int8 rows come back as float32 q * scale (`read_raw` gives both as stored)."""
+        q, scales = self.read_raw(rows)
+        if scales is None:
+            return q
+        return dequantize(q, scales, self.settings["layout"])
+
+    def read_raw(self, rows: Rows) -> tuple[np.ndarray, np.ndarray | None]:
+        """Features of `rows` exactly as stored, and their float16 int8 scales (None unless
+        the dtype is int8), row-aligned."""
         if isinstance(rows, slice):
             index = np.arange(len(self))[rows]
         else:
@@ -76,10 +95,14 @@ class FeatureFile(ABC):
             if index.size and (index.min() < 0 or index.max() >= len(self)):
                 raise IndexError(f"rows out of range for an output with {len(self)} rows")
         unique, inverse = np.unique(index, return_inverse=True)
+        int8 = self.settings.get("dtype") == "int8"
         if not unique.size:
             dtype = StorageDtype.parse(self.settings.get("dtype", "float32"), "dtype")
-            return np.empty((0, *self.row_shape), dtype.numpy)
-        return self._read_sorted(unique)[inverse]
+            shape = scale_shape(self.row_shape, self.settings["layout"]) if int8 else None
+            empty = np.empty((0, *self.row_shape), dtype.numpy)
+            return empty, None if shape is None else np.empty((0, *shape), np.float16)
+        q = self._read_sorted(unique, "features")[inverse]
+        return q, self._read_sorted(unique, "scales")[inverse] if int8 else None
 
     def reconstruct(self, rows: Rows, projection: str | Path | None = None) -> np.ndarray:
         """Rows of an output made with --project mapped back to D: y @ components + mean,
@@ -94,15 +117,13 @@ class FeatureFile(ABC):
     @property
     def variance_kept_written(self) -> float | None:
         """With --project: the share of variance the projection kept on the rows written
-        (the sums of their `projection_energy`); None otherwise."""
-        energy = self._columns.get(ENERGY)
-        if energy is None or not len(energy):
-            return None
-        return float(energy[:, 0].sum() / energy[:, 1].sum())
+        (the `pca` reduction's running sums); None otherwise or before any row."""
+        return self.reductions.get(PCA, {}).get("loss", {}).get("variance_kept_written")
 
     @abstractmethod
-    def _read_sorted(self, index: np.ndarray) -> np.ndarray:
-        """Features at strictly increasing row indices (at least one)."""
+    def _read_sorted(self, index: np.ndarray, name: str) -> np.ndarray:
+        """Row-aligned array `name` (features, scales) at strictly increasing row indices
+        (at least one)."""
 
     def close(self) -> None:  # noqa: B027 - most readers hold nothing open
         pass
@@ -146,9 +167,9 @@ class H5Features(FeatureFile):
             attrs = {k: from_attr(v) for k, v in f.attrs.items()}
             n = min(int(attrs.pop("rows", 0)), f["features"].shape[0], f["paths"].shape[0])
             m = int(attrs.pop("failures", f["failed_paths"].shape[0]))
+            self.reductions = json.loads(attrs.pop("reductions", "{}"))
             self.settings = attrs
-            self._features = f["features"]
-            self.row_shape = self._features.shape[1:]
+            self.row_shape = f["features"].shape[1:]
             self.paths = list(f["paths"].asstr(errors="surrogateescape")[:n])
             self._columns = {name: f[name][:n] for name in f if name not in NOT_COLUMNS}
             keys = f["failed_paths"].asstr(errors="surrogateescape")[:m]
@@ -159,10 +180,11 @@ class H5Features(FeatureFile):
             self._file.close()
             raise
 
-    def _read_sorted(self, index: np.ndarray) -> np.ndarray:
+    def _read_sorted(self, index: np.ndarray, name: str) -> np.ndarray:
+        data = self._file[name]
         if index.size == index[-1] - index[0] + 1:  # a contiguous run: one hyperslab
-            return self._features[index[0] : index[-1] + 1]
-        return self._features[index]
+            return data[index[0] : index[-1] + 1]
+        return data[index]
 
     def close(self) -> None:
         self._file.close()
@@ -180,6 +202,7 @@ class NpyFeatures(FeatureFile):
         self._path = path
         self._shards = shards = manifest["shards"]
         self.settings = manifest["settings"]
+        self.reductions = manifest.get("reductions", {})
         records = [(r["path"], r["error"]) for r in manifest.get("failed", [])]  # inline: older
         try:
             for name in manifest.get("failed_files", []):
@@ -200,21 +223,22 @@ class NpyFeatures(FeatureFile):
         self.failed_records = len(records)
         self.row_shape = tuple(manifest.get("row_shape") or self._row_shape())
         self._starts = np.cumsum([0] + [s["rows"] for s in shards])  # row offset per shard
-        self._features: dict[int, np.ndarray] = {}
+        self._open: dict[tuple[int, str], np.ndarray] = {}  # (shard, name) -> memory map
 
     def _row_shape(self) -> tuple[int, ...]:
         """For a manifest that does not record it (written before it did)."""
-        return self._shard(0).shape[1:] if self._shards else ()
+        return self._shard(0, "features").shape[1:] if self._shards else ()
 
-    def _shard(self, k: int) -> np.ndarray:
-        if k not in self._features:
-            self._features[k] = np.load(self._path / self._shards[k]["features"], mmap_mode="r")
-        return self._features[k]
+    def _shard(self, k: int, name: str) -> np.ndarray:
+        if (k, name) not in self._open:
+            where = self._path / self._shards[k][name]
+            self._open[k, name] = np.load(where, mmap_mode="r")
+        return self._open[k, name]
 
-    def _read_sorted(self, index: np.ndarray) -> np.ndarray:
+    def _read_sorted(self, index: np.ndarray, name: str) -> np.ndarray:
         shard_of = np.searchsorted(self._starts, index, side="right") - 1
         parts = [
-            np.asarray(self._shard(k)[index[shard_of == k] - self._starts[k]])
+            np.asarray(self._shard(k, name)[index[shard_of == k] - self._starts[k]])
             for k in np.unique(shard_of)
         ]
         return np.concatenate(parts)

@@ -1,0 +1,68 @@
+"""`sapiens2 info OUT`: what an extract output holds, read from its metadata only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sapiens2_cli.cli.options import JsonOption
+from sapiens2_cli.text import plural
+
+
+def info_command(
+    output: Annotated[
+        Path, typer.Argument(help="An HDF5 file or npy folder written by `sapiens2 extract`.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Say what an output holds: rows, failures, settings, bytes per row, reductions and
+    their measured loss, and whether its run completed."""
+    from sapiens2_cli.writers.reader import detect_format, open_features
+
+    with open_features(output) as f:
+        settings = dict(f.settings)
+        fields = {
+            "path": str(output),
+            "format": detect_format(output),
+            "rows": len(f),
+            "failed": len(f.failed),
+            "complete": settings.pop("complete", False) is True,
+            "bytes_per_row": f.row_nbytes,
+            "row_shape": list(f.row_shape),
+            "settings": settings,
+            "reductions": f.reductions,
+        }
+    if as_json:
+        typer.echo(json.dumps(fields))
+        return
+    state = "complete" if fields["complete"] else "incomplete (stopped, or still being written)"
+    typer.echo(
+        f"{output} ({fields['format']}): {plural(fields['rows'], 'row')}, "
+        f"{fields['failed']} failed, {state}"
+    )
+    scales = " with float16 scales" if settings.get("dtype") == "int8" else ""
+    typer.echo(
+        f"bytes per row: {fields['bytes_per_row']:,} (features {settings.get('dtype')} "
+        f"{tuple(f.row_shape)}{scales})"
+    )
+    typer.echo("settings: " + ", ".join(f"{k}={_text(v)}" for k, v in settings.items()))
+    typer.echo("reductions:" if fields["reductions"] else "reductions: none")
+    for name, record in fields["reductions"].items():
+        params = ", ".join(f"{k}={_text(v)}" for k, v in record.items() if k != "loss")
+        loss = record.get("loss")
+        measured = (
+            "; ".join(f"{k}={_text(v)}" for k, v in loss.items()) if loss else "nothing measured"
+        )
+        typer.echo(f"  {name}: {params}; loss: {measured}")
+
+
+def _text(value: object) -> str:
+    """A setting or loss value, short: floats to 4 significant digits, lists comma-joined."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ",".join(map(_text, value))
+    return str(value)
