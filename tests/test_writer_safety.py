@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from extract_helpers import FAST
-from PIL import Image
 from test_writers import ROW, SETTINGS, batch, killed
 
 import sapiens2_cli.writers.npy as npy
@@ -208,67 +205,6 @@ def test_non_utf8_names_round_trip(out):
     writer.close(complete=True)
 
 
-# --- the failure log ---------------------------------------------------------------------
-
-
-def test_a_failure_record_is_appended_not_the_whole_list_rewritten(tmp_path, monkeypatch):
-    """HDF5 rewrote every failure record on every batch (20,000 failures: 38 s, 40,000:
-    124 s): each batch must write only its new records."""
-    written = []
-    put = H5Writer._put_strings
-
-    def spy(self, name, start, values):
-        written.append((name, start, len(values)))
-        put(self, name, start, values)
-
-    monkeypatch.setattr(H5Writer, "_put_strings", spy)
-    writer, _ = open_writer(tmp_path / "f.h5", "h5", SETTINGS, ROW, np.float16)
-    for i in range(50):
-        writer.write(RowBatch([], None, failures=[(f"{i}.jpg", "truncated")]))
-    assert written == [(n, i, 1) for i in range(50) for n in ("failed_paths", "failed_errors")]
-    writer.close(complete=True)
-    with open_features(tmp_path / "f.h5") as f:
-        assert len(f.failed) == 50
-
-
-def test_npy_failure_records_stay_out_of_the_manifest(tmp_path):
-    """The npy manifest, rewritten with every shard, held every failure record: its size
-    (and each rewrite) grew with the failures."""
-    path = tmp_path / "feats"
-    writer, _ = open_writer(path, "npy", SETTINGS, ROW, np.float16, shard_rows=1)
-    for i in range(20):
-        writer.write(batch(i, 1, [(f"bad {i}-{j}.jpg", "truncated " * 5) for j in range(50)]))
-    manifest = (path / "manifest.json").read_bytes()
-    assert len(manifest) < 20 * 400  # about 300 bytes per shard, no records
-    writer.close(complete=True)
-    with open_features(path) as f:
-        assert len(f) == 20 and len(f.failed) == 1000
-    assert [p.name for p in path.glob("failed-*")] == ["failed-00020.json"]  # compacted
-
-
-def test_superseded_failures_read_right_before_and_after_compaction(out):
-    """With an append-only log a key can have several records: the last one counts and a
-    tombstone (a later row) clears it, whether or not the run closed (compaction)."""
-    path, fmt = out
-    writer, _ = open_writer(path, fmt, SETTINGS, ROW, np.float16, shard_rows=1)
-    writer.write(batch(0, 1, [("a.jpg", "truncated"), ("b.jpg", "truncated")]))
-    retried = batch(1, 1, [("b.jpg", "unsupported format")])
-    retried.keys = ["a.jpg"]  # a works now, b fails differently
-    writer.write(retried)
-    writer.write(batch(2, 1))  # npy: the records above are in shard files' wake now
-    killed(writer)
-    with open_features(path) as f:
-        assert f.failed == [("b.jpg", "unsupported format")] and f.failed_records == 4
-    writer, _ = open_writer(path, fmt, SETTINGS, ROW, np.float16, shard_rows=1)
-    assert writer.failed == {"b.jpg": "unsupported format"}
-    writer.close(complete=True)
-    with open_features(path) as f:
-        assert f.failed == [("b.jpg", "unsupported format")] and f.failed_records == 1
-    if fmt == "h5":
-        with h5py.File(path, "r") as f:
-            assert f["failed_paths"].asstr()[:].tolist() == ["b.jpg"]
-
-
 # --- faults between the two writes of a commit -------------------------------------------
 
 
@@ -388,29 +324,6 @@ def test_a_link_to_out_shares_its_lock(out, tmp_path):
     assert not list(tmp_path.glob("*.lock"))
 
 
-def folder_bytes(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.iterdir())
-
-
-def test_reruns_that_fail_the_same_inputs_again_do_not_grow_the_output(out):
-    """HDF5 grew by a copy of the failure log on every resume that retried permanently
-    missing inputs (20,000: 11.7 -> 32 -> 42 -> 52 -> 63 -> 73 MB), npy stayed the same."""
-    path, fmt = out
-    missing = [(f"/data/missing/{i:05d}.jpg", "file not found") for i in range(3000)]
-    sizes = []
-    for _ in range(5):
-        writer, done = open_writer(path, fmt, SETTINGS, ROW, np.float16)
-        if not done:
-            writer.write(batch(0, 2))
-        for start in range(0, len(missing), 64):  # failures come batch by batch
-            writer.write(RowBatch([], None, failures=missing[start : start + 64]))
-        writer.close(complete=True)
-        sizes.append(folder_bytes(path))
-    assert max(sizes[1:]) <= sizes[1] + 4096, sizes
-    with open_features(path) as f:
-        assert f.failed == missing and f.failed_records == len(missing) and len(f) == 2
-
-
 def test_overwrite_of_an_npy_folder_keeps_the_users_files_in_it(tmp_path):
     """--overwrite removes only the files this tool wrote in OUT, named exactly as it names
     them: a user's notes, even one named like a shard, survive."""
@@ -431,119 +344,3 @@ def test_overwrite_of_an_npy_folder_keeps_the_users_files_in_it(tmp_path):
     writer.close(complete=True)
     with open_features(path) as f:
         assert len(f) == 0 and f.failed == []
-
-
-def test_a_failure_with_an_empty_reason_is_still_a_failure(out):
-    """An empty reason is a tombstone in the log: written as given it read back as "no
-    failure", and the item was lost from both the rows and the failures."""
-    path, fmt = out
-    writer, _ = open_writer(path, fmt, SETTINGS, ROW, np.float16, shard_rows=1)
-    writer.write(batch(0, 1, [("a.jpg", ""), ("b.jpg", "truncated")]))
-    killed(writer)  # the log as written, before any compaction
-    with open_features(path) as f:
-        assert [key for key, _ in f.failed] == ["a.jpg", "b.jpg"]
-        assert all(reason for _, reason in f.failed)
-    writer, _ = open_writer(path, fmt, SETTINGS, ROW, np.float16, shard_rows=1)
-    assert set(writer.failed) == {"a.jpg", "b.jpg"}
-    writer.write(RowBatch([], None, failures=[("c.jpg", "")]))
-    writer.close(complete=True)
-    with open_features(path) as f:
-        assert [key for key, _ in f.failed] == ["a.jpg", "b.jpg", "c.jpg"]
-        assert all(reason for _, reason in f.failed)
-
-
-def on_a_full_disk(limit: int, *argv: object) -> subprocess.CompletedProcess:
-    """`sapiens2 *argv` in a process that cannot write past `limit` bytes of a file: writes
-    fail with EFBIG as they would with ENOSPC on a full disk (as in test_extract_kill.py)."""
-
-    def small_disk() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-
-    return subprocess.run(
-        [sys.executable, "-m", "sapiens2_cli", *map(str, argv)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-        preexec_fn=small_disk,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def photos(folder: Path, count: int) -> Path:
-    folder.mkdir()
-    for i in range(count):
-        Image.new("RGB", (48, 64), (40 * i, 90, 200)).save(folder / f"{i}.png")
-    return folder
-
-
-def parts_of_a_split(out: Path) -> None:
-    """The two complete parts of a split extract into `out`, beside it."""
-    for k in range(2):
-        part = out.with_name(out.name + ".parts") / f"part-0000{k}-of-00002.h5"
-        writer, _ = open_writer(part, "h5", {**SETTINGS, "part": [k, 2]}, ROW, np.float16)
-        writer.write(batch(2 * k, 2, [(f"bad {k}.jpg", "truncated")]))
-        writer.close(complete=True)
-
-
-def features_to_draw(path: Path) -> None:
-    writer, _ = open_writer(path, "h5", SETTINGS, ROW, np.float16)
-    rows = batch(0, 2)
-    rows.features = np.random.default_rng(0).standard_normal(rows.features.shape)
-    rows.features = rows.features.astype(np.float16)
-    rows.columns["original_size"][:] = (64, 48)
-    writer.write(rows)
-    writer.close(complete=True)
-
-
-FULL_DISK_CASES = [
-    "new h5 output",
-    "new npy output",
-    "npy shard",
-    "small npy shard",
-    "merge --merge copy",
-    "viz",
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", FULL_DISK_CASES)
-def test_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path, case):
-    """Each of these was a traceback on a full disk and left a file or folder behind: a new
-    output (`OUT.creating`; an empty npy folder), an npy shard (a message without "the
-    disk is full", and its `.tmp` until the next run; one smaller than stdio's buffer was
-    committed cut short, with exit 0), `merge --merge copy` (`m.h5.merging`), `viz`
-    (PIL's OSError)."""
-    extract = ["extract", tmp_path / "in", *FAST, "--precision", "fp32"]
-    if case == "new h5 output":
-        photos(tmp_path / "in", 1)
-        run = on_a_full_disk(1000, *extract, "-o", tmp_path / "f.h5")
-        gone = tmp_path / "f.h5"
-    elif case == "new npy output":
-        photos(tmp_path / "in", 1)
-        run = on_a_full_disk(100, *extract, "-o", tmp_path / "f", "--format", "npy")
-        gone = tmp_path / "f"
-    elif case.endswith("npy shard"):  # the manifest (about 1 kB) fits, the shard does not
-        photos(tmp_path / "in", 4)
-        layers = "0,1,2,3" if case == "npy shard" else "0"  # 12 kB or 3 kB of features
-        run = on_a_full_disk(
-            2000, *extract, "-o", tmp_path / "f", "--rows-per-shard", "4", "--layers", layers
-        )
-        gone = tmp_path / "f" / "shard-00000.features.npy"
-    elif case == "merge --merge copy":
-        parts_of_a_split(tmp_path / "m.h5")
-        run = on_a_full_disk(200_000, "merge", "-o", tmp_path / "m.h5", "--merge", "copy")
-        gone = tmp_path / "m.h5"
-    else:
-        features_to_draw(tmp_path / "f.h5")
-        run = on_a_full_disk(100, "viz", tmp_path / "f.h5", "-o", tmp_path / "pics", "-q")
-        gone = tmp_path / "pics"
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.startswith("error: writing ") and run.stderr.count("\n") == 1
-    assert "the disk is full" in run.stderr and "MiB free there" in run.stderr
-    assert str(gone.parent if case.endswith("npy shard") else gone) in run.stderr
-    assert not gone.exists()
-    if case.endswith("npy shard"):
-        with open_features(tmp_path / "f") as f:
-            assert len(f) == 0 and f.settings["complete"] is False
-    left = [p.name for p in tmp_path.rglob("*") if p.suffix in (".creating", ".merging", ".tmp")]
-    assert left == [] and not list(tmp_path.glob("*.lock"))
