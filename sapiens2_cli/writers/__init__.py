@@ -15,7 +15,7 @@ from sapiens2_cli.choices import OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers.base import FeatureWriter, OutputLock, RowBatch
 from sapiens2_cli.writers.hdf5 import H5Writer
-from sapiens2_cli.writers.npy import NpyWriter, default_shard_rows, is_own_file
+from sapiens2_cli.writers.npy import NpyWriter, Sink, default_shard_rows, is_own_file
 from sapiens2_cli.writers.reader import FeatureFile, detect_format, is_output, open_features
 
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -111,8 +111,10 @@ def open_writer(
     overwrite: bool = False,
     compression: str | None = None,
     shard_rows: int | None = None,
+    sink: Sink | None = None,
 ) -> tuple[FeatureWriter, set[str]]:
-    """A writer for `path` and the keys it already holds (empty unless resuming).
+    """A writer for `path` and the keys it already holds (empty unless resuming); npy
+    commits also go to `sink` (`path` then stages a URL OUT: writers/staged.py).
 
     OUT's lock is taken first, so a second writer stops here, before any work, and
     --overwrite never removes what a running writer is writing. The caller has checked
@@ -123,7 +125,7 @@ def open_writer(
     lock = OutputLock(path)
     try:
         return _open(
-            path, fmt, settings, row_shape, dtype, overwrite, compression, shard_rows, lock
+            path, fmt, settings, row_shape, dtype, overwrite, compression, shard_rows, lock, sink
         )
     except BaseException:
         lock.release()
@@ -140,6 +142,7 @@ def _open(
     compression: str | None,
     shard_rows: int | None,
     lock: OutputLock,
+    sink: Sink | None,
 ) -> tuple[FeatureWriter, set[str]]:
     if overwrite:
         remove_output(path)
@@ -147,14 +150,14 @@ def _open(
     if detect_format(path) is None:
         if fmt == "h5":
             return H5Writer.create(path, settings, row_shape, dtype, compression, lock), set()
-        return NpyWriter.create(path, settings, row_shape, shard_rows, lock), set()
+        return NpyWriter.create(path, settings, row_shape, shard_rows, lock, sink), set()
     with open_features(path) as existing:
         done = set(existing.paths)
         failed = dict(existing.failed)
         stale = existing.failed_records != len(failed)  # the log has superseded records
     if fmt == "h5":
         return H5Writer(path, failed, lock, stale), done
-    return NpyWriter.resume(path, failed, stale, row_shape, shard_rows, lock), done
+    return NpyWriter.resume(path, failed, stale, row_shape, shard_rows, lock, sink), done
 
 
 def _shard_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:
