@@ -181,9 +181,10 @@ def new_manifest(
 
 def listed_files(manifest: dict) -> set[str]:
     """Every file `manifest` lists (itself included): what a commit holds."""
-    return {MANIFEST, *manifest["failed_files"]} | {
-        name for shard in manifest["shards"] for key, name in shard.items() if key not in ("index", "rows")
-    }
+    files = {MANIFEST, *manifest["failed_files"]}
+    for shard in manifest["shards"]:
+        files.update(name for key, name in shard.items() if key not in ("index", "rows"))
+    return files
 
 
 class Sink(Protocol):
