@@ -89,6 +89,21 @@ def isolated_hf_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def s3():
+    """A local S3 server (tests/s3_server.py), its endpoint and credentials in the
+    environment (where s3fs looks); the filesystem as s3fs makes it."""
+    s3fs = pytest.importorskip("s3fs")
+    from s3_server import CREDENTIALS, moto_server
+
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as env:
+        for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
+            env.setenv(name, value)
+        s3fs.S3FileSystem.clear_instance_cache()
+        yield s3fs.S3FileSystem()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
 def golden_manifest() -> dict:
     return json.loads((GOLDEN / "manifest.json").read_text())
 

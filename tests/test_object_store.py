@@ -18,7 +18,7 @@ from events import committed_rows, wait_for_rows
 from extract_helpers import FAST, FP32, extract, extract_subprocess
 from media import DATA, PHOTOS, make_tar, make_video, webdataset_members
 from paths import TINY
-from s3_server import CREDENTIALS, free_port, http_server, moto_server
+from s3_server import free_port, http_server, moto_server
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers import open_features
@@ -26,17 +26,6 @@ from sapiens2_cli.writers import open_features
 s3fs = pytest.importorskip("s3fs")
 EXACT = [*FP32, "--dtype", "float32", "--batch-size", "1"]
 BUCKET = "data"
-
-
-@pytest.fixture(scope="session")
-def s3():
-    """The server, its endpoint and credentials in the environment (where s3fs looks)."""
-    with moto_server() as endpoint, pytest.MonkeyPatch.context() as env:
-        for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
-            env.setenv(name, value)
-        s3fs.S3FileSystem.clear_instance_cache()
-        yield s3fs.S3FileSystem()
-    s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture(scope="session")

@@ -177,9 +177,12 @@ def extract_command(
     dtype: DtypeOption = None,
     pool: PoolOption = None,
     output: Annotated[
-        Path,
+        str,
         option(
-            "--output", "-o", help="OUT: a .h5/.hdf5 file or a folder of .npy shards.", panel=OUTPUT
+            "--output",
+            "-o",
+            help="OUT: a .h5/.hdf5 file or a folder of .npy shards (local, or a URL prefix).",
+            panel=OUTPUT,
         ),
     ] = ...,
     output_format: Annotated[

@@ -23,7 +23,7 @@ def merge_command(
         ),
     ] = None,
     output: Annotated[
-        Path,
+        str,
         typer.Option("--output", "-o", help="OUT: the -o the extract jobs were given."),
     ] = ...,
     merge: Annotated[
@@ -50,6 +50,7 @@ def merge_command(
     from sapiens2_cli.writers.parts import check_join_target, find_parts
     from sapiens2_cli.writers.reader import detect_format
 
+    output = _local_output(output)
     paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
     if paths:
         check_output_path(output, detect_format(paths[0]) or "h5", overwrite)
@@ -76,6 +77,18 @@ def merge_command(
             "merge": merge,
         }
         typer.echo(json.dumps(summary))
+
+
+def _local_output(output: str) -> Path:
+    """Parts and their join live side by side on a local disk: a URL OUT is one line."""
+    from sapiens2_cli.errors import Sapiens2Error
+    from sapiens2_cli.pipeline.remote import is_url, local_path
+
+    if is_url(output):
+        raise Sapiens2Error(
+            f"merge writes a local output: merge into a local -o, then copy it to {output}"
+        )
+    return Path(local_path(output))
 
 
 def _expand(path: Path) -> list[Path]:

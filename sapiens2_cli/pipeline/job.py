@@ -33,12 +33,14 @@ from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD
 from sapiens2_cli.pipeline.items import Preprocess
 from sapiens2_cli.pipeline.options import ExtractOptions, check_box_options, check_pool
 from sapiens2_cli.pipeline.ranks import Ranks
+from sapiens2_cli.pipeline.remote import is_url, local_path
 from sapiens2_cli.pipeline.resume import box_settings, check_resume, settle_options
 from sapiens2_cli.pipeline.sources import Listing, Source, expand, list_files
 from sapiens2_cli.projection import projection_settings
 from sapiens2_cli.settings import OutputSettings
 from sapiens2_cli.writers import check_output_path, existing_settings, infer_format, open_writer
 from sapiens2_cli.writers.base import FORMAT_VERSION, OutputLock, lock_path
+from sapiens2_cli.writers.npy import Sink
 from sapiens2_cli.writers.reader import detect_format, is_output
 from sapiens2_cli.writers.reductions import reductions_for
 
@@ -92,7 +94,13 @@ def extract(
     paths = expand_patterns([str(p) for p in inputs])  # shards/{00000..00099}.tar
     if stdin is None and sys.stdin is not None and "-" in paths:
         stdin = sys.stdin.buffer
-    return _run(opts, paths, Path(output), stdin, progress)
+    if is_url(str(output)):
+        from sapiens2_cli.pipeline.url_output import run_at_url
+
+        return run_at_url(
+            str(output), opts, lambda out, sink: _run(opts, paths, out, stdin, progress, sink)
+        )
+    return _run(opts, paths, Path(local_path(str(output))), stdin, progress)
 
 
 def _run(
@@ -101,6 +109,7 @@ def _run(
     output: Path,
     stdin: BinaryIO | None,
     progress: bool | Callable[[ProgressStep], None],
+    sink: Sink | None = None,
 ) -> Summary | None:
     """The steps of the module docstring, in order."""
     fmt = _check_options(opts, output)
@@ -124,6 +133,7 @@ def _run(
         compression=opts.compression,
         shard_rows=opts.rows_per_shard,
         retry_failed=opts.retry_failed,
+        sink=sink,
     )
     with RankGroup(ranks, device) as group:
         job = PartJob.plan(group, out, opts.shard, opts.merge)
@@ -291,6 +301,7 @@ def _open(
         compression=output.compression and output.compression.value,
         shard_rows=output.shard_rows,
         reductions=reductions_for(opts.pool, opts.dtype, projection),
+        sink=output.sink,
     )
 
     def wanted(key: str) -> bool:

@@ -34,6 +34,7 @@ from sapiens2_cli.pipeline.projection import DeviceProjection
 from sapiens2_cli.pipeline.weights import Weights
 from sapiens2_cli.projection import Projection
 from sapiens2_cli.writers import FeatureWriter, RowBatch
+from sapiens2_cli.writers.npy import Sink
 from sapiens2_cli.writers.parts import Part
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class OutputSpec:
     shard_rows: int | None = None  # npy only; None: about 256 MiB per shard
     retry_failed: bool = True  # on resume, try items that failed before again
     part: Part | None = None  # one part of a split job: recorded in OUT
+    sink: Sink | None = None  # npy: where each commit is uploaded (a URL OUT; path: staging)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sapiens2_cli.choices import OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers.base import FeatureWriter, OutputLock, RowBatch
 from sapiens2_cli.writers.hdf5 import H5Writer
-from sapiens2_cli.writers.npy import NpyWriter, default_shard_rows, is_own_file
+from sapiens2_cli.writers.npy import NpyWriter, Sink, default_shard_rows, is_own_file
 from sapiens2_cli.writers.reader import FeatureFile, detect_format, is_output, open_features
 
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -112,8 +112,10 @@ def open_writer(
     compression: str | None = None,
     shard_rows: int | None = None,
     reductions: dict | None = None,
+    sink: Sink | None = None,
 ) -> tuple[FeatureWriter, set[str]]:
-    """A writer for `path` and the keys it already holds (empty unless resuming).
+    """A writer for `path` and the keys it already holds (empty unless resuming); npy
+    commits also go to `sink` (`path` then stages a URL OUT: writers/staged.py).
 
     `reductions` starts a new output's record of them; a resumed one continues its own.
 
@@ -126,7 +128,7 @@ def open_writer(
     lock = OutputLock(path)
     try:
         new = {"compression": compression, "reductions": reductions}
-        return _open(path, fmt, settings, row_shape, dtype, overwrite, new, shard_rows, lock)
+        return _open(path, fmt, settings, row_shape, dtype, overwrite, new, shard_rows, lock, sink)
     except BaseException:
         lock.release()
         raise
@@ -142,6 +144,7 @@ def _open(
     new: dict,
     shard_rows: int | None,
     lock: OutputLock,
+    sink: Sink | None,
 ) -> tuple[FeatureWriter, set[str]]:
     """`new`: the compression and reductions a new output gets."""
     if overwrite:
@@ -154,14 +157,15 @@ def _open(
                 path, settings, row_shape, dtype, new["compression"], lock, reductions
             )
             return writer, set()
-        return NpyWriter.create(path, settings, row_shape, shard_rows, lock, reductions), set()
+        writer = NpyWriter.create(path, settings, row_shape, shard_rows, lock, reductions, sink)
+        return writer, set()
     with open_features(path) as existing:
         done = set(existing.paths)
         failed = dict(existing.failed)
         stale = existing.failed_records != len(failed)  # the log has superseded records
     if fmt == "h5":
         return H5Writer(path, failed, lock, stale), done
-    return NpyWriter.resume(path, failed, stale, row_shape, shard_rows, lock), done
+    return NpyWriter.resume(path, failed, stale, row_shape, shard_rows, lock, sink), done
 
 
 def _shard_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:

@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -183,8 +184,25 @@ def new_manifest(
     return manifest
 
 
+def listed_files(manifest: dict) -> set[str]:
+    """Every file `manifest` lists (itself included): what a commit holds."""
+    files = {MANIFEST, *manifest["failed_files"]}
+    for shard in manifest["shards"]:
+        files.update(name for key, name in shard.items() if key not in ("index", "rows"))
+    return files
+
+
+class Sink(Protocol):
+    """Where each commit of a local folder also goes (an object store: writers/staged.py)."""
+
+    def commit(self, folder: Path, manifest: dict, prune: bool = False) -> None:
+        """Copy the files `manifest` lists, then the manifest; `prune`: then remove this
+        writer's files that it does not list."""
+
+
 class NpyWriter(FeatureWriter):
-    """Appends rows as shards in a folder; see the module docstring for the commit protocol."""
+    """Appends rows as shards in a folder; see the module docstring for the commit protocol.
+    With a `sink`, each commit is then copied there (the folder is a staging copy)."""
 
     def __init__(
         self,
@@ -194,8 +212,10 @@ class NpyWriter(FeatureWriter):
         shard_rows: int,
         lock: OutputLock | None,
         stale: bool = False,
+        sink: Sink | None = None,
     ) -> None:
         super().__init__(path, failed, lock, stale, manifest.get("reductions"))
+        self._sink = sink
         self._manifest = manifest
         self._shard_rows = shard_rows
         self._shard: ShardFile | None = None  # the shard being written, if any
@@ -212,6 +232,7 @@ class NpyWriter(FeatureWriter):
         shard_rows: int,
         lock: OutputLock | None,
         reductions: dict | None = None,
+        sink: Sink | None = None,
     ) -> NpyWriter:
         """A new, empty output folder at `path` (gone again if it cannot be made: a full
         disk leaves no empty folder behind)."""
@@ -225,7 +246,9 @@ class NpyWriter(FeatureWriter):
             if made:
                 path.rmdir()
             raise
-        return cls(path, manifest, {}, shard_rows, lock)
+        if sink is not None:
+            sink.commit(path, manifest, prune=True)
+        return cls(path, manifest, {}, shard_rows, lock, sink=sink)
 
     @classmethod
     def resume(
@@ -236,6 +259,7 @@ class NpyWriter(FeatureWriter):
         row_shape: tuple[int, ...],
         shard_rows: int,
         lock: OutputLock | None,
+        sink: Sink | None = None,
     ) -> NpyWriter:
         """Reopen an existing output folder, removing files no manifest lists.
 
@@ -245,15 +269,15 @@ class NpyWriter(FeatureWriter):
         manifest.pop("failed", None)
         manifest.setdefault("failed_files", [])
         manifest["row_shape"] = list(row_shape)
-        listed = {MANIFEST, *manifest["failed_files"]} | {
-            name for shard in manifest["shards"] for key, name in shard.items() if key != "index"
-        }
+        listed = listed_files(manifest)
         for leftover in path.iterdir():
             if is_own_file(leftover.name) and leftover.name not in listed:
                 leftover.unlink()
         manifest["complete"] = manifest["settings"]["complete"] = False
         write_manifest(path, manifest)
-        return cls(path, manifest, failed, shard_rows, lock, stale or legacy)
+        if sink is not None:
+            sink.commit(path, manifest, prune=True)
+        return cls(path, manifest, failed, shard_rows, lock, stale or legacy, sink)
 
     @property
     def rows(self) -> int:
@@ -299,7 +323,7 @@ class NpyWriter(FeatureWriter):
         self._rows += shard.rows
         self._write_manifest()
 
-    def _write_manifest(self) -> None:
+    def _write_manifest(self, prune: bool = False) -> None:
         """The manifest, after a file with the failure records it does not list yet."""
         if self._log:
             name = write_failed(self.path, self._log, self._failed_index)
@@ -307,6 +331,8 @@ class NpyWriter(FeatureWriter):
             self._failed_index += 1
             self._log = []
         write_manifest(self.path, self._manifest)
+        if self._sink is not None:
+            self._sink.commit(self.path, self._manifest, prune)
 
     def _close(self, complete: bool) -> None:
         if self._shard is not None:
@@ -318,7 +344,7 @@ class NpyWriter(FeatureWriter):
         else:
             old = []
         self._manifest["complete"] = self._manifest["settings"]["complete"] = complete
-        self._write_manifest()
+        self._write_manifest(prune=bool(old))
         for name in old:
             (self.path / name).unlink(missing_ok=True)
 

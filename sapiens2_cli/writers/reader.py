@@ -18,10 +18,12 @@ import numpy as np
 
 from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.remote import is_url, local_path
 from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns, filled
 from sapiens2_cli.writers.hdf5 import NOT_COLUMNS, from_attr
 from sapiens2_cli.writers.npy import MANIFEST, MANIFEST_FORMAT
 from sapiens2_cli.writers.reductions import PCA, dequantize, scale_shape
+from sapiens2_cli.writers.store import RangeArray, Store
 
 Rows = slice | Sequence[int] | np.ndarray
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -190,29 +192,46 @@ class H5Features(FeatureFile):
         self._file.close()
 
 
-class NpyFeatures(FeatureFile):
+class _Folder:
+    """A local npy output's files, by name, as writers/store.py's Store gives a URL's."""
+
     def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+    def load(self, name: str) -> np.ndarray:
+        return np.load(self.path / name)
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.path / name, mmap_mode="r")
+
+
+class NpyFeatures(FeatureFile):
+    def __init__(self, path: Path | Store) -> None:
+        folder = path if isinstance(path, Store) else _Folder(path)
         try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            manifest = json.loads(folder.read(MANIFEST).decode("utf-8"))
         except (OSError, ValueError) as e:
             raise _not_ours(path, f"its {MANIFEST} cannot be read: {e}") from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise _not_ours(path, f"its {MANIFEST} is not a {MANIFEST_FORMAT} manifest")
         _check_version(path, manifest.get("format_version"))
-        self._path = path
+        self._path, self._folder = path, folder
         self._shards = shards = manifest["shards"]
         self.settings = manifest["settings"]
         self.reductions = manifest.get("reductions", {})
         records = [(r["path"], r["error"]) for r in manifest.get("failed", [])]  # inline: older
         try:
             for name in manifest.get("failed_files", []):
-                records += [(r["path"], r["error"]) for r in json.loads((path / name).read_text())]
-            self.paths = [p for s in shards for p in np.load(path / s["paths"]).tolist()]
+                records += [(r["path"], r["error"]) for r in json.loads(folder.read(name))]
+            self.paths = [p for s in shards for p in folder.load(s["paths"]).tolist()]
             self._columns = concat_columns(
                 [
                     (
                         s["rows"],
-                        {k: np.load(path / f) for k, f in s.items() if k not in SHARD_FILES},
+                        {k: folder.load(f) for k, f in s.items() if k not in SHARD_FILES},
                     )
                     for s in shards
                 ]
@@ -223,16 +242,16 @@ class NpyFeatures(FeatureFile):
         self.failed_records = len(records)
         self.row_shape = tuple(manifest.get("row_shape") or self._row_shape())
         self._starts = np.cumsum([0] + [s["rows"] for s in shards])  # row offset per shard
-        self._open: dict[tuple[int, str], np.ndarray] = {}  # (shard, name) -> memory map
+        self._open: dict[tuple[int, str], np.ndarray | RangeArray] = {}  # by (shard, name)
 
     def _row_shape(self) -> tuple[int, ...]:
         """For a manifest that does not record it (written before it did)."""
         return self._shard(0, "features").shape[1:] if self._shards else ()
 
-    def _shard(self, k: int, name: str) -> np.ndarray:
+    def _shard(self, k: int, name: str) -> np.ndarray | RangeArray:
+        """Shard `k`'s `name` file (features, scales): a memory map, or ranged reads at a URL."""
         if (k, name) not in self._open:
-            where = self._path / self._shards[k][name]
-            self._open[k, name] = np.load(where, mmap_mode="r")
+            self._open[k, name] = self._folder.array(self._shards[k][name])
         return self._open[k, name]
 
     def _read_sorted(self, index: np.ndarray, name: str) -> np.ndarray:
@@ -244,7 +263,7 @@ class NpyFeatures(FeatureFile):
         return np.concatenate(parts)
 
 
-def _not_ours(path: Path, why: str) -> Sapiens2Error:
+def _not_ours(path: Path | Store, why: str) -> Sapiens2Error:
     return Sapiens2Error(
         f"{path} is not a sapiens2 extract output ({why}): pass a file or folder written by "
         "`sapiens2 extract`"
@@ -304,8 +323,11 @@ def is_output(path: str | Path) -> bool:
 
 
 def open_features(path: str | Path) -> FeatureFile:
-    """Open an extract output (HDF5 file or npy folder) for reading; use it as a context."""
-    path = Path(path)
+    """Open an extract output (HDF5 file or npy folder, or an npy output's URL:
+    `s3://bucket/feats/`) for reading; use it as a context."""
+    if is_url(str(path)):
+        return NpyFeatures(Store(str(path)))
+    path = Path(local_path(str(path)))
     if not path.exists():
         raise Sapiens2Error(f"{path} does not exist: pass the -o path of a `sapiens2 extract` run")
     kind = detect_format(path)
