@@ -19,6 +19,7 @@ from paths import TINY
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.writers import open_features
+from sapiens2_cli.writers.dataset import FeatureDataset
 
 BUCKET = "out"
 ARGS = [*FAST, *FP32, "--rows-per-shard", "2"]
@@ -68,6 +69,10 @@ def test_an_npy_output_at_a_url_reads_back_through_it_as_a_local_run(s3, photos,
             np.testing.assert_array_equal(got.column(name), want.column(name))
         every = [np.load(f) for f in sorted((tmp_path / "local").glob("*.features.npy"))]
         np.testing.assert_array_equal(got.read([3]), np.concatenate(every)[[3]])
+        # Catches: FeatureDataset taking the URL for a local path (Path('s3:/...'))
+        item = FeatureDataset(url("same"))[3]
+        assert item["key"] == want.paths[3]
+        np.testing.assert_array_equal(item["features"].numpy(), want.read([3])[0])
 
 
 def test_a_rerun_at_the_url_resumes_it(s3, photos):

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.pipeline.remote import is_url
 from sapiens2_cli.writers.reader import FeatureFile, open_features
 
 
@@ -32,7 +33,7 @@ class FeatureDataset(Dataset):
         columns: Iterable[str] = (),
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.path = Path(path)
+        self.path = path if is_url(str(path)) else Path(path)  # an npy output may be a URL
         self.columns = tuple(columns)
         self.dtype = dtype
         with open_features(self.path) as f:  # checked here, in one line, before any worker
