@@ -39,6 +39,7 @@ SETTINGS = {  # what a 1b extract at 1024x768 records; the writers only store it
     **{"format_version": 1, "complete": False},
 }
 METHODS = ("plain", "h5", "npy")
+NAMES = {"plain": "plain.bin", "h5": "feats.h5", "npy": "feats"}
 
 
 def random_batches(row_shape: tuple[int, ...], batch: int) -> list[np.ndarray]:
@@ -76,19 +77,18 @@ def writer_write(path: Path, fmt: str, source: Iterator[RowBatch], row_shape) ->
     writer.close(complete=True)
 
 
-def timed(method: str, folder: Path, source: Iterator[RowBatch], row_shape) -> float:
-    """Seconds `method` takes to make `source` durable in `folder`; its output is deleted
-    and the deletion synced, so that its work does not land in the next method's time."""
-    out = folder / {"plain": "plain.bin", "h5": "feats.h5", "npy": "feats"}[method]
+def timed(method: str, out: Path, source: Iterator[RowBatch], row_shape) -> float:
+    """Seconds `method` takes to make `source` durable at `out`.
+
+    Outputs stay until the whole run is over: deleting gigabytes on a filesystem mounted
+    with online discard (ext4 `-o discard`, as on the 2-core VMs) sends TRIMs that slow the
+    next method's writes, which made every other run about half as fast."""
     start = time.perf_counter()
     if method == "plain":
         plain_write(out, source)
     else:
         writer_write(out, method, source, row_shape)
-    seconds = time.perf_counter() - start
-    shutil.rmtree(out) if out.is_dir() else out.unlink()
-    os.sync()
-    return seconds
+    return time.perf_counter() - start
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -99,10 +99,14 @@ def measure(args: argparse.Namespace) -> dict:
     runs: dict[str, list[float]] = {m: [] for m in METHODS}
     pool = random_batches(row_shape, args.batch)
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-writers-") as tmp:
-        for _ in range(args.repeats):
+        need = gigabytes * 1e9 * len(METHODS) * args.repeats * 1.05
+        if shutil.disk_usage(tmp).free < need:
+            raise SystemExit(f"{tmp}: needs {need / 1e9:.1f} GB free (every output is kept)")
+        for repeat in range(args.repeats):
             for method in METHODS:
+                out = Path(tmp) / f"{repeat}-{NAMES[method]}"
                 source = batches(pool, rows)
-                runs[method].append(gigabytes / timed(method, Path(tmp), source, row_shape))
+                runs[method].append(gigabytes / timed(method, out, source, row_shape))
     ratios = {
         m: [rate / plain for rate, plain in zip(runs[m], runs["plain"], strict=True)]
         for m in METHODS[1:]
