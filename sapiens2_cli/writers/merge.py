@@ -30,7 +30,6 @@ import numpy as np
 from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.settings import difference
-from sapiens2_cli.writers import remove_output
 from sapiens2_cli.writers.base import (
     FeatureWriter,
     OutputLock,
@@ -51,6 +50,7 @@ from sapiens2_cli.writers.npy import (
     write_failed,
     write_manifest,
 )
+from sapiens2_cli.writers.output import remove_output
 from sapiens2_cli.writers.parts import Part
 from sapiens2_cli.writers.reader import FeatureFile, detect_format, open_features
 from sapiens2_cli.writers.reductions import join_reductions

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import remove_output
+from sapiens2_cli.writers.output import remove_output
 from sapiens2_cli.writers.reader import detect_format, open_features
 
 PART_NAME = re.compile(r"part-(\d{5,})-of-(\d{5,})(\.h5|\.hdf5)?", re.IGNORECASE)
