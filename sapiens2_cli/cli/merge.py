@@ -45,16 +45,14 @@ def merge_command(
     quiet: QuietOption = False,
 ) -> None:
     """Join the parts written by `extract --shard I/N` jobs (checks settings, overlaps, gaps)."""
-    from sapiens2_cli.writers import check_output_path
-    from sapiens2_cli.writers.merge import merge_outputs
-    from sapiens2_cli.writers.parts import check_join_target, find_parts
+    from sapiens2_cli.writers.merge import check_join_target, merge_outputs
+    from sapiens2_cli.writers.parts import find_parts
     from sapiens2_cli.writers.reader import detect_format
 
     output = _local_output(output)
     paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
     if paths:
-        check_output_path(output, detect_format(paths[0]) or "h5", overwrite)
-        check_join_target(output, overwrite)
+        check_join_target(output, detect_format(paths[0]) or "h5", overwrite)
     merged = merge_outputs(paths, output, merge)
     if not quiet:
         where = (

@@ -10,15 +10,8 @@ from sapiens2_cli.choices import MergeMode
 from sapiens2_cli.pipeline.distributed import RankGroup
 from sapiens2_cli.pipeline.progress import Summary
 from sapiens2_cli.pipeline.runner import OutputSpec
-from sapiens2_cli.writers import check_output_path
-from sapiens2_cli.writers.merge import merge_outputs
-from sapiens2_cli.writers.parts import (
-    Part,
-    check_join_target,
-    check_split,
-    part_index,
-    parts_folder,
-)
+from sapiens2_cli.writers.merge import check_join_target, merge_outputs
+from sapiens2_cli.writers.parts import Part, check_split, part_index, parts_folder
 
 
 @dataclass(frozen=True)
@@ -43,8 +36,7 @@ class PartJob:
         joins = group.ranks.distributed and shard is None
         check_split(out.path, part.count, out.overwrite, remove=False)
         if joins:
-            check_output_path(out.path, out.format, out.overwrite)
-            check_join_target(out.path, out.overwrite)
+            check_join_target(out.path, out.format, out.overwrite)
         output = replace(out, path=part.path(out.path, out.format), part=part)
         return cls(group, out, output, part, merge, joins)
 

@@ -1,5 +1,6 @@
-"""What both writers share: the rows they append, failure bookkeeping, the settings check,
-the per-row columns' fill rule and the one-writer-per-output lock.
+"""What both writers share: the rows they append, failure bookkeeping, the per-row columns'
+fill rule, the disk-full line, building a file under a temporary name, and the
+one-writer-per-output lock. (Whether an existing output may be resumed is pipeline/resume.py's.)
 
 A writer owns one output path and appends batches of rows to it, making each batch (HDF5)
 or each shard (npy) durable before it counts as done. Resume, `--shard I/N` parts and a
@@ -78,6 +79,22 @@ def removed_on_failure(tmp: Path) -> Iterator[None]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def built_in_place(path: Path, suffix: str) -> Iterator[Path]:
+    """Yield a temporary name beside `path` to build a file under; once built it is fsynced
+    and renamed over `path`. If building fails (a full disk: one line) the temporary file
+    goes and `path` is as it was, so `path` is never a half-made file; a temporary file left
+    by a killed build is replaced."""
+    tmp = path.with_name(path.name + suffix)
+    tmp.unlink(missing_ok=True)
+    with one_line_if_full(path), removed_on_failure(tmp):
+        yield tmp
+        with open(tmp, "rb+") as raw:
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 @dataclass

@@ -44,11 +44,9 @@ from sapiens2_cli.writers.base import (
     OutputFull,
     OutputLock,
     RowBatch,
+    built_in_place,
     fill_value,
     filled,
-    fsync_dir,
-    one_line_if_full,
-    removed_on_failure,
 )
 from sapiens2_cli.writers.reductions import add_losses, scale_shape
 
@@ -159,37 +157,31 @@ class H5Writer(FeatureWriter):
     ) -> H5Writer:
         """A new, empty output at `path` (made under a temporary name, then renamed); int8
         rows get a `scales` dataset beside `features`."""
-        tmp = path.with_name(path.name + ".creating")
-        with one_line_if_full(path), removed_on_failure(tmp):
-            with h5py.File(tmp, "w") as f:
+        with built_in_place(path, ".creating") as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset(
+                "features",
+                shape=(0, *row_shape),
+                maxshape=(None, *row_shape),
+                chunks=(1, *row_shape),  # one image per chunk
+                dtype=dtype,
+                compression=compression,
+            )
+            if np.dtype(dtype) == np.int8:
+                shape = scale_shape(row_shape, settings["layout"])
+                maxshape, chunks = (None, *shape), (1, *shape)
                 f.create_dataset(
-                    "features",
-                    shape=(0, *row_shape),
-                    maxshape=(None, *row_shape),
-                    chunks=(1, *row_shape),  # one image per chunk
-                    dtype=dtype,
-                    compression=compression,
+                    "scales", (0, *shape), np.float16, maxshape=maxshape, chunks=chunks
                 )
-                if np.dtype(dtype) == np.int8:
-                    shape = scale_shape(row_shape, settings["layout"])
-                    maxshape, chunks = (None, *shape), (1, *shape)
-                    f.create_dataset(
-                        "scales", (0, *shape), np.float16, maxshape=maxshape, chunks=chunks
-                    )
-                for name, chunk in (("paths", META_CHUNK), *((n, 256) for n in FAILED)):
-                    f.create_dataset(
-                        name, (0,), string_dtype(STRING_WIDTH), maxshape=(None,), chunks=(chunk,)
-                    )
-                for key, value in settings.items():
-                    f.attrs[key] = to_attr(value)
-                f.attrs["rows"] = 0
-                f.attrs["failures"] = 0
-                if reductions:
-                    f.attrs["reductions"] = json.dumps(reductions)
-            with open(tmp, "rb+") as raw:
-                os.fsync(raw.fileno())
-            os.replace(tmp, path)
-        fsync_dir(path.parent)
+            for name, chunk in (("paths", META_CHUNK), *((n, 256) for n in FAILED)):
+                f.create_dataset(
+                    name, (0,), string_dtype(STRING_WIDTH), maxshape=(None,), chunks=(chunk,)
+                )
+            for key, value in settings.items():
+                f.attrs[key] = to_attr(value)
+            f.attrs["rows"] = 0
+            f.attrs["failures"] = 0
+            if reductions:
+                f.attrs["reductions"] = json.dumps(reductions)
         return cls(path, {}, lock)
 
     @property

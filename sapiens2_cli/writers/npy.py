@@ -16,12 +16,10 @@ JSON (as \\udcXX escapes).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -35,8 +33,8 @@ from sapiens2_cli.writers.base import (
     concat_columns,
     fsync_dir,
     one_line_if_full,
-    removed_on_failure,
 )
+from sapiens2_cli.writers.npy_files import ShardFile, write_atomic
 from sapiens2_cli.writers.reductions import add_losses
 
 MANIFEST = "manifest.json"
@@ -62,90 +60,12 @@ def is_own_file(name: str) -> bool:
     return OWN_FILE.fullmatch(name) is not None
 
 
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """The header np.save writes for a C-order array of `dtype` and `shape` (format 1.0).
-    numpy pads it for in-place growth, so its length does not depend on the row count."""
-    header = io.BytesIO()
-    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": descr, "fortran_order": False, "shape": shape}
-    )
-    return header.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes | np.ndarray) -> None:
-    """`data` (an array as .npy) to a temporary name, fsync, rename over `path`; if any of
-    it fails the temporary file goes at once. An array's room is reserved first: numpy
-    reports a full disk as a short write without an errno, the reservation as ENOSPC."""
-    tmp = path.with_name(path.name + ".tmp")
-    with removed_on_failure(tmp):
-        with open(tmp, "wb") as f:
-            if isinstance(data, np.ndarray):
-                size = len(_npy_header(data.dtype, data.shape)) + data.nbytes
-                os.posix_fallocate(f.fileno(), 0, size)
-                np.save(f, data)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-
-class ShardFile:
-    """The features file of the shard being written: a .npy under a temporary name that
-    grows batch by batch, its header (rewritten by `finish`) first. Each batch's room is
-    reserved before it is written; if anything fails the temporary file goes at once.
-    (Starting each batch's write-back at once, with POSIX_FADV_DONTNEED, made it slower:
-    0.64 GB/s against 1.03, median of 3, docs/performance.md.)"""
-
-    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
-        self.path, self.rows = path, 0
-        self._tmp = path.with_name(path.name + ".tmp")
-        self._dtype, self._row_shape = np.dtype(dtype), tuple(row_shape)
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 (open until finish)
-        with self._removed_on_failure():
-            self._file.write(self._header())
-
-    def _header(self) -> bytes:
-        return _npy_header(self._dtype, (self.rows, *self._row_shape))
-
-    @contextlib.contextmanager
-    def _removed_on_failure(self) -> Iterator[None]:
-        with removed_on_failure(self._tmp):
-            try:
-                yield
-            except BaseException:
-                self._file.close()
-                raise
-
-    def append(self, features: np.ndarray) -> None:
-        """Write rows at the end of the file (their room reserved first)."""
-        if features.dtype != self._dtype or features.shape[1:] != self._row_shape:
-            raise ValueError(f"rows {features.shape} {features.dtype} do not fit this shard")
-        data = np.ascontiguousarray(features)
-        with self._removed_on_failure():
-            start = self._file.tell()
-            os.posix_fallocate(self._file.fileno(), 0, start + data.nbytes)
-            self._file.write(data.data)
-        self.rows += len(data)
-
-    def finish(self) -> None:
-        """The header with the final row count, fsync, rename into place."""
-        with self._removed_on_failure():
-            self._file.seek(0)
-            self._file.write(self._header())
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp, self.path)
-
-
 def _json(value: object) -> bytes:
     return json.dumps(value, indent=1).encode()  # ASCII: surrogates become \udcXX escapes
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    _write_atomic(folder / MANIFEST, _json(manifest))
+    write_atomic(folder / MANIFEST, _json(manifest))
     fsync_dir(folder)
 
 
@@ -157,7 +77,7 @@ def next_failed_index(names: list[str]) -> int:
 def write_failed(folder: Path, records: list[tuple[str, str]], index: int) -> str:
     """Write failure records as `failed-<index>.json`; its name."""
     name = f"failed-{index:05d}.json"
-    _write_atomic(folder / name, _json([{"path": p, "error": e} for p, e in records]))
+    write_atomic(folder / name, _json([{"path": p, "error": e} for p, e in records]))
     return name
 
 
@@ -198,6 +118,35 @@ class Sink(Protocol):
     def commit(self, folder: Path, manifest: dict, prune: bool = False) -> None:
         """Copy the files `manifest` lists, then the manifest; `prune`: then remove this
         writer's files that it does not list."""
+
+
+def write_joined_manifest(
+    parts: Sequence[Path],
+    out: Path,
+    settings: dict,
+    row_shape: tuple[int, ...],
+    failed: dict[str, str],
+    reductions: dict,
+) -> None:
+    """A manifest in `out` listing every shard of the npy outputs `parts`, by paths relative
+    to `out`, and a new failure file; files of an earlier join into `out` are removed."""
+    shards = []
+    for part in parts:
+        manifest = json.loads((part / MANIFEST).read_text(encoding="utf-8"))
+        for shard in manifest["shards"]:
+            entry = {"index": len(shards), "rows": shard["rows"]}
+            for key, name in shard.items():
+                if key not in ("index", "rows"):
+                    entry[key] = os.path.relpath(part / name, out)
+            shards.append(entry)
+    out.mkdir(parents=True, exist_ok=True)
+    index = next_failed_index([p.name for p in out.glob("failed-*.json")])  # a new name
+    names = [write_failed(out, list(failed.items()), index)] if failed else []
+    manifest = new_manifest(settings, row_shape, shards, names, True, reductions)
+    write_manifest(out, manifest)
+    for leftover in out.iterdir():  # shards and records of an earlier join into this folder
+        if is_own_file(leftover.name) and leftover.name not in (MANIFEST, *names):
+            leftover.unlink()
 
 
 class NpyWriter(FeatureWriter):
@@ -313,7 +262,7 @@ class NpyWriter(FeatureWriter):
         arrays.update(concat_columns([(len(b), b.columns) for b in held]))
         for name, array in arrays.items():
             file_name = f"shard-{index:05d}.{name}.npy"
-            _write_atomic(self.path / file_name, array)
+            write_atomic(self.path / file_name, array)
             entry[name] = file_name
         self._manifest["shards"].append(entry)
         for b in held:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import remove_output
-from sapiens2_cli.writers.reader import detect_format, open_features
+from sapiens2_cli.writers.output import remove_output
+from sapiens2_cli.writers.reader import FeatureFile
 
 PART_NAME = re.compile(r"part-(\d{5,})-of-(\d{5,})(\.h5|\.hdf5)?", re.IGNORECASE)
 
@@ -56,6 +56,15 @@ class Part:
         """Where this part of `out` (an `fmt` output) is written."""
         suffix = (out.suffix or ".h5") if fmt == "h5" else ""
         return parts_folder(out) / f"part-{self.index:05d}-of-{self.count:05d}{suffix}"
+
+
+@dataclass
+class PartFile:
+    """An output opened to be joined: where it is, its reader, and the part it records."""
+
+    path: Path
+    file: FeatureFile
+    part: Part | None
 
 
 def parts_folder(out: Path) -> Path:
@@ -100,16 +109,3 @@ def check_split(out: Path, count: int, overwrite: bool, remove: bool) -> None:
     if remove:
         for p in stale:
             remove_output(p)
-
-
-def check_join_target(out: Path, overwrite: bool) -> None:
-    """A join replaces OUT: fine for an earlier join, refused for a single run's output."""
-    if overwrite or detect_format(out) is None:
-        return
-    with open_features(out) as existing:
-        if "parts" in existing.settings:
-            return
-    raise Sapiens2Error(
-        f"{out} holds the output of a single run, which joining parts would replace: choose "
-        "another -o, or pass --overwrite"
-    )
