@@ -14,10 +14,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import importlib
 from typing import TYPE_CHECKING
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.lazy import lazy_names
 
 # ruff: noqa: F401
 # These imports are for type checkers and editors only: at run time `_LAZY` imports each
@@ -71,15 +71,5 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sapiens2_cli' has no attribute {name!r}")
-
-
 __all__ = ["Sapiens2Error", "__version__", *_LAZY]
-
-
-def __dir__() -> list[str]:
-    """The lazy names too, so completion (`sapiens2_cli.<TAB>`) offers `extract` and the rest."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -34,6 +34,21 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def _run_for_imports(argv: list[str]) -> tuple[int, str, list[str]]:
+    """Run `sapiens2 ARGV` in a fresh interpreter: (exit code, stderr, HEAVY modules loaded)."""
+    code = (
+        "import sys\n"
+        "from sapiens2_cli.cli import main\n"
+        f"sys.argv = ['sapiens2', *{argv!r}]\n"
+        "try:\n    main()\n"
+        "except SystemExit as e:\n"
+        f"    print(e.code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
+    )
+    lines = _python(code).stderr.strip().splitlines()
+    exit_code, loaded = lines[-1].split(" ", 1)
+    return int(exit_code), "\n".join(lines[:-1]), eval(loaded)
+
+
 def _main(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
     """Run the console-script entry point in this process: (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["sapiens2", *argv])
@@ -50,18 +65,9 @@ def _main(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
 def test_help_and_archs_do_not_import_torch(argv, allowed):
     """Bug: a top-level import of torch (or h5py, Pillow) in a command module makes every
     command, `--help` included, pay seconds before printing anything."""
-    code = (
-        "import sys\n"
-        "from sapiens2_cli.cli import main\n"
-        f"sys.argv = ['sapiens2', *{argv!r}]\n"
-        "try:\n    main()\n"
-        "except SystemExit as e:\n"
-        f"    print(e.code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
-    )
-    result = _python(code)
-    exit_code, loaded = result.stderr.strip().splitlines()[-1].split(" ", 1)
-    assert exit_code == "0", result.stderr
-    assert [m for m in eval(loaded) if m not in allowed] == []
+    exit_code, stderr, loaded = _run_for_imports(argv)
+    assert exit_code == 0, stderr
+    assert [m for m in loaded if m not in allowed] == []
 
 
 def test_the_imported_app_has_every_command():
@@ -218,18 +224,9 @@ def test_bare_command_shows_the_help_not_an_error(monkeypatch, capsys):
 
 def _refusal_imports(argv: list[str]) -> tuple[str, list[str]]:
     """Run `sapiens2 ARGV` in a fresh interpreter: (its stderr, the HEAVY modules loaded)."""
-    code = (
-        "import sys\n"
-        "from sapiens2_cli.cli import main\n"
-        f"sys.argv = ['sapiens2', *{argv!r}]\n"
-        "try:\n    main()\n"
-        "except SystemExit as e:\n"
-        f"    print(e.code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
-    )
-    lines = _python(code).stderr.strip().splitlines()
-    code, loaded = lines[-1].split(" ", 1)
-    assert code == "2", lines
-    return "\n".join(lines[:-1]), eval(loaded)
+    exit_code, stderr, loaded = _run_for_imports(argv)
+    assert exit_code == 2, stderr
+    return stderr, loaded
 
 
 @pytest.mark.parametrize(

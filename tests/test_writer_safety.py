@@ -5,10 +5,12 @@ catches."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -114,17 +116,14 @@ def try_open(path: str, fmt: str) -> None:
             print(e)
 
 
-def test_a_second_writer_stops_while_the_first_runs(out):
-    """Two extract runs on one OUT both finished, rows lost: the POSIX lock was on OUT
-    itself and went when h5py (or a reader) closed a descriptor of OUT; and --overwrite
-    deleted a folder's lock file and files while their writer ran."""
-    path, fmt = out
+@contextlib.contextmanager
+def held(path: Path, fmt: str) -> Iterator[None]:
+    """While another process holds OUT (its lock taken, rows written); afterwards it has
+    ended cleanly and OUT holds its 3 rows, complete."""
     first = child("hold", str(path), fmt, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert first.stdout.readline() == "ready\n"
-        second = child("try_open", str(path), fmt, stdout=subprocess.PIPE)
-        lines = second.communicate(timeout=60)[0].splitlines()
-        assert len(lines) == 2 and all("being written by another run" in m for m in lines)
+        yield
         first.stdin.close()
         assert first.wait(timeout=60) == 0
     finally:
@@ -132,6 +131,17 @@ def test_a_second_writer_stops_while_the_first_runs(out):
         first.wait()
     with open_features(path) as f:
         assert len(f) == 3 and f.settings["complete"] is True
+
+
+def test_a_second_writer_stops_while_the_first_runs(out):
+    """Two extract runs on one OUT both finished, rows lost: the POSIX lock was on OUT
+    itself and went when h5py (or a reader) closed a descriptor of OUT; and --overwrite
+    deleted a folder's lock file and files while their writer ran."""
+    path, fmt = out
+    with held(path, fmt):
+        second = child("try_open", str(path), fmt, stdout=subprocess.PIPE)
+        lines = second.communicate(timeout=60)[0].splitlines()
+        assert len(lines) == 2 and all("being written by another run" in m for m in lines)
     assert not Path(f"{path}.lock").exists()  # the holder removes it
     writer, done = open_writer(path, fmt, SETTINGS, ROW, np.float16)  # free again
     assert len(done) == 3
@@ -305,22 +315,13 @@ def test_a_link_to_out_shares_its_lock(out, tmp_path):
     (tmp_path / "linked").symlink_to(tmp_path)
     aliases = [tmp_path / f"alias-{path.name}", tmp_path / "linked" / path.name]
     aliases[0].symlink_to(path.name)
-    first = child("hold", str(path), fmt, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert first.stdout.readline() == "ready\n"  # it holds the lock and wrote rows
+    with held(path, fmt):
         for name in (path, *aliases):
             second = child("try_open", str(name), fmt, stdout=subprocess.PIPE)
             lines = second.communicate(timeout=60)[0].splitlines()
             assert [line.replace(str(name), str(path)) for line in lines] == 2 * [
                 f"{path} is being written by another run: wait for it to end or choose another -o"
             ]
-        first.stdin.close()
-        assert first.wait(timeout=60) == 0
-    finally:
-        first.kill()
-        first.wait()
-    with open_features(path) as f:
-        assert len(f) == 3 and f.settings["complete"] is True
     assert not list(tmp_path.glob("*.lock"))
 
 

@@ -6,9 +6,9 @@ use, so commands that only read the zoo start in a fraction of a second.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from sapiens2_cli.lazy import lazy_names
 from sapiens2_cli.model.config import (
     ARCHS,
     PIXEL_MEAN,
@@ -39,12 +39,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "ARCHS",
     "PIXEL_MEAN",
@@ -54,8 +48,4 @@ __all__ = [
     "normalize_arch_name",
     *_LAZY,
 ]
-
-
-def __dir__() -> list[str]:
-    """The lazy names too, so completion (`sapiens2_cli.model.<TAB>`) offers them."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
