@@ -15,6 +15,7 @@ from events import committed_rows, wait_for_rows
 from extract_helpers import FAST, FP32, extract, extract_subprocess
 from media import DATA, PHOTOS
 from paths import TINY
+from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
@@ -73,6 +74,11 @@ def test_an_npy_output_at_a_url_reads_back_through_it_as_a_local_run(s3, photos,
         item = FeatureDataset(url("same"))[3]
         assert item["key"] == want.paths[3]
         np.testing.assert_array_equal(item["features"].numpy(), want.read([3])[0])
+    # Catches: `sapiens2 info` taking the URL for a local path, or not knowing its format
+    shown = CliRunner().invoke(app, ["info", url("same"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    fields = json.loads(shown.stdout)
+    assert (fields["rows"], fields["format"]) == (len(PHOTOS), "npy")
 
 
 def test_a_rerun_at_the_url_resumes_it(s3, photos):
@@ -152,8 +158,6 @@ def test_there_is_no_lock_and_the_run_says_so_in_one_line(s3, photos, caplog):
 
 
 def test_merge_into_a_url_is_one_line(s3):
-    from typer.testing import CliRunner
-
     result = CliRunner().invoke(app, ["merge", "-o", url("merged")])
     assert isinstance(result.exception, Sapiens2Error), result.output
     assert str(result.exception).startswith("merge writes a local output: merge into a local")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,19 +13,20 @@ from sapiens2_cli.text import plural
 
 def info_command(
     output: Annotated[
-        Path, typer.Argument(help="An HDF5 file or npy folder written by `sapiens2 extract`.")
+        str,  # not a Path: an npy output may be at a URL (s3://bucket/feats/)
+        typer.Argument(help="An HDF5 file or npy folder (or its URL) made by `sapiens2 extract`."),
     ],
     as_json: JsonOption = False,
 ) -> None:
     """Say what an output holds: rows, failures, settings, bytes per row, reductions and
     their measured loss, and whether its run completed."""
-    from sapiens2_cli.writers.reader import detect_format, open_features
+    from sapiens2_cli.writers.reader import H5Features, open_features
 
     with open_features(output) as f:
         settings = dict(f.settings)
         fields = {
             "path": str(output),
-            "format": detect_format(output),
+            "format": "h5" if isinstance(f, H5Features) else "npy",
             "rows": len(f),
             "failed": len(f.failed),
             "complete": settings.pop("complete", False) is True,
