@@ -1,5 +1,5 @@
 """Token selection and layout, owned by the model (model/tokens.py, `forward_kept`), and the
-row shape from numbers alone (pipeline/row_shape.py), on the tiny weights: the kept
+row shape from numbers alone (`row_shape`), on the tiny weights: the kept
 features against slicing `forward_layers` by hand, the row shape against what a run writes
 for every tokens x layout x pool x project."""
 
@@ -15,8 +15,7 @@ from paths import DATA, TINY
 
 from sapiens2_cli.choices import Layout, TokenMode
 from sapiens2_cli.model import load_backbone, normalize_pixels
-from sapiens2_cli.model.tokens import select_tokens
-from sapiens2_cli.pipeline.row_shape import row_shape
+from sapiens2_cli.model.tokens import row_shape, select_tokens
 from sapiens2_cli.projection import Projection
 
 LAYERS = (0, 8, -1)

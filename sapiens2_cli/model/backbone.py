@@ -167,7 +167,7 @@ class Sapiens2Backbone(nn.Module):
     ) -> torch.Tensor:
         """The given blocks' outputs stacked, (B, n_layers, ...), keeping `tokens` in
         `layout`: all (B, L, 9 + h*w, D), cls or mean (B, L, D), patch (B, L, h*w, D),
-        or patch as a map (B, L, D, h, w). Shape without running: `model.tokens.kept_shape`.
+        or patch as a map (B, L, D, h, w). Shape without running: `model.tokens.row_shape`.
         """
         outputs = self.forward_layers(pixels, layers)
         grid = self.config.grid_size(pixels.shape[2], pixels.shape[3])

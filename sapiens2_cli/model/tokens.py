@@ -2,8 +2,9 @@
 `forward_kept`, as timm's `forward_intermediates(output_fmt=...)` and DINOv3's
 `get_intermediate_layers(reshape=..., return_class_token=...)` give them.
 
-`kept_shape` gives the same shape from numbers alone, so a caller can size its output
-before (or without) running the model.
+`row_shape` gives the same shape from numbers alone, so a caller (extract opening its
+writer) can size its output without running the model; it also accounts for extract's
+`--pool` and `--project`, device stages of the pipeline applied after this selection.
 """
 
 from __future__ import annotations
@@ -37,20 +38,29 @@ def select_tokens(
     return patches
 
 
-def kept_shape(
+def row_shape(
     tokens: TokenMode | str,
     layout: Layout | str,
     n_layers: int,
     grid: tuple[int, int],
     dim: int,
     prefix: int,
+    pool: int = 1,
+    k: int | None = None,
 ) -> tuple[int, ...]:
-    """The shape of one image's kept features, (n_layers, ...), as `select_tokens` gives
-    them from blocks with `prefix` tokens before the h*w patches."""
+    """One image's kept features, (n_layers, ...), from numbers alone: blocks of `prefix`
+    tokens before the h*w patches of width `dim`, as `select_tokens` keeps them; then,
+    as extract's later device stages reduce them, the grid pooled to h/K x w/K by `pool`
+    and the D values projected to `k` if given."""
+    h, w = grid[0] // pool, grid[1] // pool
     if tokens in (TokenMode.CLS, TokenMode.MEAN):
-        return (n_layers, dim)
-    if tokens == TokenMode.ALL:
-        return (n_layers, prefix + grid[0] * grid[1], dim)
-    if layout == Layout.MAP:
-        return (n_layers, dim, *grid)
-    return (n_layers, grid[0] * grid[1], dim)
+        shape = [n_layers, dim]
+    elif tokens == TokenMode.ALL:
+        shape = [n_layers, prefix + h * w, dim]
+    elif layout == Layout.MAP:
+        shape = [n_layers, dim, h, w]
+    else:
+        shape = [n_layers, h * w, dim]
+    if k is not None:
+        shape[1 if layout == Layout.MAP else -1] = k  # the D values: (L, D, h, w) or last
+    return tuple(shape)

@@ -220,7 +220,7 @@ def _open(
 ) -> Extraction:
     """Step 6: check the rest against the weights, expand this part's files into items,
     and open OUT (new, resumed or replaced): the first step that writes anything."""
-    from sapiens2_cli.pipeline.row_shape import row_shape
+    from sapiens2_cli.model.tokens import row_shape
     from sapiens2_cli.pipeline.runner import Extraction, FeatureSpec, RunOptions
     from sapiens2_cli.pipeline.weights import checkpoint_sha256
 
