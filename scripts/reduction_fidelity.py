@@ -4,7 +4,7 @@ combinations) against float32 features, for docs/performance.md.
 The model runs once per image through the real `extract` (float32 compute and storage,
 `--tokens patch`, the last layer): that is the reference. PCA is fitted on it with the
 real `sapiens2 pca` code (`fit_output`). Each option then goes through extract's own
-device stage on those float32 tokens (select_tokens' pooling, the projection, the storage
+device stage on those float32 tokens (`pool_patches`, the projection, the storage
 cast or int8 quantization, pipeline/forward.py): the same steps, in the same order, that a
 run with the option takes after the model, so one forward pass serves every row of the
 table. Fidelity compares what a reader gets back (`read` for int8, `reconstruct` for PCA:
@@ -28,9 +28,9 @@ from sapiens2_cli.bench.pipeline import random_checkpoint
 from sapiens2_cli.choices import Layout, StorageDtype, TokenMode
 from sapiens2_cli.model import get_config
 from sapiens2_cli.pca import fit_output
-from sapiens2_cli.pipeline.forward import select_tokens
 from sapiens2_cli.pipeline.job import extract
 from sapiens2_cli.pipeline.options import ExtractOptions
+from sapiens2_cli.pipeline.pooling import pool_patches
 from sapiens2_cli.pipeline.projection import DeviceProjection, project
 from sapiens2_cli.pipeline.storage import store
 from sapiens2_cli.values import parse_size
@@ -56,16 +56,10 @@ def reference(inputs: list[str], checkpoint: Path, size: tuple[int, int], out: P
     extract(inputs, out, options)
 
 
-def pooled(x: torch.Tensor, grid: tuple[int, int], k: int) -> torch.Tensor:
-    """(n, 1, h*w, D) patch tokens -> select_tokens' (n, 1, h/k*w/k, D) pooled grid."""
-    outputs = [torch.cat((torch.zeros_like(x[:, 0, :1]), x[:, 0]), dim=1)]  # one prefix token
-    return select_tokens(outputs, TokenMode.PATCH, Layout.TOKENS, grid, k)
-
-
 def row(x: torch.Tensor, pool: int, projection, dtype: StorageDtype, grid) -> dict:
     """One option applied to float32 rows x as extract's device stage applies it; the
     bytes per row stored and the values a reader gets back (in D)."""
-    kept = pooled(x, grid, pool) if pool > 1 else x
+    kept = pool_patches(x, TokenMode.PATCH, Layout.TOKENS, grid, pool)
     device = projection and DeviceProjection(projection, Layout.TOKENS, torch.device("cpu"))
     y, _ = project(kept, device)
     stored = store(y, dtype)

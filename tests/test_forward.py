@@ -18,7 +18,7 @@ from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
 from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.pipeline.forward import DeviceModel, select_tokens
+from sapiens2_cli.pipeline.forward import DeviceModel
 from sapiens2_cli.pipeline.job import extract as library_extract
 from sapiens2_cli.pipeline.profile import STAGES
 from sapiens2_cli.pipeline.storage import check_range, store
@@ -88,16 +88,6 @@ def test_bf16_weights_stay_within_the_cosine_tolerance_on_photos():
     want, got = reference.submit(pixels).result(), bf16.submit(pixels).result()
     cosine = _cosines(got, want)
     assert cosine.min() >= BF16_MIN_COSINE, cosine
-
-
-def test_token_selection_keeps_the_compute_dtype():
-    outputs = [torch.randn(2, 9 + 12, 8, dtype=torch.bfloat16) for _ in range(3)]
-    assert select_tokens(outputs, "patch", "tokens", GRID).dtype == torch.bfloat16
-    assert select_tokens(outputs, "patch", "map", GRID).shape == (2, 3, 8, 4, 3)
-    mean = select_tokens(outputs, "mean", "tokens", GRID)
-    assert mean.dtype == torch.float32  # accumulated in float32
-    want = torch.stack(outputs, 1)[:, :, 9:].float().mean(2)
-    torch.testing.assert_close(mean, want)
 
 
 def test_float16_overflow_and_nan_are_errors_naming_the_fix():
@@ -292,11 +282,11 @@ class _RunsOutOfMemory(torch.nn.Module):
         super().__init__()
         self.model, self.fits, self.calls = model, fits, []
 
-    def forward_layers(self, pixels: torch.Tensor, layers):
+    def forward_kept(self, pixels: torch.Tensor, *args):
         self.calls.append(len(pixels))
         if len(pixels) > self.fits:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return self.model.forward_layers(pixels, layers)
+        return self.model.forward_kept(pixels, *args)
 
 
 def test_out_of_memory_halves_the_batch_once_and_keeps_every_image():

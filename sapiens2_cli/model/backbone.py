@@ -10,9 +10,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sapiens2_cli.choices import Layout, TokenMode
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import Sapiens2Config
 from sapiens2_cli.model.layers import Block, RMSNorm, RopeEmbedding
+from sapiens2_cli.model.tokens import select_tokens
 
 
 class PatchEmbed(nn.Module):
@@ -155,3 +157,18 @@ class Sapiens2Backbone(nn.Module):
             if i in wanted:
                 outputs[i] = self.ln1(x) if i == last else x
         return [outputs[i] for i in indices]
+
+    def forward_kept(
+        self,
+        pixels: torch.Tensor,
+        layers: Sequence[int],
+        tokens: TokenMode | str = TokenMode.ALL,
+        layout: Layout | str = Layout.TOKENS,
+    ) -> torch.Tensor:
+        """The given blocks' outputs stacked, (B, n_layers, ...), keeping `tokens` in
+        `layout`: all (B, L, 9 + h*w, D), cls or mean (B, L, D), patch (B, L, h*w, D),
+        or patch as a map (B, L, D, h, w). Shape without running: `model.tokens.row_shape`.
+        """
+        outputs = self.forward_layers(pixels, layers)
+        grid = self.config.grid_size(pixels.shape[2], pixels.shape[3])
+        return select_tokens(outputs, tokens, layout, grid)

@@ -114,7 +114,7 @@ def _import_group_defaults() -> None:
     argument (`group=group.WORLD`, evaluated at their import).
 
     Imported later (torch.distributed.nn is, by the first operation on the meta device,
-    which sizing a row and building the model both do), they would hold the group past
+    which building the model does), they would hold the group past
     `destroy_process_group`: its gloo threads then run on into interpreter shutdown, which
     now and then aborts a rank with "terminate called without an active exception".
     """

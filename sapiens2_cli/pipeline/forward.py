@@ -1,9 +1,10 @@
 """The device stage of extract: uint8 batches in, features in the storage dtype out.
 
 A batch is submitted, then collected later. On a GPU, `submit` only queues work: the
-upload on its own stream (pinned uint8, non-blocking), normalization, the backbone, token
-selection and the storage-dtype conversion on the compute stream, and the copy back on a
-third stream into pinned host memory; the loop submits the next batch before it collects
+upload on its own stream (pinned uint8, non-blocking), normalization, the backbone (which
+keeps the asked tokens in the asked layout), pooling, the projection and the storage-dtype
+conversion on the compute stream, and the copy back on a third stream into pinned host
+memory; the loop submits the next batch before it collects
 this one, so the GPU always has a batch queued while the host waits, writes and decodes.
 On the CPU everything runs inside `submit`.
 
@@ -26,6 +27,7 @@ from sapiens2_cli.choices import CompileMode, Layout, StorageDtype, TokenMode
 from sapiens2_cli.device import autocast
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import normalize_pixels
+from sapiens2_cli.pipeline.pooling import pool_patches
 from sapiens2_cli.pipeline.profile import StageClock
 from sapiens2_cli.pipeline.projection import DeviceProjection, project
 from sapiens2_cli.pipeline.storage import Stored, check_range, store
@@ -34,37 +36,6 @@ log = logging.getLogger(__name__)
 
 #: The first batch size `--batch-size auto` tries on a GPU.
 AUTO_BATCH_START = 256
-
-
-def select_tokens(
-    outputs: list[torch.Tensor],
-    tokens: TokenMode,
-    layout: Layout,
-    grid: tuple[int, int],
-    pool: int = 1,
-) -> torch.Tensor:
-    """Block outputs, each (B, 9 + h*w, D), -> the kept features (B, n_layers, ...).
-
-    Stays in the outputs' dtype (no float32 copy of every layer; `mean` and `pool`
-    accumulate in float32), so the storage conversion is the only cast. `pool` K > 1
-    averages each KxK block of patches (the grid becomes h/K x w/K); prefix tokens stay.
-    """
-    x = torch.stack(outputs, dim=1)  # (B, L, 9 + h*w, D)
-    prefix = x.shape[2] - grid[0] * grid[1]
-    patches = x[:, :, prefix:]  # (B, L, h*w, D)
-    if pool > 1:
-        grid = (grid[0] // pool, grid[1] // pool)
-        blocks = patches.float().unflatten(2, (grid[0], pool, grid[1], pool))
-        patches = blocks.mean((3, 5)).flatten(2, 3)  # (B, L, h/K * w/K, D)
-    if tokens == "all":
-        return torch.cat((x[:, :, :prefix].float(), patches), dim=2) if pool > 1 else x
-    if tokens == "cls":
-        return x[:, :, 0]  # (B, L, D)
-    if tokens == "mean":
-        return patches.mean(dim=2, dtype=torch.float32)  # (B, L, D)
-    if layout == "map":
-        return patches.unflatten(2, grid).permute(0, 1, 4, 2, 3)  # (B, L, D, h, w)
-    return patches
 
 
 @dataclass
@@ -235,8 +206,8 @@ class DeviceModel:
             # another convolution kernel, and its last-bit differences in the patch embedding
             # grow through the bf16 RoPE to ~2e-3 by the last block.
             x = normalize_pixels(pixels.permute(0, 3, 1, 2)).contiguous()  # (B, 3, H, W)
-            outputs = self.model.forward_layers(x, self.layers)
-            kept = select_tokens(outputs, self.tokens, self.layout, self.grid, self.pool)
+            kept = self.model.forward_kept(x, self.layers, self.tokens, self.layout)
+            kept = pool_patches(kept, self.tokens, self.layout, self.grid, self.pool)
         kept, energy = project(kept, self.projection)
         return store(kept, self.dtype, dim=2 if self.layout == "map" else -1)._replace(
             energy=energy

@@ -230,10 +230,7 @@ def _open(
 ) -> Extraction:
     """Step 6: check the rest against the weights, expand this part's files into items,
     and open OUT (new, resumed or replaced): the first step that writes anything."""
-    import torch
-
-    from sapiens2_cli.pipeline.forward import select_tokens
-    from sapiens2_cli.pipeline.projection import projected_shape
+    from sapiens2_cli.model.tokens import row_shape
     from sapiens2_cli.pipeline.runner import Extraction, FeatureSpec, RunOptions
     from sapiens2_cli.pipeline.weights import checkpoint_sha256
 
@@ -279,15 +276,15 @@ def _open(
         **projected,
     )
     check_resume(output.path, existing, settings.to_dict(), every=True)
-    # The shape one row will have, from the token selection run on the meta device.
-    tokens = torch.empty(
-        1, config.num_prefix_tokens + grid[0] * grid[1], config.embed_dim, device="meta"
-    )
-    row = select_tokens([tokens] * len(layers), spec.tokens, spec.layout, grid, spec.pool)
-    row = (
-        row.shape[1:]
-        if projection is None
-        else projected_shape(row.shape[1:], spec.layout, projection.k)
+    row = row_shape(
+        spec.tokens,
+        spec.layout,
+        len(layers),
+        grid,
+        config.embed_dim,
+        config.num_prefix_tokens,
+        pool=spec.pool,
+        k=None if projection is None else projection.k,
     )
     expansion = expand(job.take(files), sources)
     job.clear_stale()

@@ -1,5 +1,5 @@
-"""`extract --project`: the projection applied on the device, between token selection
-(pooling included) and the storage cast, in float32 whatever the compute precision.
+"""`extract --project`: the projection applied on the device, between the kept tokens
+(pooled, if asked) and the storage cast, in float32 whatever the compute precision.
 
 Beside the k-wide features it gives each row's energy (float64): the sums over the row's
 tokens of ||y||^2 and of ||x - mean||^2. The writer adds them into the running sums of the
@@ -13,18 +13,6 @@ import torch
 
 from sapiens2_cli.choices import Layout
 from sapiens2_cli.projection import Projection
-
-
-def feature_axis(layout: Layout | str) -> int:
-    """Axis of the D (or k) values in a row: (L, D, h, w) for map, else last."""
-    return 1 if layout == Layout.MAP else -1
-
-
-def projected_shape(row: tuple[int, ...], layout: Layout | str, k: int) -> tuple[int, ...]:
-    """A row's shape once its D-vectors are k-vectors."""
-    shape = list(row)
-    shape[feature_axis(layout)] = k
-    return tuple(shape)
 
 
 class DeviceProjection:
