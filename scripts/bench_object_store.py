@@ -31,8 +31,8 @@ from s3_server import CREDENTIALS, moto_server
 
 from sapiens2_cli.pipeline.items import Preprocess, Row
 from sapiens2_cli.pipeline.loader import work_units
-from sapiens2_cli.pipeline.remote import read_bytes
 from sapiens2_cli.pipeline.sources import ImageSource, list_files
+from sapiens2_cli.remote import read_bytes
 
 BUCKET = "bench"
 

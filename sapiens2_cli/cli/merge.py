@@ -80,7 +80,7 @@ def merge_command(
 def _local_output(output: str) -> Path:
     """Parts and their join live side by side on a local disk: a URL OUT is one line."""
     from sapiens2_cli.errors import Sapiens2Error
-    from sapiens2_cli.pipeline.remote import is_url, local_path
+    from sapiens2_cli.remote import is_url, local_path
 
     if is_url(output):
         raise Sapiens2Error(

@@ -22,7 +22,7 @@ import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.box_formats import BoxLayout, RawBox, parse_box_file
-from sapiens2_cli.pipeline.remote import errors, is_url, read_bytes
+from sapiens2_cli.remote import errors, is_url, read_bytes
 
 
 @dataclass(frozen=True, slots=True)

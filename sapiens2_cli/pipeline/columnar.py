@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.remote import is_url, open_input
+from sapiens2_cli.remote import is_url, open_input
 from sapiens2_cli.text import one_line
 
 PARQUET_EXTENSIONS = frozenset({".parquet"})

@@ -29,9 +29,9 @@ from sapiens2_cli.pipeline.boxes import Box, BoxFile, box_problem, load_boxes
 from sapiens2_cli.pipeline.decode import ImageError, read_rgb
 from sapiens2_cli.pipeline.items import Failure, Item, Preprocess, Reader, Row, derived_key
 from sapiens2_cli.pipeline.options import DEFAULTS
-from sapiens2_cli.pipeline.remote import is_url
 from sapiens2_cli.pipeline.sources import Expansion, Source, identity
 from sapiens2_cli.pipeline.weights import file_sha256
+from sapiens2_cli.remote import is_url
 
 #: Upstream's default padding around a box (`PoseGetBBoxCenterScale`).
 DEFAULT_PADDING = DEFAULTS.box_padding

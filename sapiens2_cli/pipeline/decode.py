@@ -32,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sapiens2_cli.choices import ResizeMode
 from sapiens2_cli.model import PIXEL_MEAN
-from sapiens2_cli.pipeline.remote import is_url, read_bytes
+from sapiens2_cli.remote import is_url, read_bytes
 from sapiens2_cli.text import one_line, open_failure
 
 #: Largest image accepted, in pixels: the point where Pillow itself refuses to open a file

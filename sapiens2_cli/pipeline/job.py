@@ -33,10 +33,10 @@ from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD
 from sapiens2_cli.pipeline.items import Preprocess
 from sapiens2_cli.pipeline.options import ExtractOptions, check_box_options, check_pool
 from sapiens2_cli.pipeline.ranks import Ranks
-from sapiens2_cli.pipeline.remote import is_url, local_path
 from sapiens2_cli.pipeline.resume import box_settings, check_resume, settle_options
 from sapiens2_cli.pipeline.sources import Listing, Source, expand, list_files
 from sapiens2_cli.projection import projection_settings
+from sapiens2_cli.remote import is_url, local_path
 from sapiens2_cli.settings import OutputSettings
 from sapiens2_cli.writers import check_output_path, existing_settings, infer_format, open_writer
 from sapiens2_cli.writers.base import FORMAT_VERSION, OutputLock, lock_path

@@ -25,7 +25,7 @@ from sapiens2_cli.choices import (
     TokenMode,
 )
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.remote import is_url
+from sapiens2_cli.remote import is_url
 from sapiens2_cli.values import parse_batch_size, parse_layers, parse_size
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class ExtractOptions:
     shard: Part | None = None
     merge: MergeMode = MergeMode.VIRTUAL
     # listing
-    files_from: tuple[Path | str, ...] = ()  # str: a URL (pipeline/remote.py)
+    files_from: tuple[Path | str, ...] = ()  # str: a URL (remote.py)
     hidden: bool = False
     null: bool = False
     # videos: frames kept per second (DEFAULTS, or OUT's on a resume), or every frame

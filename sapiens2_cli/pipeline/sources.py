@@ -5,7 +5,7 @@ lists) into one list of files, each named by its absolute, resolved path: that p
 image's identity, so `./a.jpg`, `a.jpg`, `/abs/a.jpg` and the same folder reached through
 a symbolic link are one image, and a run resumed from another working folder finds it done.
 The list is computed once, in a stable order, so a run can be resumed or split into parts
-(which are assigned per file). A URL (`s3://bucket/prefix/`, pipeline/remote.py) is an
+(which are assigned per file). A URL (`s3://bucket/prefix/`, remote.py) is an
 object or a prefix listed in one paginated listing, and is its own identity.
 
 Each file then goes to the first Source that claims it (by its extension, the image
@@ -27,7 +27,7 @@ from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.items import Failure, ImageReader, Item, file_key
-from sapiens2_cli.pipeline.remote import errors, is_url, list_objects, local_path, read_bytes
+from sapiens2_cli.remote import errors, is_url, list_objects, local_path, read_bytes
 
 #: Extensions picked up when walking a folder (case-insensitive). Files named explicitly,
 #: or listed on stdin / --files-from, are taken whatever their extension.
@@ -124,7 +124,7 @@ class Listing:
 
 def identity(path: str) -> str:
     """What identifies a file: its absolute path with every symbolic link resolved; a URL
-    (pipeline/remote.py) is its own identity."""
+    (remote.py) is its own identity."""
     return path if is_url(path) else os.path.realpath(path)
 
 

@@ -38,8 +38,8 @@ from sapiens2_cli.pipeline.items import (
     bytes_row,
     file_key,
 )
-from sapiens2_cli.pipeline.remote import is_url, open_input, read_bytes
 from sapiens2_cli.pipeline.sources import IMAGE_EXTENSIONS, Expansion, Source
+from sapiens2_cli.remote import is_url, open_input, read_bytes
 from sapiens2_cli.text import one_line, open_failure
 
 

@@ -22,8 +22,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from sapiens2_cli.pipeline.remote import is_url
 from sapiens2_cli.pipeline.video_probe import Frame, VideoError, open_video, stream_tag
+from sapiens2_cli.remote import is_url
 from sapiens2_cli.text import one_line
 
 FrameResult = tuple[Frame, np.ndarray | str]  # pixels, or why this frame has none

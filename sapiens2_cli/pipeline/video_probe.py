@@ -25,7 +25,7 @@ import av
 
 from sapiens2_cli.pipeline.items import derived_key
 from sapiens2_cli.pipeline.options import DEFAULTS
-from sapiens2_cli.pipeline.remote import is_url, open_input
+from sapiens2_cli.remote import is_url, open_input
 from sapiens2_cli.text import one_line, open_failure
 
 #: Frames kept per second unless --fps / --every-frame say otherwise (why: pipeline/options.py).

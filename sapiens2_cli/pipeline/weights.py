@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapiens2_cli.model import CheckpointInfo, get_config, inspect_checkpoint
-from sapiens2_cli.pipeline.remote import is_url, open_input
+from sapiens2_cli.remote import is_url, open_input
 
 log = logging.getLogger(__name__)
 HASH_CACHE = "checkpoint-sha256.json"

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.remote import is_url
+from sapiens2_cli.remote import is_url
 from sapiens2_cli.writers.reader import FeatureFile, open_features
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from sapiens2_cli.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.remote import is_url, local_path
+from sapiens2_cli.remote import is_url, local_path
 from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns, filled
 from sapiens2_cli.writers.hdf5 import NOT_COLUMNS, from_attr
 from sapiens2_cli.writers.npy import MANIFEST, MANIFEST_FORMAT

@@ -3,7 +3,7 @@
 What the reader and the staged writer (writers/staged.py) need of a store: list the
 prefix (one paginated listing), read an object, read rows of a .npy object by ranged GETs
 (its header once, then one range per run of consecutive rows, fetched concurrently), put
-a local file, remove objects. Everything goes through fsspec (pipeline/remote.py), whose
+a local file, remove objects. Everything goes through fsspec (remote.py), whose
 errors reach the user as one line; a missing object stays FileNotFoundError, which the
 reader turns into its own line naming the file.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sapiens2_cli.pipeline.remote import errors, filesystem
+from sapiens2_cli.remote import errors, filesystem
 
 
 @contextlib.contextmanager
