@@ -7,7 +7,7 @@ mean/std, run a float32 module at batch 1 and take the patch tokens of the last 
 numpy. The features are dropped, not written: the loop pays no disk time, so the ratio is
 in its favour. The module is our `load_backbone` used as a plain nn.Module.
 
-The tool is the real `prepare(...).run()` pipeline (`bench.pipeline.time_extract`) with
+The tool is the real `Extraction.run` pipeline (`bench.pipeline.time_extract`) with
 the settings given here, into a temporary HDF5 file in float16. Its images/s includes
 the model load (and the compile warm-up); the loop's excludes the load and one
 warm-up image. Both use the same checkpoint: `--checkpoint`, or random weights of

@@ -108,15 +108,14 @@ class Extraction:
     failures: list[tuple[str, str]]  # inputs that gave no items at all (written first)
     ignored: int = 0  # members of inputs that are not images (counted, not failures)
 
-    def run(self, progress: bool = True, bar: Progress | None = None) -> Summary:
-        """Process the pending items; on Ctrl-C close the output and raise Interrupted.
-
-        `bar` replaces the progress bar (torchrun: one that sums every rank's counts)."""
+    def run(self, bar: Progress) -> Summary:
+        """Process the pending items, counting them on `bar` (a bar on stderr, one summed
+        over torchrun's ranks, or a caller's function); on Ctrl-C close the output and
+        raise Interrupted."""
         start = time.perf_counter()
         counts = {"done": 0, "failed": 0}
         clock = StageClock(self.run_options.device, self.run_options.profile)
         sink = BackgroundWriter(self.writer)
-        bar = bar or Progress(len(self.pending), progress)
         compile_s, batch_size = None, self.run_options.batch_size
         try:
             if self.failures:
