@@ -239,6 +239,7 @@ def _refusal_imports(argv: list[str]) -> tuple[str, list[str]]:
         (["--fps", "1", "--every-frame"], "give one"),
         (["--tokens", "mean"], "different settings: --tokens"),  # OUT made with patch tokens
         (["--lock"], "is being written by another run"),  # the test holds OUT's lock
+        (["--lock", "--via-link"], "is being written by another run"),  # -o: a link to OUT
     ],
 )
 def test_refusals_that_need_no_weights_come_before_torch(tmp_path, monkeypatch, flags, message):
@@ -249,10 +250,25 @@ def test_refusals_that_need_no_weights_come_before_torch(tmp_path, monkeypatch, 
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
     if flags == ["--tokens", "mean"]:
         assert extract(image, "-o", out, *FAST).exit_code == 0
-    lock = OutputLock(out) if flags == ["--lock"] else None
+    lock = OutputLock(out) if "--lock" in flags else None
+    given = out
+    if "--via-link" in flags:  # the early check must look for the lock of the linked file
+        given = tmp_path / "alias.h5"
+        given.symlink_to(out.name)
     try:
-        argv = ["extract", str(image), "-o", str(out), "--checkpoint", str(TINY), "--size", "64x48"]
-        err, loaded = _refusal_imports([*argv, *[f for f in flags if f != "--lock"]])
+        argv = [
+            "extract",
+            str(image),
+            "-o",
+            str(given),
+            "--checkpoint",
+            str(TINY),
+            "--size",
+            "64x48",
+        ]
+        err, loaded = _refusal_imports(
+            [*argv, *[f for f in flags if f not in ("--lock", "--via-link")]]
+        )
     finally:
         if lock is not None:
             lock.release()

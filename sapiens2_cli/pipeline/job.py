@@ -174,7 +174,7 @@ def _check_output(
     check_output_path(path, fmt, opts.overwrite)
     existing = None if opts.overwrite else existing_settings(path)
     opts = settle_options(opts, existing, path)
-    if lock_path(path).exists():
+    if lock_path(path.resolve()).exists():  # the lock OutputLock takes: links followed
         OutputLock(path).release()
     return opts, existing
 
