@@ -100,11 +100,11 @@ def _merge(parts: Sequence[Path], out: Path, mode: MergeMode) -> Merged:
             write_joined_manifest(paths, out, {**settings, **record}, row_shape, failed, reductions)
         else:
             remove_output(out)
-            row_shape, rows = sources[0].file.row_shape, _copy_rows(sources)
+            row_shape, step = sources[0].file.row_shape, _copy_rows(sources)
             writer = NpyWriter.create(
-                out, {**settings, **record}, row_shape, rows, None, reductions
+                out, {**settings, **record}, row_shape, step, None, reductions
             )
-            _copy(sources, failed, writer)
+            _copy(sources, failed, writer, step)
         rows = sum(len(s.file) for s in sources)
     return Merged(out, len(parts), rows, len(failed), mode)
 
@@ -204,14 +204,15 @@ def _failures(sources: list[PartFile]) -> dict[str, str]:
 
 
 def _copy_rows(sources: list[PartFile]) -> int:
-    """Rows per read (and per npy shard) when copying: as many as a default npy shard holds."""
-    row = next((s.file.read([0]) for s in sources if len(s.file)), None)
-    return default_shard_rows(row.nbytes if row is not None else 1)
+    """Rows per read (and per npy shard) when copying: as many as a default npy shard holds,
+    counted as stored (int8 with its scales), from the metadata alone."""
+    return default_shard_rows(sources[0].file.row_nbytes)
 
 
-def _copy(sources: list[PartFile], failed: dict[str, str], writer: FeatureWriter) -> None:
-    """Every row and failure record again, through an extract writer."""
-    step = _copy_rows(sources)
+def _copy(
+    sources: list[PartFile], failed: dict[str, str], writer: FeatureWriter, step: int
+) -> None:
+    """Every row and failure record again, through an extract writer, `step` rows a read."""
     try:
         for s in sources:
             f = s.file
@@ -243,5 +244,5 @@ def _join_h5(
         else:
             row_shape, dtype, compression = features_layout(sources[0].path)
             writer = H5Writer.create(tmp, settings, row_shape, dtype, compression, None, reductions)
-            _copy(sources, failed, writer)
+            _copy(sources, failed, writer, _copy_rows(sources))
         record_join(tmp, record, reductions)
