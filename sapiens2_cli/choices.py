@@ -75,6 +75,12 @@ class Layout(Choice):
     TOKENS = "tokens", "(T, D) per layer"
     MAP = "map", "(D, h, w) per layer; patch tokens only"
 
+    @property
+    def feature_axis(self) -> int:
+        """The D axis of a batch of rows (k, L, ...): 2 in (k, L, D, h, w), else the last.
+        What int8 quantizes per token, a projection multiplies and PCA samples."""
+        return 2 if self is Layout.MAP else -1
+
 
 class ResizeMode(Choice):
     STRETCH = "stretch", "upstream's: to H x W, ignoring the aspect ratio"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sapiens2_cli.choices import Layout
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.projection import Projection
 from sapiens2_cli.writers.reader import FeatureFile, open_features
@@ -24,8 +25,7 @@ CHUNK_BYTES = 64 << 20
 
 def token_vectors(block: np.ndarray, layout: str) -> np.ndarray:
     """Rows as read, (r, L, ...), -> every D-vector they hold, (N, D) float64."""
-    if layout == "map":  # (r, L, D, h, w)
-        block = np.moveaxis(block, 2, -1)
+    block = np.moveaxis(block, Layout(layout).feature_axis, -1)
     return block.reshape(-1, block.shape[-1]).astype(np.float64)
 
 
@@ -82,7 +82,7 @@ def fit(source: FeatureFile, k: int, rows: int | None = None, chunk_rows: int | 
     step = chunk_rows or max(1, CHUNK_BYTES // (4 * int(np.prod(source.row_shape))))
     moments = Moments()
     for start in range(0, len(index), step):
-        block = source.read(index[start : start + step]).astype(np.float32)
+        block = source.read(index[start : start + step])  # token_vectors makes float64
         moments.add(token_vectors(block, settings.get("layout", "tokens")))
     mean, covariance = moments.mean_covariance()
     values, vectors = np.linalg.eigh(covariance)  # ascending

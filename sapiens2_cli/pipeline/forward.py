@@ -209,9 +209,7 @@ class DeviceModel:
             kept = self.model.forward_kept(x, self.layers, self.tokens, self.layout)
             kept = pool_patches(kept, self.tokens, self.layout, self.grid, self.pool)
         kept, energy = project(kept, self.projection)
-        return store(kept, self.dtype, dim=2 if self.layout == "map" else -1)._replace(
-            energy=energy
-        )
+        return store(kept, self.dtype, dim=Layout(self.layout).feature_axis)._replace(energy=energy)
 
 
 def _to_pinned(t: torch.Tensor) -> torch.Tensor:

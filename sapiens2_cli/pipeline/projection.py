@@ -25,7 +25,7 @@ class DeviceProjection:
 
     def __call__(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, ...) features -> (projected, (B, 2) float64 energies)."""
-        axis = 2 if self.layout == Layout.MAP else -1  # (B, L, D, h, w) or (B, L, ..., D)
+        axis = Layout(self.layout).feature_axis
         with torch.autocast(kept.device.type, enabled=False):
             centred = kept.float().movedim(axis, -1) - self.mean
             y = centred @ self.components.T

@@ -16,7 +16,7 @@ from types import MappingProxyType, TracebackType
 import h5py
 import numpy as np
 
-from sapiens2_cli.choices import StorageDtype
+from sapiens2_cli.choices import Layout, StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.remote import is_url, local_path
 from sapiens2_cli.writers.base import FORMAT_VERSION, concat_columns, filled
@@ -113,7 +113,7 @@ class FeatureFile(ABC):
         from sapiens2_cli.projection import recorded_projection
 
         found = recorded_projection(self._path, self.settings, projection)
-        axis = 2 if self.settings.get("layout") == "map" else -1  # (k, L, D, h, w)
+        axis = Layout(self.settings.get("layout", Layout.TOKENS)).feature_axis
         return found.reconstruct(self.read(rows), axis=axis)
 
     @property

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sapiens2_cli.choices import Layout
 from sapiens2_cli.errors import Sapiens2Error
 
 if TYPE_CHECKING:
@@ -127,18 +128,15 @@ def join_reductions(parts: Mapping[str, dict[str, dict]]) -> dict:
     return joined
 
 
-def scale_axis(layout: str) -> int:
-    """The D axis of a stored batch (k, L, ...), which one int8 scale covers per token."""
-    return 2 if layout == "map" else -1
-
-
 def scale_shape(row_shape: Sequence[int], layout: str) -> tuple[int, ...]:
     """One row's int8 scales: the row's shape (L, ...) without its D axis."""
-    shape, axis = list(row_shape), scale_axis(layout)
+    shape, axis = list(row_shape), Layout(layout).feature_axis
     del shape[axis - 1 if axis > 0 else axis]  # a row has no batch axis
     return tuple(shape)
 
 
 def dequantize(q: np.ndarray, scales: np.ndarray, layout: str) -> np.ndarray:
     """float32 q * scale, each token's scale broadcast over its D values."""
-    return q.astype(np.float32) * np.expand_dims(scales.astype(np.float32), scale_axis(layout))
+    return q.astype(np.float32) * np.expand_dims(
+        scales.astype(np.float32), Layout(layout).feature_axis
+    )
