@@ -99,10 +99,6 @@ class OutputSettings:
                 out[f.name] = value.value if hasattr(value, "value") else value
         return out
 
-    def difference(self, existing: dict) -> str | None:
-        """The first setting a resume must match that differs in `existing`, or None."""
-        return difference(existing, self.to_dict())
-
 
 def resume_keys() -> dict[str, str]:
     """Settings a resume must match, with the flag that sets each."""

@@ -58,7 +58,7 @@ def run_at_url(
         try:
             summary = run(folder, upload)
         except Sapiens2Error as e:
-            raise Sapiens2Error(str(e).replace(str(folder), url)) from None
+            raise Sapiens2Error(str(e).replace(str(folder), url.rstrip("/"))) from None
         except KeyboardInterrupt as stop:  # Interrupted carries the summary so far
             if hasattr(stop, "summary"):
                 stop.summary = replace(stop.summary, output=url)
