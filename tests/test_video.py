@@ -18,6 +18,7 @@ from media import frame_pixels, index_of, make_video, pixels, plain_decode
 from PIL import Image
 
 from sapiens2_cli.pipeline.decode import decode_image, fit
+from sapiens2_cli.pipeline.video import VideoSource
 from sapiens2_cli.pipeline.video_decoder import FrameDecoder
 from sapiens2_cli.pipeline.video_probe import DEFAULT_FPS, VideoError, probe
 
@@ -284,3 +285,12 @@ def test_no_decoding_threads_survive_into_a_fork(clips):
         os._exit(0)
     os.waitpid(pid, 0)
     assert decoder.cursor is None and threads() <= before
+
+
+def test_one_source_reads_every_video_through_one_decoder(clips):
+    """Catches a reader (and so an open decoder) per expansion: a folder mixing photos and
+    videos is expanded in several runs, and each run's reader kept a video open in every
+    decode worker."""
+    source = VideoSource(1.0)
+    first, second = (source.expand([str(clips[name])]).items for name in ("mp4", "mkv"))
+    assert first and second and first[0].reader is second[0].reader

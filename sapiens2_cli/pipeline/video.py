@@ -41,7 +41,8 @@ class VideoReader(Reader):
     #: to spread a seek over many frames, few enough to keep a long video from holding a
     #: worker, or its memory, for long.
     chunk_rows = 256
-    #: This reader's open video, decoded on by its next run (one per decode worker).
+    #: This reader's open video, decoded on by its next run (one reader per source, so
+    #: one open video per decode worker).
     decoder: FrameDecoder = field(default_factory=FrameDecoder, compare=False, repr=False)
 
     def read(self, items: Sequence[Item], prep: Preprocess) -> Iterator[Row | Failure]:
@@ -80,9 +81,10 @@ class VideoSource(Source):
 
     def __init__(self, fps: float = DEFAULT_FPS) -> None:
         self.fps = fps  # frames kept per second; 0: every frame
+        self._reader = VideoReader()  # every expansion's: one decoder, one open video
 
     def expand(self, files: Sequence[str]) -> Expansion:
-        reader, out = VideoReader(), Expansion()
+        reader, out = self._reader, Expansion()
         for file in files:
             try:
                 found = probe(file, self.fps or None)

@@ -39,6 +39,7 @@ class InputImages:
         self.video_fps = video_fps  # the rate extract sampled videos at (OUT's video_fps)
         self.image_column = image_column  # Parquet / Arrow inputs' (OUT's image_column)
         self._listed: dict[str, tuple[dict[str, Item], list[Failure]]] = {}
+        self._videos: Source | None = None  # one source (so one open video) for every video
 
     def path(self, key: str) -> str:
         """Where the file of `key` is looked for (as a string: a tar member's name is kept
@@ -73,7 +74,8 @@ class InputImages:
         else:
             from sapiens2_cli.pipeline.video import VideoSource  # PyAV only for videos
 
-            item = self._item(path, VideoSource(self.video_fps), derived_key(path, fragment))
+            self._videos = self._videos or VideoSource(self.video_fps)
+            item = self._item(path, self._videos, derived_key(path, fragment))
         row = next(iter(item.reader.read([item], Preprocess(size))))
         if isinstance(row, Failure):
             raise ImageError(row.reason)
