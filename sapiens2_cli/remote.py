@@ -56,9 +56,10 @@ def local_path(path: str) -> str:
     return urlsplit(path).path if scheme(path) == "file" else path
 
 
-def filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path within it) for `url`; raises Sapiens2Error for a missing
-    extra, an unknown scheme or credentials written into the URL."""
+def check_url(url: str) -> None:
+    """Raise Sapiens2Error, before any work, for credentials written into `url` or a
+    missing extra for its scheme (asks no server: a URL taken from a list unlisted is
+    checked so, not per object in the decode workers)."""
     name = scheme(url)
     if "@" in urlsplit(url).netloc:
         raise Sapiens2Error(
@@ -68,14 +69,22 @@ def filesystem(url: str) -> tuple[Any, str]:
     package, extra = _PACKAGES.get(name, ("fsspec", None))
     try:
         importlib.import_module(package)  # fsspec would not notice one gone since it loaded
-        import fsspec
-
-        return fsspec.core.url_to_fs(url)
+        importlib.import_module("fsspec")
     except ImportError:
         install = f"pip install 'sapiens2-cli[{extra}]'" if extra else f"pip install {package}"
         raise Sapiens2Error(f"{name}:// inputs need {package}: {install}") from None
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for `url`; raises Sapiens2Error for a missing
+    extra, an unknown scheme or credentials written into the URL."""
+    check_url(url)
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
     except ValueError as e:
-        raise Sapiens2Error(f"cannot read {name}:// URLs ({one_line(e)})") from None
+        raise Sapiens2Error(f"cannot read {scheme(url)}:// URLs ({one_line(e)})") from None
 
 
 @contextlib.contextmanager

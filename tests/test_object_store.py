@@ -212,6 +212,19 @@ def test_a_missing_extra_is_named(committed, monkeypatch):
     assert "pip install 'sapiens2-cli[s3]'" in message
 
 
+@pytest.mark.parametrize("why", ["missing extra", "credentials"])
+def test_objects_from_a_list_are_checked_before_any_work(committed, monkeypatch, tmp_path, why):
+    """Catches URLs taken from a list unlisted reaching the decode workers unchecked, where a
+    missing extra or credentials in the URL became one failure record per object."""
+    if why == "missing extra":
+        monkeypatch.setitem(sys.modules, "s3fs", None)
+    objects = [url("photos/a.jpg"), "s3://key:secret@data/photos/b.jpg"]
+    listed = tmp_path / "list.txt"
+    listed.write_text(objects[why == "credentials"] + "\n")
+    message = refuse(committed, "--files-from", listed)
+    assert ("sapiens2-cli[s3]" if why == "missing extra" else "carries credentials") in message
+
+
 def test_credentials_in_a_url_are_refused(committed):
     assert "carries credentials" in refuse(committed, "s3://key:secret@data/photos")
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.pipeline.items import Failure, ImageReader, Item, file_key
-from sapiens2_cli.remote import errors, is_url, list_objects, local_path, read_bytes
+from sapiens2_cli.remote import check_url, errors, is_url, list_objects, local_path, read_bytes
 
 #: Extensions picked up when walking a folder (case-insensitive). Files named explicitly,
 #: or listed on stdin / --files-from, are taken whatever their extension.
@@ -241,6 +241,7 @@ def _expand(items: Iterable[str], listing: Listing, strict: bool) -> list[str]:
             if strict or item.endswith("/"):
                 out += list_objects(item, lambda rel: wanted(rel, listing))
             else:
+                check_url(item)
                 out.append(item)
             continue
         item = local_path(item)
