@@ -33,6 +33,7 @@ from sapiens2_cli.pipeline.items import Preprocess, Row
 from sapiens2_cli.pipeline.loader import work_units
 from sapiens2_cli.pipeline.sources import ImageSource, list_files
 from sapiens2_cli.remote import read_bytes
+from sapiens2_cli.values import parse_size
 
 BUCKET = "bench"
 
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="on one line")
     args = parser.parse_args()
-    prep = Preprocess(tuple(int(v) for v in args.size.split("x")))
+    prep = Preprocess(parse_size(args.size))
     with moto_server() as endpoint, tempfile.TemporaryDirectory() as tmp:
         os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
         import boto3
@@ -97,7 +98,7 @@ def main() -> None:
         listed: list[str] = []
         list_s = timed(lambda: listed.extend(list_files([f"s3://{BUCKET}/many/"])))
         assert len(listed) == made, (len(listed), made)
-        image = tuple(int(v) for v in args.image.split("x"))
+        image = parse_size(args.image)
         images = make_images(Path(tmp) / "loose", args.count, image)
         for path in images:
             client.upload_file(str(path), BUCKET, f"photos/{path.name}")

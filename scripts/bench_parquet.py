@@ -30,6 +30,7 @@ from sapiens2_cli.pipeline.items import Preprocess, Row
 from sapiens2_cli.pipeline.loader import work_units
 from sapiens2_cli.pipeline.parquet import ParquetSource
 from sapiens2_cli.pipeline.sources import ImageSource
+from sapiens2_cli.values import parse_size
 
 
 def write_tables(folder: Path, images: list[Path], group: int) -> dict[str, Path]:
@@ -61,8 +62,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    image = tuple(int(v) for v in args.image.split("x"))
-    prep = Preprocess(tuple(int(v) for v in args.size.split("x")))
+    image = parse_size(args.image)
+    prep = Preprocess(parse_size(args.size))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         images = make_images(folder / "loose", args.count, image)

@@ -6,7 +6,7 @@ rows (random float16, one `original_size` column, in batches as `extract` hands 
 with the HDF5 writer, the npy writer and, as the yardstick, a plain `write` of the same
 batches to one file followed by one fsync (what `dd bs=16M conv=fdatasync` does). Each is
 timed from opening to a closed, durable file; the methods take turns within each repeat
-and each output is deleted before the next starts. The ratio is the writer's rate over the
+and every output is kept until the run ends (see `timed`). The ratio is the writer's rate over the
 plain write's rate in the same repeat. The first repeat ran slow for every method on
 this VM's disk: use --repeats 3 or more and the medians. Run it on the disk you will
 write to (`--dir`).

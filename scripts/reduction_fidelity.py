@@ -35,6 +35,7 @@ from sapiens2_cli.pipeline.projection import DeviceProjection, project
 from sapiens2_cli.pipeline.storage import store
 from sapiens2_cli.values import parse_size
 from sapiens2_cli.writers import open_features
+from sapiens2_cli.writers.reductions import dequantize
 
 #: (name, pool K, project, storage dtype), in the table's order.
 OPTIONS = [
@@ -63,9 +64,12 @@ def row(x: torch.Tensor, pool: int, projection, dtype: StorageDtype, grid) -> di
     device = projection and DeviceProjection(projection, Layout.TOKENS, torch.device("cpu"))
     y, _ = project(kept, device)
     stored = store(y, dtype)
-    values = stored.features.float()
-    if stored.scales is not None:
-        values = values * stored.scales.float().unsqueeze(-1)
+    if stored.scales is None:
+        values = stored.features.float()
+    else:  # as the reader gives int8 back: q x scale
+        values = torch.from_numpy(
+            dequantize(stored.features.numpy(), stored.scales.numpy(), Layout.TOKENS)
+        )
     if projection is not None:
         values = torch.from_numpy(projection.reconstruct(values.numpy()))
     nbytes = stored.features[0].nbytes + (0 if stored.scales is None else stored.scales[0].nbytes)

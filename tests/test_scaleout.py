@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from events import committed_rows, wait_for_rows
 from extract_helpers import extract, extract_subprocess
 from paths import DATA, TINY
 from PIL import Image
+from s3_server import free_port
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
@@ -93,12 +93,6 @@ def assert_same_as_single_run(out, want) -> dict:
 
 def merge(*argv):
     return CliRunner().invoke(app, ["merge", *map(str, argv)])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(*argv, **kw) -> subprocess.Popen:

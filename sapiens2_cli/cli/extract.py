@@ -329,7 +329,7 @@ _NOT_OPTIONS = ("inputs", "output", "strict", "as_json", "quiet")
 
 def _option_keywords(flags: dict) -> dict:
     """The command's parameters as ExtractOptions' keywords: each flag's field has the
-    flag's name (docs/api.md), but for -f/--format, which is `output_format` here."""
+    flag's name (docs/api.md), but for --format, which is `output_format` here."""
     keywords = {name: value for name, value in flags.items() if name not in _NOT_OPTIONS}
     keywords["format"] = keywords.pop("output_format")
     keywords["files_from"] = tuple(keywords["files_from"] or ())

@@ -46,7 +46,7 @@ def info_command(
     scales = " with float16 scales" if settings.get("dtype") == "int8" else ""
     typer.echo(
         f"bytes per row: {fields['bytes_per_row']:,} (features {settings.get('dtype')} "
-        f"{tuple(f.row_shape)}{scales})"
+        f"{tuple(fields['row_shape'])}{scales})"
     )
     typer.echo("settings: " + ", ".join(f"{k}={_text(v)}" for k, v in settings.items()))
     typer.echo("reductions:" if fields["reductions"] else "reductions: none")

@@ -133,5 +133,5 @@ def given_once(values: list[Choice] | None, flag: str) -> Choice | None:
     silently keep the last): the one value, None if not given."""
     if values and len(set(values)) > 1:
         given = " and ".join(f"{flag} {v}" for v in values)
-        raise Sapiens2Error(f"{given} both choose the storage dtype: give {flag} once")
+        raise Sapiens2Error(f"{given} both choose one setting: give {flag} once")
     return values[0] if values else None
