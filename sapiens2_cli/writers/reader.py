@@ -178,12 +178,14 @@ class H5Features(FeatureFile):
             reasons = f["failed_errors"].asstr(errors="surrogateescape")[:m]
             self.failed = replay(zip(keys, reasons, strict=True))
             self.failed_records = m
+            # looked up once: FeatureDataset reads one row at a time
+            self._datasets = {name: f[name] for name in ("features", "scales") if name in f}
         except BaseException:
             self._file.close()
             raise
 
     def _read_sorted(self, index: np.ndarray, name: str) -> np.ndarray:
-        data = self._file[name]
+        data = self._datasets[name]
         if index.size == index[-1] - index[0] + 1:  # a contiguous run: one hyperslab
             return data[index[0] : index[-1] + 1]
         return data[index]
