@@ -47,11 +47,15 @@ def is_no_room(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in NO_ROOM
 
 
+def nearest_folder(path: Path) -> Path:
+    """`path` if it is a folder, else its nearest existing parent folder."""
+    return next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+
+
 def disk_full(path: Path, error: OSError) -> Sapiens2Error:
     """The one line for a write to `path` refused for want of room: says so, and how much
     is free where `path` lives, since the OSError's own text may not (numpy's short write)."""
-    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
-    free = shutil.disk_usage(folder).free / 2**20
+    free = shutil.disk_usage(nearest_folder(path)).free / 2**20
     return Sapiens2Error(
         f"writing {path} failed: the disk is full ({os.strerror(error.errno)}; {free:.1f} MiB "
         "free there): free space and run the same command again; what was written before is "

@@ -13,7 +13,7 @@ import numpy as np
 
 from sapiens2_cli.choices import OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers.base import FeatureWriter, OutputLock
+from sapiens2_cli.writers.base import FeatureWriter, OutputLock, nearest_folder
 from sapiens2_cli.writers.hdf5 import H5Writer
 from sapiens2_cli.writers.npy import NpyWriter, Sink, default_shard_rows, is_own_file
 from sapiens2_cli.writers.reader import detect_format, is_output, open_features
@@ -54,7 +54,7 @@ def check_output_path(path: Path, fmt: OutputFormat, overwrite: bool) -> None:
         _check_own_folder(path)
     elif path.exists():
         raise _not_replaceable(path)
-    folder = next(p for p in (path, *path.parents) if p.is_dir())
+    folder = nearest_folder(path)
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise Sapiens2Error(
