@@ -36,12 +36,12 @@ if TYPE_CHECKING:
         load_backbone,
         normalize_pixels,
     )
-    from sapiens2_cli.pipeline.job import extract
-    from sapiens2_cli.pipeline.options import ExtractOptions
-    from sapiens2_cli.pipeline.progress import ProgressStep, Summary
-    from sapiens2_cli.pipeline.runner import Interrupted
-    from sapiens2_cli.writers import open_features
-    from sapiens2_cli.writers.dataset import FeatureDataset
+    from sapiens2_cli.engine.job import extract
+    from sapiens2_cli.config.options import ExtractOptions
+    from sapiens2_cli.engine.progress import ProgressStep, Summary
+    from sapiens2_cli.engine.runner import Interrupted
+    from sapiens2_cli.output import open_features
+    from sapiens2_cli.output.dataset import FeatureDataset
 
 #: Where each name lives; the extraction engine pulls in the pipeline and writers.
 _LAZY = {
@@ -61,13 +61,13 @@ _LAZY = {
         ],
         "sapiens2_cli.model",
     ),
-    "extract": "sapiens2_cli.pipeline.job",
-    "ExtractOptions": "sapiens2_cli.pipeline.options",
-    "Interrupted": "sapiens2_cli.pipeline.runner",
-    "ProgressStep": "sapiens2_cli.pipeline.progress",
-    "Summary": "sapiens2_cli.pipeline.progress",
-    "open_features": "sapiens2_cli.writers",
-    "FeatureDataset": "sapiens2_cli.writers.dataset",
+    "extract": "sapiens2_cli.engine.job",
+    "ExtractOptions": "sapiens2_cli.config.options",
+    "Interrupted": "sapiens2_cli.engine.runner",
+    "ProgressStep": "sapiens2_cli.engine.progress",
+    "Summary": "sapiens2_cli.engine.progress",
+    "open_features": "sapiens2_cli.output",
+    "FeatureDataset": "sapiens2_cli.output.dataset",
 }
 
 

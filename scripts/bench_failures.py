@@ -1,6 +1,6 @@
 """Time the writers on many failure records and many tiny rows, both formats.
 
-Issue 12: HDF5 rewrote every failure record on every batch (20,000 failures took 38 s,
+Why: HDF5 once rewrote every failure record on every batch (20,000 failures took 38 s,
 40,000 took 124 s). Appending must cost the same at the last record as at the first, so
 this prints the time of the first and the last tenth of the records beside the total.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sapiens2_cli.writers import RowBatch, open_features, open_writer
+from sapiens2_cli.output import RowBatch, open_features, open_writer
 
 SETTINGS = {
     "arch": "custom",

@@ -1,4 +1,4 @@
-"""Frames per second decoded by sapiens2_cli.pipeline.video against plain FFmpeg decoding.
+"""Frames per second decoded by sapiens2_cli.inputs.video.source against plain FFmpeg decoding.
 
 Makes a clip (default 1080p, 10 s at 30 fps, H.264 via libx264 with B-frames and a
 keyframe every 2 s, as phone and web video is), then in the same run times:
@@ -39,8 +39,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from sapiens2_cli.pipeline.video_decoder import FrameDecoder
-from sapiens2_cli.pipeline.video_probe import probe
+from sapiens2_cli.inputs.video.decoder import FrameDecoder
+from sapiens2_cli.inputs.video.probe import probe
 
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "coffee.jpg"
 

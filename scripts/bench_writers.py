@@ -1,6 +1,6 @@
 """Both writers against a plain sequential write of the same bytes, in one run.
 
-Issue 19: at 1b a row is 3,072 patch tokens x 1,536 x 2 B = 9.4 MB, and one GPU at 60
+Why: at 1b a row is 3,072 patch tokens x 1,536 x 2 B = 9.4 MB, and one GPU at 60
 images/s must write 566 MB/s, so a writer must keep up with the disk. This writes 1b-shaped
 rows (random float16, one `original_size` column, in batches as `extract` hands them over)
 with the HDF5 writer, the npy writer and, as the yardstick, a plain `write` of the same
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sapiens2_cli.writers import RowBatch, open_writer
+from sapiens2_cli.output import RowBatch, open_writer
 
 SETTINGS = {  # what a 1b extract at 1024x768 records; the writers only store it
     **{"arch": "1b", "checkpoint_sha256": "0" * 64, "embed_dim": 1536, "layers": [-1]},

@@ -3,7 +3,7 @@
 The tolerance held for `--weights-dtype bf16` (the default under `--precision bf16`) is a
 cosine similarity >= 0.999 per image, over the kept features of each image, on real
 photos. The tests check it with the tiny weights; this checks a real checkpoint, on the
-device given, through the same device stage extract uses (pipeline/forward.py), at batch 1.
+device given, through the same device stage extract uses (engine/forward.py), at batch 1.
 
     python scripts/check_weights_dtype.py tests/data --arch 1b --device cuda --json
     python scripts/check_weights_dtype.py PHOTOS --checkpoint sapiens2_1b_pretrain.safetensors
@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sapiens2_cli.choices import Layout, StorageDtype, TokenMode
-from sapiens2_cli.device import resolve_device
+from sapiens2_cli.config.choices import Layout, StorageDtype, TokenMode
+from sapiens2_cli.engine.device import resolve_device
 from sapiens2_cli.model import load_backbone
-from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.pipeline.forward import DeviceModel
-from sapiens2_cli.pipeline.sources import list_images
-from sapiens2_cli.pipeline.weights import resolve_weights
-from sapiens2_cli.values import parse_size
+from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.engine.forward import DeviceModel
+from sapiens2_cli.inputs.sources import list_images
+from sapiens2_cli.weights.resolve import resolve_weights
+from sapiens2_cli.config.values import parse_size
 
 MIN_COSINE = 0.999
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements docs/performance.md is waiting for (issue 7), in one go.
+# The GPU measurements docs/performance.md is waiting for (images/s, peak memory on a GPU), in one go.
 #
 #   scripts/gpu_suite.sh [OUT]          # default OUT: gpu_results/
 #   IMAGES=/data/photos_1024x768 scripts/gpu_suite.sh     # real JPEGs instead of made ones

@@ -5,7 +5,7 @@ The model runs once per image through the real `extract` (float32 compute and st
 `--tokens patch`, the last layer): that is the reference. PCA is fitted on it with the
 real `sapiens2 pca` code (`fit_output`). Each option then goes through extract's own
 device stage on those float32 tokens (`pool_patches`, the projection, the storage
-cast or int8 quantization, pipeline/forward.py): the same steps, in the same order, that a
+cast or int8 quantization, engine/forward.py): the same steps, in the same order, that a
 run with the option takes after the model, so one forward pass serves every row of the
 table. Fidelity compares what a reader gets back (`read` for int8, `reconstruct` for PCA:
 back to D) with the float32 reference, on the same (pooled, for pool) grid: relative error
@@ -25,17 +25,17 @@ from pathlib import Path
 import torch
 
 from sapiens2_cli.bench.pipeline import random_checkpoint
-from sapiens2_cli.choices import Layout, StorageDtype, TokenMode
+from sapiens2_cli.config.choices import Layout, StorageDtype, TokenMode
 from sapiens2_cli.model import get_config
-from sapiens2_cli.pca import fit_output
-from sapiens2_cli.pipeline.job import extract
-from sapiens2_cli.pipeline.options import ExtractOptions
-from sapiens2_cli.pipeline.pooling import pool_patches
-from sapiens2_cli.pipeline.projection import DeviceProjection, project
-from sapiens2_cli.pipeline.storage import store
-from sapiens2_cli.values import parse_size
-from sapiens2_cli.writers import open_features
-from sapiens2_cli.writers.reductions import dequantize
+from sapiens2_cli.reduce.pca import fit_output
+from sapiens2_cli.engine.job import extract
+from sapiens2_cli.config.options import ExtractOptions
+from sapiens2_cli.reduce.pool import pool_patches
+from sapiens2_cli.reduce.apply_projection import DeviceProjection, project
+from sapiens2_cli.reduce.cast import store
+from sapiens2_cli.config.values import parse_size
+from sapiens2_cli.output import open_features
+from sapiens2_cli.reduce.losses import dequantize
 
 #: (name, pool K, project, storage dtype), in the table's order.
 OPTIONS = [

@@ -34,7 +34,7 @@ def cpu_bf16_as_asked():
         return
     if FAKE_CPU_BF16 not in ("yes", "no"):
         raise pytest.UsageError("SAPIENS2_TEST_CPU_BF16 is yes or no")
-    from sapiens2_cli import device
+    from sapiens2_cli.engine import device
 
     real, proc = device.cpu_flags, Path("/proc/cpuinfo")
     faked = real(proc) - set(device.CPU_BF16_FLAGS)

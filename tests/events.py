@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.output import open_features
 
 #: Set in a subprocess's environment, Python writes one line on stderr as each import
 #: ends ("import time: self | cumulative | name"): the moments of start-up, as events.

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
 from sapiens2_cli.bench import count_cost, peak_tflops, time_forward
 from sapiens2_cli.bench.pipeline import time_pipeline
-from sapiens2_cli.choices import Precision, StorageDtype
+from sapiens2_cli.config.choices import Precision, StorageDtype
 from sapiens2_cli.cli import app
 from sapiens2_cli.model import get_config
 
@@ -106,7 +106,7 @@ TINY_CONFIG = Sapiens2Config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64
 
 def test_auto_batch_size_is_one_on_cpu():
     """Catches: a CPU run probing batch sizes (a CPU out of memory kills, it does not raise)."""
-    from sapiens2_cli.pipeline.forward import DeviceModel
+    from sapiens2_cli.engine.forward import DeviceModel
 
     stage = DeviceModel(
         build_backbone(TINY_CONFIG),

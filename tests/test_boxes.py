@@ -12,7 +12,7 @@ import pytest
 from paths import DATA
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.boxes import box_problem, load_boxes
+from sapiens2_cli.inputs.boxes.box_file import box_problem, load_boxes
 
 
 @pytest.fixture

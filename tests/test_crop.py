@@ -17,9 +17,9 @@ import pytest
 from paths import DATA
 from PIL import Image
 
-from sapiens2_cli.pipeline.boxes import Box
-from sapiens2_cli.pipeline.crop import crop_box, read_rgb
-from sapiens2_cli.pipeline.decode import ImageError, decode_image
+from sapiens2_cli.inputs.boxes.box_file import Box
+from sapiens2_cli.inputs.boxes.crop import crop_box, read_rgb
+from sapiens2_cli.inputs.decode import ImageError, decode_image
 
 SIZE = (64, 48)  # (H, W): not square, so a swapped axis shows
 PERSON = Box(10.0, 5.0, 85.0, 123.0, 0)  # the astronaut in astronaut.png (128 x 128)

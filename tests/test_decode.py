@@ -8,8 +8,8 @@ from hostile_corpus import make_corpus
 from paths import DATA
 from PIL import Image, ImageOps
 
-from sapiens2_cli.pipeline import decode as decode_module
-from sapiens2_cli.pipeline.decode import FILL, ImageError, decode_image, read_rgb
+from sapiens2_cli.inputs import decode as decode_module
+from sapiens2_cli.inputs.decode import FILL, ImageError, decode_image, read_rgb
 
 SIZE = (64, 48)  # (H, W)
 

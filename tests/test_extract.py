@@ -23,8 +23,8 @@ from paths import DATA, GOLDEN, TINY
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.output import open_features
 
 
 @pytest.fixture(scope="module")

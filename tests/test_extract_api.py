@@ -11,7 +11,7 @@ from paths import DATA, TINY
 
 import sapiens2_cli
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.output import open_features
 
 
 @pytest.mark.parametrize(

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.model import load_backbone, normalize_pixels
-from sapiens2_cli.pipeline.boxes import Box
-from sapiens2_cli.pipeline.crop import crop_box, read_rgb
-from sapiens2_cli.writers import open_features
-from sapiens2_cli.writers.parts import part_index
+from sapiens2_cli.inputs.boxes.box_file import Box
+from sapiens2_cli.inputs.boxes.crop import crop_box, read_rgb
+from sapiens2_cli.output import open_features
+from sapiens2_cli.output.parts import part_index
 
 SIZE = (64, 48)
 BOXES = """path,x,y,w,h,score
@@ -124,7 +124,7 @@ def test_resume_goes_box_by_box(photos, tmp_path):
 
 def test_each_image_is_decoded_once_for_all_its_boxes(photos, tmp_path, monkeypatch):
     """Catches a reader that decodes the photo again for every box (--workers 0: in here)."""
-    import sapiens2_cli.pipeline.crop as crop
+    import sapiens2_cli.inputs.boxes.crop as crop
 
     opened: list[str] = []
     real = crop.read_rgb

@@ -27,7 +27,7 @@ from extract_helpers import extract, extract_subprocess
 from paths import TINY
 from PIL import Image
 
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.output import open_features
 
 N_IMAGES = 150
 pytestmark = pytest.mark.slow

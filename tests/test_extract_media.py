@@ -22,9 +22,9 @@ from paths import DATA
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline import video
-from sapiens2_cli.pipeline.video_probe import Probe
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.inputs.video import source as video
+from sapiens2_cli.inputs.video.probe import Probe
+from sapiens2_cli.output import open_features
 
 
 @pytest.fixture

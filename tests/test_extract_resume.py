@@ -19,7 +19,7 @@ from fake_hub import FakeHub, point_at
 from paths import DATA, TINY
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.output import open_features
 
 
 def test_resume_skips_done_adds_new_and_retries_failures(tmp_path):
@@ -132,7 +132,7 @@ def test_a_refused_resume_leaves_out_byte_identical_and_asks_no_hub(tmp_path, mo
 def test_a_resume_with_precision_auto_keeps_outs_and_says_so(tmp_path, monkeypatch, caplog):
     """Catches: `--precision auto` resuming an fp32 output on a bf16 CPU refused (or run in
     bf16) where every other setting left out is taken from OUT, or taken silently."""
-    monkeypatch.setattr("sapiens2_cli.device.cpu_flags", lambda: {"flags", "amx_bf16"})
+    monkeypatch.setattr("sapiens2_cli.engine.device.cpu_flags", lambda: {"flags", "amx_bf16"})
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(DATA / "coffee.jpg", src / "a.jpg")

@@ -14,7 +14,7 @@ from extract_helpers import FAST, extract
 from media import PHOTOS, make_tar
 from paths import DATA
 
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.output import open_features
 
 #: Float32 features computed in float32, so rows of the same pixels compare exactly.
 EXACT = ["--precision", "fp32", "--dtype", "float32"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_writers import ROW, SETTINGS, batch, killed
 
-from sapiens2_cli.writers import RowBatch, open_features, open_writer
-from sapiens2_cli.writers.hdf5 import H5Writer
+from sapiens2_cli.output import RowBatch, open_features, open_writer
+from sapiens2_cli.output.hdf5.writer import H5Writer
 
 
 @pytest.fixture(params=["h5", "npy"])

@@ -1,4 +1,4 @@
-"""The device stage of extract (pipeline/forward.py) and the stage profile, on the tiny
+"""The device stage of extract (engine/forward.py) and the stage profile, on the tiny
 weights: exactness against the model run directly, bf16 weights within tolerance, the
 range check, torch.compile without recompiles, fused GQA attention."""
 
@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from extract_helpers import FAST, extract
 from paths import DATA, TINY
 
-from sapiens2_cli.choices import StorageDtype
+from sapiens2_cli.config.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
-from sapiens2_cli.pipeline.decode import decode_image
-from sapiens2_cli.pipeline.forward import DeviceModel
-from sapiens2_cli.pipeline.job import extract as library_extract
-from sapiens2_cli.pipeline.profile import STAGES
-from sapiens2_cli.pipeline.storage import check_range, store
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.engine.forward import DeviceModel
+from sapiens2_cli.engine.job import extract as library_extract
+from sapiens2_cli.engine.profile import STAGES
+from sapiens2_cli.reduce.cast import check_range, store
+from sapiens2_cli.output import open_features
 
 SIZE = (64, 48)
 GRID = (4, 3)

@@ -15,7 +15,7 @@ from paths import ROOT
 from PIL import Image
 from test_writers import ROW, SETTINGS, batch
 
-from sapiens2_cli.writers import open_features, open_writer
+from sapiens2_cli.output import open_features, open_writer
 
 
 def on_a_full_disk(limit: int, *argv: object) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from sapiens2_cli import Sapiens2Error, build_backbone
 from sapiens2_cli.cli import app
-from sapiens2_cli.hub import hub_file, is_cached, resolve_checkpoint
+from sapiens2_cli.weights.hub import hub_file, is_cached, resolve_checkpoint
 
 REPO = "facebook/sapiens2-pretrain-0.4b"
 FILE = "sapiens2_0.4b_pretrain.safetensors"

@@ -1,4 +1,4 @@
-"""The npy writer streams rows into the shard file (issue 19): no concatenated copy of a
+"""The npy writer streams rows into the shard file: no concatenated copy of a
 shard in memory, and the shard's bytes are still exactly what np.save makes of its rows."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 from test_writers import SETTINGS, killed
 
-from sapiens2_cli.writers import RowBatch, open_features, open_writer
+from sapiens2_cli.output import RowBatch, open_features, open_writer
 
 ROW = (1, 64, 64)  # 8 KiB per float16 row
 SHARD_ROWS = 256  # 2 MiB shards

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sapiens2_cli.choices import StorageDtype
+from sapiens2_cli.config.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import normalize_pixels
-from sapiens2_cli.pipeline.decode import resize_to
-from sapiens2_cli.pipeline.storage import check_range, store
+from sapiens2_cli.inputs.decode import resize_to
+from sapiens2_cli.reduce.cast import check_range, store
 
 
 def test_normalization_channel_order_and_0_255_scale():

@@ -21,7 +21,7 @@ from paths import TINY
 from s3_server import free_port, http_server, moto_server
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.output import open_features
 
 s3fs = pytest.importorskip("s3fs")
 EXACT = [*FP32, "--dtype", "float32", "--batch-size", "1"]
@@ -125,7 +125,7 @@ def test_objects_over_http_read_as_their_local_copies(bucket, tmp_path):
 
 
 def test_listing_a_prefix_is_one_paginated_listing(s3, monkeypatch):
-    from sapiens2_cli.pipeline.sources import list_files
+    from sapiens2_cli.inputs.sources import list_files
 
     s3.pipe({f"{BUCKET}/many/{i:04d}.jpg": b"x" for i in range(1001)})
     calls = []
@@ -143,7 +143,7 @@ def test_listing_a_prefix_is_one_paginated_listing(s3, monkeypatch):
 
 
 def test_a_file_url_is_the_local_path_it_names(bucket):
-    from sapiens2_cli.pipeline.sources import list_files
+    from sapiens2_cli.inputs.sources import list_files
 
     folder = bucket / "photos"
     assert list_files([f"file://{folder}"]) == list_files([str(folder)])
@@ -152,10 +152,10 @@ def test_a_file_url_is_the_local_path_it_names(bucket):
 
 def test_a_local_run_does_not_import_fsspec(bucket):
     code = (
-        "import sys; from sapiens2_cli.pipeline.sources import list_files;"
-        "from sapiens2_cli.pipeline.decode import decode_image;"
+        "import sys; from sapiens2_cli.inputs.sources import list_files;"
+        "from sapiens2_cli.inputs.decode import decode_image;"
         f"[decode_image(p, (8, 8)) for p in list_files([{str(bucket / 'photos')!r}])[:1]];"
-        "import sapiens2_cli.cli, sapiens2_cli.pipeline.job;"
+        "import sapiens2_cli.cli, sapiens2_cli.engine.job;"
         "assert 'fsspec' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

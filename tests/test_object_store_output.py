@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import open_features
-from sapiens2_cli.writers.dataset import FeatureDataset
+from sapiens2_cli.output import open_features
+from sapiens2_cli.output.dataset import FeatureDataset
 
 BUCKET = "out"
 ARGS = [*FAST, *FP32, "--rows-per-shard", "2"]

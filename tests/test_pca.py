@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pca import fit_output
-from sapiens2_cli.projection import Projection, load_projection
-from sapiens2_cli.writers import open_features
+from sapiens2_cli.reduce.pca import fit_output
+from sapiens2_cli.reduce.projection import Projection, load_projection
+from sapiens2_cli.output import open_features
 
 F32 = [*FP32, "--dtype", "float32"]
 

@@ -11,9 +11,9 @@ import torch
 from conftest import FAKE_CPU_BF16
 
 from sapiens2_cli import Sapiens2Error
-from sapiens2_cli import device as device_module
-from sapiens2_cli.choices import Precision
-from sapiens2_cli.device import cpu_bf16_feature, cpu_flags, resolve_precision
+from sapiens2_cli.engine import device as device_module
+from sapiens2_cli.config.choices import Precision
+from sapiens2_cli.engine.device import cpu_bf16_feature, cpu_flags, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -73,7 +73,7 @@ def test_extract_with_auto_records_what_the_cpu_flags_give(monkeypatch, tmp_path
     from extract_helpers import FAST, FP32, extract
     from paths import DATA
 
-    from sapiens2_cli.writers import open_features
+    from sapiens2_cli.output import open_features
 
     monkeypatch.setattr(device_module, "cpu_flags", lambda cpuinfo=None: set(flags))
     image = DATA / "coffee.jpg"

@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.distributed import Ranks
-from sapiens2_cli.writers import open_features
-from sapiens2_cli.writers.parts import parse_shard, part_index
+from sapiens2_cli.scaleout.distributed import Ranks
+from sapiens2_cli.output import open_features
+from sapiens2_cli.output.parts import parse_shard, part_index
 
 N_GENERATED = 60
 
@@ -258,8 +258,8 @@ def test_torchrun_two_ranks_give_one_h5_then_a_rerun_joins_by_copy(images, refer
 
 GLOO_THREADS_AFTER = """
 import os, sys, torch
-from sapiens2_cli.pipeline.distributed import RankGroup
-from sapiens2_cli.pipeline.ranks import Ranks
+from sapiens2_cli.scaleout.distributed import RankGroup
+from sapiens2_cli.scaleout.ranks import Ranks
 with RankGroup(Ranks.from_env(), torch.device("cpu")) as group:
     torch.empty(2, 3, device="meta").mean(1)  # as sizing a row and building the model do
     group.gather(0)

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 from paths import DOCS
 
-from sapiens2_cli.settings import OutputSettings, difference, resume_keys, settings_docs
+from sapiens2_cli.config.settings import OutputSettings, difference, resume_keys, settings_docs
 
 
 def _settings_table() -> dict[str, tuple[str, str]]:

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.items import derived_key, file_key, split_key
-from sapiens2_cli.pipeline.sources import Listing, expand, list_files, walk
-from sapiens2_cli.pipeline.sources import default_sources as sources
+from sapiens2_cli.inputs.items import derived_key, file_key, split_key
+from sapiens2_cli.inputs.sources import Listing, expand, list_files, walk
+from sapiens2_cli.inputs.sources import default_sources as sources
 
 
 def touch(path):

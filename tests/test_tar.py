@@ -22,9 +22,9 @@ from media import PHOTOS, make_tar, webdataset_members
 from paths import DATA
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline import tar
-from sapiens2_cli.pipeline.decode import ImageError, decode_image
-from sapiens2_cli.pipeline.tar import (
+from sapiens2_cli.inputs import tar
+from sapiens2_cli.inputs.decode import ImageError, decode_image
+from sapiens2_cli.inputs.tar import (
     expand_braces,
     member_of,
     read_members,

@@ -13,10 +13,10 @@ import torch
 from extract_helpers import FAST, extract
 from paths import DATA, TINY
 
-from sapiens2_cli.choices import Layout, TokenMode
+from sapiens2_cli.config.choices import Layout, TokenMode
 from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.model.tokens import row_shape, select_tokens
-from sapiens2_cli.projection import Projection
+from sapiens2_cli.reduce.projection import Projection
 
 LAYERS = (0, 8, -1)
 #: tokens x layout as extract takes them (a map is of the patch tokens only).

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from media import index_of, make_video, pixels, plain_decode
 
-from sapiens2_cli.pipeline.video_decoder import FrameDecoder
-from sapiens2_cli.pipeline.video_probe import probe
+from sapiens2_cli.inputs.video.decoder import FrameDecoder
+from sapiens2_cli.inputs.video.probe import probe
 
 decode = FrameDecoder().decode  # kept open between calls, as in a decode worker
 

@@ -1,4 +1,4 @@
-"""Writers under the conditions of issue 12 ("nothing lost"): two runs at once, --overwrite
+"""Writers under the conditions where nothing may be lost: two runs at once, --overwrite
 aimed at someone else's file, non-UTF-8 names, long failure logs, faults between the two
 writes of a commit, resumed complete outputs, empty outputs. Each test names the bug it
 catches."""
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from test_writers import ROW, SETTINGS, batch, killed
 
-import sapiens2_cli.writers.npy as npy
+import sapiens2_cli.output.npy.writer as npy
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import RowBatch, check_output_path, open_features, open_writer
-from sapiens2_cli.writers.hdf5 import H5Writer
+from sapiens2_cli.output import RowBatch, check_output_path, open_features, open_writer
+from sapiens2_cli.output.hdf5.writer import H5Writer
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
@@ -304,7 +304,7 @@ def test_resuming_clears_complete_before_any_new_row(out):
         assert f.settings["complete"] is True
 
 
-# --- issue 22 ----------------------------------------------------------------------------
+# --- links, overwrite of a folder, early lock checks ----------------------------------------------------------------------------
 
 
 def test_a_link_to_out_shares_its_lock(out, tmp_path):

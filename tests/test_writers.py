@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.writers import RowBatch, check_output_path, open_features, open_writer
+from sapiens2_cli.output import RowBatch, check_output_path, open_features, open_writer
 
 SETTINGS = {
     "arch": "custom",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from sapiens2_cli.choices import Precision
+from sapiens2_cli.config.choices import Precision
 
 # (pattern on torch.cuda.get_device_name(), bf16, fp16, fp32); first match wins.
 _PEAKS: tuple[tuple[str, float | None, float, float], ...] = (

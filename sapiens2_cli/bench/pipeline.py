@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from sapiens2_cli.choices import Precision
+from sapiens2_cli.config.choices import Precision
 from sapiens2_cli.model import Sapiens2Config, build_backbone, load_backbone
-from sapiens2_cli.pipeline.job import extract
-from sapiens2_cli.pipeline.options import ExtractOptions
-from sapiens2_cli.pipeline.runner import RunOptions
-from sapiens2_cli.pipeline.sources import list_images
+from sapiens2_cli.engine.job import extract
+from sapiens2_cli.config.options import ExtractOptions
+from sapiens2_cli.engine.runner import RunOptions
+from sapiens2_cli.inputs.sources import list_images
 
 
 @dataclass(frozen=True)

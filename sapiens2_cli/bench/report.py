@@ -12,7 +12,7 @@ import torch
 from sapiens2_cli.bench.flops import count_cost
 from sapiens2_cli.bench.peaks import peak_tflops
 from sapiens2_cli.bench.timing import Timing, environment, time_forward
-from sapiens2_cli.choices import Layout, Precision, StorageDtype, TokenMode
+from sapiens2_cli.config.choices import Layout, Precision, StorageDtype, TokenMode
 from sapiens2_cli.model import build_backbone
 from sapiens2_cli.model.config import Sapiens2Config
 from sapiens2_cli.text import plural
@@ -71,13 +71,13 @@ def bench_report(plan: BenchPlan, note: Callable[[str], None]) -> dict:
 def _time_model(plan: BenchPlan, note: Callable[[str], None]) -> Timing:
     """Build random weights on the device and time them: in the chosen precision, or as
     extract runs (float32 weights, autocast to the precision) with --pipeline."""
-    from sapiens2_cli.pipeline.forward import DeviceModel
+    from sapiens2_cli.engine.forward import DeviceModel
 
     dtype = plan.precision.torch
     weights = torch.float32 if plan.pipeline else dtype
     model = build_backbone(plan.config, device=plan.device, dtype=weights)
     batch = plan.batch_size
-    if batch is None:  # what extract's forward stage fits (pipeline/forward.py)
+    if batch is None:  # what extract's forward stage fits (engine/forward.py)
         stage = DeviceModel(
             model,
             layers=(-1,),
@@ -112,7 +112,7 @@ def _time_model(plan: BenchPlan, note: Callable[[str], None]) -> Timing:
 def _time_pipeline(plan: BenchPlan, timing: Timing, note: Callable[[str], None]) -> dict:
     """The extract pipeline's speed on `plan.pipeline`, and its ratio to the bare model's."""
     from sapiens2_cli.bench.pipeline import time_pipeline
-    from sapiens2_cli.pipeline.profile import describe as describe_profile
+    from sapiens2_cli.engine.profile import describe as describe_profile
 
     note(f"running the extract pipeline on {plan.pipeline}")
     run = time_pipeline(

@@ -28,7 +28,7 @@ def archs_command(as_json: JsonOption = False) -> None:
     Width, depth, heads, exact parameters, FLOPs per image at the training size (2 per
     multiply-add, attention included).
     """
-    from sapiens2_cli.hub import hub_file, is_cached
+    from sapiens2_cli.weights.hub import hub_file, is_cached
 
     rows = [
         {

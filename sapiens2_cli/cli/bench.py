@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.choices import Precision
+from sapiens2_cli.config.choices import Precision
 from sapiens2_cli.cli.options import (
     ArchOption,
     BatchSizeOption,
@@ -22,7 +22,7 @@ from sapiens2_cli.cli.options import (
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import get_config
 from sapiens2_cli.text import plural
-from sapiens2_cli.values import parse_batch_size, parse_size
+from sapiens2_cli.config.values import parse_batch_size, parse_size
 
 
 def bench_command(
@@ -77,7 +77,7 @@ def bench_command(
         raise Sapiens2Error(f"--pipeline {pipeline} is not a folder of images")
 
     from sapiens2_cli.bench.report import BenchPlan, bench_report
-    from sapiens2_cli.device import resolve_device, resolve_precision
+    from sapiens2_cli.engine.device import resolve_device, resolve_precision
 
     target = resolve_device(device)
     plan = BenchPlan(

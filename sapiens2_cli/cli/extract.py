@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli import choices
+from sapiens2_cli.config import choices
 from sapiens2_cli.cli.options import (
     INPUTS,
     KEEP,
@@ -31,7 +31,7 @@ from sapiens2_cli.cli.options import (
     in_panel,
     option,
 )
-from sapiens2_cli.pipeline.options import DEFAULT_BATCH_SIZE, DEFAULTS  # light: no torch
+from sapiens2_cli.config.options import DEFAULT_BATCH_SIZE, DEFAULTS  # light: no torch
 
 
 def extract_command(
@@ -297,13 +297,13 @@ def extract_command(
     when it exists, so a resume needs only the inputs and -o.
     """
     flags = dict(locals())  # every parameter, by name
-    from sapiens2_cli.pipeline.job import ExtractOptions, extract  # no torch yet: see there
+    from sapiens2_cli.engine.job import ExtractOptions, extract  # no torch yet: see there
 
     options = ExtractOptions(**_option_keywords(flags))
     try:
         summary = extract(inputs or [], output, options, progress=not quiet)
     except KeyboardInterrupt as stop:
-        from sapiens2_cli.pipeline.runner import Interrupted  # the loop's: loaded by now
+        from sapiens2_cli.engine.runner import Interrupted  # the loop's: loaded by now
 
         if not isinstance(stop, Interrupted):
             raise

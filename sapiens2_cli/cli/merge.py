@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.choices import MergeMode
+from sapiens2_cli.config.choices import MergeMode
 from sapiens2_cli.cli.options import JsonOption, QuietOption, choice_option, flag_option
 from sapiens2_cli.text import plural
 
@@ -45,9 +45,9 @@ def merge_command(
     quiet: QuietOption = False,
 ) -> None:
     """Join the parts written by `extract --shard I/N` jobs (checks settings, overlaps, gaps)."""
-    from sapiens2_cli.writers.merge import check_join_target, merge_outputs
-    from sapiens2_cli.writers.parts import find_parts
-    from sapiens2_cli.writers.reader import detect_format
+    from sapiens2_cli.output.merge import check_join_target, merge_outputs
+    from sapiens2_cli.output.parts import find_parts
+    from sapiens2_cli.output.reader import detect_format
 
     output = _local_output(output)
     paths = [p for given in parts or [] for p in _expand(given)] or find_parts(output)
@@ -91,8 +91,8 @@ def _local_output(output: str) -> Path:
 
 def _expand(path: Path) -> list[Path]:
     """A folder of parts (such as OUT.parts) stands for the parts in it."""
-    from sapiens2_cli.writers.parts import parts_in
-    from sapiens2_cli.writers.reader import detect_format
+    from sapiens2_cli.output.parts import parts_in
+    from sapiens2_cli.output.reader import detect_format
 
     if path.is_dir() and detect_format(path) is None:
         return parts_in(path) or [path]

@@ -1,5 +1,5 @@
 """Option types shared by the commands, so `--arch`, `--device`, `--json` read the same,
-and the two ways options are declared: choices parsed into their `choices.py` enum, and
+and the two ways options are declared: choices parsed into their `config/choices.py` enum, and
 flags shown without a value type. Extract's many flags are grouped in the panels below."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
-from sapiens2_cli.choices import Choice, Precision, StorageDtype
+from sapiens2_cli.config.choices import Choice, Precision, StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import ARCHS
-from sapiens2_cli.pipeline.options import DEFAULTS  # light: no torch
+from sapiens2_cli.config.options import DEFAULTS  # light: no torch
 
 #: The help panels of `extract`.
 INPUTS, MODEL, KEEP, OUTPUT, RUNNING = "Inputs", "Model", "What to keep", "Output", "Running"

@@ -32,8 +32,8 @@ def pca_command(
 ) -> None:
     """Fit a k-component PCA on the tokens of OUT, streaming (memory: one D x D matrix)."""
     from sapiens2_cli.errors import Sapiens2Error
-    from sapiens2_cli.pca import fit_output
-    from sapiens2_cli.projection import load_projection
+    from sapiens2_cli.reduce.pca import fit_output
+    from sapiens2_cli.reduce.projection import load_projection
 
     if output.exists() and not overwrite:
         raise Sapiens2Error(f"{output} exists: pass --overwrite to replace it, or another -o")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sapiens2_cli.choices import Layout, TokenMode
+from sapiens2_cli.config.choices import Layout, TokenMode
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import Sapiens2Config
 from sapiens2_cli.model.layers import Block, RMSNorm, RopeEmbedding

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from sapiens2_cli.choices import Layout, TokenMode
+from sapiens2_cli.config.choices import Layout, TokenMode
 
 
 def select_tokens(

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sapiens2_cli.pipeline.decode import Decoded, ImageError, read_rgb, resize_to
-from sapiens2_cli.pipeline.items import (
+from sapiens2_cli.inputs.decode import Decoded, ImageError, read_rgb, resize_to
+from sapiens2_cli.inputs.items import (
     Failure,
     Item,
     Preprocess,
@@ -25,9 +25,9 @@ from sapiens2_cli.pipeline.items import (
     file_key,
     split_key,
 )
-from sapiens2_cli.pipeline.parquet import ParquetSource
-from sapiens2_cli.pipeline.sources import ImageSource, Source
-from sapiens2_cli.pipeline.tar import TarSource, member_of
+from sapiens2_cli.inputs.tables.parquet import ParquetSource
+from sapiens2_cli.inputs.sources import ImageSource, Source
+from sapiens2_cli.inputs.tar import TarSource, member_of
 
 
 class InputImages:
@@ -59,7 +59,7 @@ class InputImages:
         A person crop (`affine` given) is cut at the model's `input_size`, then scaled."""
         path, fragment = self.path(key), split_key(key)[1]
         if affine is not None:
-            from sapiens2_cli.pipeline.crop import warp  # OpenCV only for crops
+            from sapiens2_cli.inputs.boxes.crop import warp  # OpenCV only for crops
 
             image = read_rgb(path)
             crop = Image.fromarray(warp(image, affine, input_size), "RGB")
@@ -72,7 +72,7 @@ class InputImages:
         elif (tables := ParquetSource(self.image_column)).claims(path):
             item = self._item(path, tables, derived_key(path, fragment))
         else:
-            from sapiens2_cli.pipeline.video import VideoSource  # PyAV only for videos
+            from sapiens2_cli.inputs.video.source import VideoSource  # PyAV only for videos
 
             self._videos = self._videos or VideoSource(self.video_fps)
             item = self._item(path, self._videos, derived_key(path, fragment))

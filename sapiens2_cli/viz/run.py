@@ -20,14 +20,14 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sapiens2_cli.choices import FitMode
+from sapiens2_cli.config.choices import FitMode
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.pipeline.decode import ImageError
-from sapiens2_cli.pipeline.items import split_key
-from sapiens2_cli.pipeline.sources import identity
+from sapiens2_cli.inputs.decode import ImageError
+from sapiens2_cli.inputs.items import split_key
+from sapiens2_cli.inputs.sources import identity
 from sapiens2_cli.viz.inputs import InputImages
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
-from sapiens2_cli.viz.pca import Colouring, fit_colouring
+from sapiens2_cli.viz.colours import Colouring, fit_colouring
 from sapiens2_cli.viz.render import (
     contact_sheet,
     note_panel,
@@ -35,8 +35,8 @@ from sapiens2_cli.viz.render import (
     render_components,
     side_by_side,
 )
-from sapiens2_cli.writers.base import one_line_if_full, removed_on_failure
-from sapiens2_cli.writers.reader import FeatureFile, open_features
+from sapiens2_cli.output.base import one_line_if_full, removed_on_failure
+from sapiens2_cli.output.reader import FeatureFile, open_features
 
 log = logging.getLogger(__name__)
 
