@@ -12,17 +12,19 @@ command line's start-up) does not import torch.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.lazy import lazy_names
+from sapiens2_cli.version import __version__
 
 # ruff: noqa: F401
 # These imports are for type checkers and editors only: at run time `_LAZY` imports each
 # name on first use, and `__all__` is built from it (so the imports look unused).
 if TYPE_CHECKING:
+    from sapiens2_cli.config.options import ExtractOptions
+    from sapiens2_cli.engine.progress import ProgressStep, Summary
+    from sapiens2_cli.engine.runner import Interrupted
     from sapiens2_cli.model import (
         ARCHS,
         PIXEL_MEAN,
@@ -36,12 +38,9 @@ if TYPE_CHECKING:
         load_backbone,
         normalize_pixels,
     )
-    from sapiens2_cli.engine.job import extract
-    from sapiens2_cli.config.options import ExtractOptions
-    from sapiens2_cli.engine.progress import ProgressStep, Summary
-    from sapiens2_cli.engine.runner import Interrupted
     from sapiens2_cli.output import open_features
     from sapiens2_cli.output.dataset import FeatureDataset
+    from sapiens2_cli.scaleout.launch import extract
 
 #: Where each name lives; the extraction engine pulls in the pipeline and writers.
 _LAZY = {
@@ -61,7 +60,7 @@ _LAZY = {
         ],
         "sapiens2_cli.model",
     ),
-    "extract": "sapiens2_cli.engine.job",
+    "extract": "sapiens2_cli.scaleout.launch",
     "ExtractOptions": "sapiens2_cli.config.options",
     "Interrupted": "sapiens2_cli.engine.runner",
     "ProgressStep": "sapiens2_cli.engine.progress",

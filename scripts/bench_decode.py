@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.model import load_backbone, normalize_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "golden" / "tiny_weights.safetensors"

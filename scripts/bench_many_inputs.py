@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sapiens2_cli.engine.job import extract
 from sapiens2_cli.inputs.sources import list_files
+from sapiens2_cli.scaleout.launch import extract
 
 TINY = Path(__file__).parents[1] / "tests" / "golden" / "tiny_weights.safetensors"
 

@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from make_bench_images import make_images
 from s3_server import CREDENTIALS, moto_server
 
-from sapiens2_cli.inputs.items import Preprocess, Row
+from sapiens2_cli.config.values import parse_size
 from sapiens2_cli.engine.loader import work_units
+from sapiens2_cli.inputs.items import Preprocess, Row
 from sapiens2_cli.inputs.sources import ImageSource, list_files
 from sapiens2_cli.remote import read_bytes
-from sapiens2_cli.config.values import parse_size
 
 BUCKET = "bench"
 

@@ -26,11 +26,11 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_bench_images import make_images
 
-from sapiens2_cli.inputs.items import Preprocess, Row
-from sapiens2_cli.engine.loader import work_units
-from sapiens2_cli.inputs.tables.parquet import ParquetSource
-from sapiens2_cli.inputs.sources import ImageSource
 from sapiens2_cli.config.values import parse_size
+from sapiens2_cli.engine.loader import work_units
+from sapiens2_cli.inputs.items import Preprocess, Row
+from sapiens2_cli.inputs.sources import ImageSource
+from sapiens2_cli.inputs.tables.parquet import ParquetSource
 
 
 def write_tables(folder: Path, images: list[Path], group: int) -> dict[str, Path]:

@@ -35,11 +35,11 @@ from PIL import Image
 from sapiens2_cli.bench import environment
 from sapiens2_cli.bench.pipeline import random_checkpoint, time_extract
 from sapiens2_cli.config.choices import Precision
+from sapiens2_cli.config.values import parse_batch_size, parse_size
 from sapiens2_cli.engine.device import resolve_device, resolve_precision
-from sapiens2_cli.model import get_config, inspect_checkpoint, load_backbone, normalize_pixels
 from sapiens2_cli.engine.runner import RunOptions
 from sapiens2_cli.inputs.sources import list_images
-from sapiens2_cli.config.values import parse_batch_size, parse_size
+from sapiens2_cli.model import get_config, inspect_checkpoint, load_backbone, normalize_pixels
 
 
 def upstream_style_loop(

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 
 from sapiens2_cli.bench.timing import environment
 from sapiens2_cli.engine.device import autocast
-from sapiens2_cli.model import get_config, load_backbone, normalize_pixels
 from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.model import get_config, load_backbone, normalize_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "golden" / "tiny_weights.safetensors"

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from sapiens2_cli.config.choices import Layout, StorageDtype, TokenMode
-from sapiens2_cli.engine.device import resolve_device
-from sapiens2_cli.model import load_backbone
-from sapiens2_cli.inputs.decode import decode_image
-from sapiens2_cli.engine.forward import DeviceModel
-from sapiens2_cli.inputs.sources import list_images
-from sapiens2_cli.weights.resolve import resolve_weights
 from sapiens2_cli.config.values import parse_size
+from sapiens2_cli.engine.device import resolve_device
+from sapiens2_cli.engine.forward import DeviceModel
+from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.inputs.sources import list_images
+from sapiens2_cli.model import load_backbone
+from sapiens2_cli.weights.resolve import resolve_weights
 
 MIN_COSINE = 0.999
 

@@ -3,7 +3,7 @@ combinations) against float32 features, for docs/performance.md.
 
 The model runs once per image through the real `extract` (float32 compute and storage,
 `--tokens patch`, the last layer): that is the reference. PCA is fitted on it with the
-real `sapiens2 pca` code (`fit_output`). Each option then goes through extract's own
+real `sapiens2 pca` code (`reduce.pca.fit`). Each option then goes through extract's own
 device stage on those float32 tokens (`pool_patches`, the projection, the storage
 cast or int8 quantization, engine/forward.py): the same steps, in the same order, that a
 run with the option takes after the model, so one forward pass serves every row of the
@@ -26,16 +26,16 @@ import torch
 
 from sapiens2_cli.bench.pipeline import random_checkpoint
 from sapiens2_cli.config.choices import Layout, StorageDtype, TokenMode
-from sapiens2_cli.model import get_config
-from sapiens2_cli.reduce.pca import fit_output
-from sapiens2_cli.engine.job import extract
 from sapiens2_cli.config.options import ExtractOptions
-from sapiens2_cli.reduce.pool import pool_patches
+from sapiens2_cli.config.values import parse_size
+from sapiens2_cli.model import get_config
+from sapiens2_cli.output import open_features
 from sapiens2_cli.reduce.apply_projection import DeviceProjection, project
 from sapiens2_cli.reduce.cast import store
-from sapiens2_cli.config.values import parse_size
-from sapiens2_cli.output import open_features
 from sapiens2_cli.reduce.losses import dequantize
+from sapiens2_cli.reduce.pca import fit
+from sapiens2_cli.reduce.pool import pool_patches
+from sapiens2_cli.scaleout.launch import extract
 
 #: (name, pool K, project, storage dtype), in the table's order.
 OPTIONS = [
@@ -92,7 +92,8 @@ def table(inputs: list[str], checkpoint: Path, size: tuple[int, int], k: int) ->
     with tempfile.TemporaryDirectory(prefix="sapiens2-fidelity-") as tmp:
         out = Path(tmp) / "float32.h5"
         reference(inputs, checkpoint, size, out)
-        projection = fit_output(out, k)
+        with open_features(out) as rows:
+            projection = fit(rows, k)
         with open_features(out) as f:
             x = torch.from_numpy(f.read(slice(None)))  # (n, 1, h*w, D) float32
             grid, settings = tuple(f.settings["grid_size"]), dict(f.settings)

@@ -12,8 +12,8 @@ from paths import TINY
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
-from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.model import load_backbone, normalize_pixels
 
 FAST = ["--checkpoint", str(TINY), "--size", "64x48", "--workers", "0", "-q"]
 #: For tests that compare features with a float32 reference: `--precision auto` is bf16 on

@@ -34,7 +34,7 @@ def test_every_extract_flag_is_the_keyword_of_the_same_name():
     import typer.main
 
     from sapiens2_cli.cli import app
-    from sapiens2_cli.engine.job import ExtractOptions
+    from sapiens2_cli.config.options import ExtractOptions
 
     command = typer.main.get_command(app).commands["extract"]
     flags = {

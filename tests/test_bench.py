@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
 from sapiens2_cli.bench import count_cost, peak_tflops, time_forward
 from sapiens2_cli.bench.pipeline import time_pipeline
-from sapiens2_cli.config.choices import Precision, StorageDtype
 from sapiens2_cli.cli import app
+from sapiens2_cli.config.choices import Precision, StorageDtype
 from sapiens2_cli.model import get_config
 
 TIMING_KEYS = {

@@ -18,7 +18,7 @@ from sapiens2_cli import FeatureDataset
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import RowBatch, open_features, open_writer
 from sapiens2_cli.output import dataset as dataset_module
-from sapiens2_cli.output.reader import FeatureFile
+from sapiens2_cli.output.features import FeatureFile
 
 DOC = Path(__file__).parents[1] / "docs" / "api.md"
 ROWS = 11

@@ -23,11 +23,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
-from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.inputs.boxes.box_file import Box
 from sapiens2_cli.inputs.boxes.crop import crop_box, read_rgb
+from sapiens2_cli.model import load_backbone, normalize_pixels
 from sapiens2_cli.output import open_features
-from sapiens2_cli.output.parts import part_index
+from sapiens2_cli.scaleout.part_job import part_index
 
 SIZE = (64, 48)
 BOXES = """path,x,y,w,h,score

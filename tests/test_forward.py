@@ -15,14 +15,14 @@ from extract_helpers import FAST, extract
 from paths import DATA, TINY
 
 from sapiens2_cli.config.choices import StorageDtype
-from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
-from sapiens2_cli.inputs.decode import decode_image
 from sapiens2_cli.engine.forward import DeviceModel
-from sapiens2_cli.engine.job import extract as library_extract
 from sapiens2_cli.engine.profile import STAGES
-from sapiens2_cli.reduce.cast import check_range, store
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
 from sapiens2_cli.output import open_features
+from sapiens2_cli.reduce.cast import check_range, store
+from sapiens2_cli.scaleout.launch import extract as library_extract
 
 SIZE = (64, 48)
 GRID = (4, 3)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from sapiens2_cli.config.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.model import normalize_pixels
 from sapiens2_cli.inputs.decode import resize_to
+from sapiens2_cli.model import normalize_pixels
 from sapiens2_cli.reduce.cast import check_range, store
 
 

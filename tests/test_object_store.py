@@ -155,7 +155,7 @@ def test_a_local_run_does_not_import_fsspec(bucket):
         "import sys; from sapiens2_cli.inputs.sources import list_files;"
         "from sapiens2_cli.inputs.decode import decode_image;"
         f"[decode_image(p, (8, 8)) for p in list_files([{str(bucket / 'photos')!r}])[:1]];"
-        "import sapiens2_cli.cli, sapiens2_cli.engine.job;"
+        "import sapiens2_cli.cli, sapiens2_cli.scaleout.launch;"
         "assert 'fsspec' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

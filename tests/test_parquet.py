@@ -24,12 +24,12 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.inputs.tables import columnar, parquet
 from sapiens2_cli.inputs.decode import decode_image
 from sapiens2_cli.inputs.items import Failure, Preprocess, Row
+from sapiens2_cli.inputs.tables import columnar, parquet
 from sapiens2_cli.inputs.tables.parquet import ParquetSource
-from sapiens2_cli.viz.inputs import InputImages
 from sapiens2_cli.output import open_features
+from sapiens2_cli.viz.inputs import InputImages
 
 EXACT = [*FP32, "--dtype", "float32", "--batch-size", "1"]
 SIZE = (64, 48)

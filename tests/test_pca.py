@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.reduce.pca import fit_output
-from sapiens2_cli.reduce.projection import Projection, load_projection
 from sapiens2_cli.output import open_features
+from sapiens2_cli.reduce.pca import fit
+from sapiens2_cli.reduce.projection import Projection, load_projection
 
 F32 = [*FP32, "--dtype", "float32"]
 
@@ -62,6 +62,11 @@ def check_fit(fitted: Projection, x: np.ndarray, k: int) -> None:
     np.testing.assert_allclose(fitted.components, components * signs[:, None], atol=1e-4)
     largest = fitted.components[np.arange(k), np.abs(fitted.components).argmax(axis=1)]
     assert (largest > 0).all()  # the sign convention
+
+
+def fit_output(out, k, **kw):
+    with open_features(out) as rows:
+        return fit(rows, k, **kw)
 
 
 def test_the_fit_is_numpys_pca_of_every_token_in_any_chunking(plain, tmp_path):

@@ -11,8 +11,8 @@ import torch
 from conftest import FAKE_CPU_BF16
 
 from sapiens2_cli import Sapiens2Error
-from sapiens2_cli.engine import device as device_module
 from sapiens2_cli.config.choices import Precision
+from sapiens2_cli.engine import device as device_module
 from sapiens2_cli.engine.device import cpu_bf16_feature, cpu_flags, resolve_precision
 
 CPU = torch.device("cpu")

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.reduce.cast import quantize_int8
-from sapiens2_cli.reduce.projection import Projection
 from sapiens2_cli.output import open_features
+from sapiens2_cli.reduce.cast import quantize_int8
 from sapiens2_cli.reduce.losses import join_reductions, reductions_for
+from sapiens2_cli.reduce.projection import Projection
 
 SQUARE = ["--size", "64x64"]  # a 4x4 grid, which --pool 2 divides
 GRID = (4, 4)

@@ -25,10 +25,11 @@ from s3_server import free_port
 from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app
+from sapiens2_cli.config.values import parse_shard
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.scaleout.distributed import Ranks
 from sapiens2_cli.output import open_features
-from sapiens2_cli.output.parts import parse_shard, part_index
+from sapiens2_cli.scaleout.distributed import Ranks
+from sapiens2_cli.scaleout.part_job import part_index
 
 N_GENERATED = 60
 

@@ -9,8 +9,7 @@ import pytest
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.items import derived_key, file_key, split_key
-from sapiens2_cli.inputs.sources import Listing, expand, list_files, walk
-from sapiens2_cli.inputs.sources import default_sources as sources
+from sapiens2_cli.inputs.sources import ImageSource, Listing, expand, list_files, walk
 
 
 def touch(path):
@@ -92,7 +91,7 @@ def test_bad_inputs_stop_before_any_work(tmp_path):
 
 def test_each_image_file_is_one_item_keyed_by_its_identity(tmp_path):
     files = [touch(tmp_path / "a.jpg"), touch(tmp_path / "b.png")]
-    expansion = expand(files, sources())
+    expansion = expand(files, [ImageSource()])
     assert [(i.key, i.file) for i in expansion.items] == [(f, f) for f in files]
     assert not expansion.failures and expansion.ignored == 0
 

@@ -24,8 +24,8 @@ from paths import DATA
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs import tar
 from sapiens2_cli.inputs.decode import ImageError, decode_image
+from sapiens2_cli.inputs.patterns import expand_braces
 from sapiens2_cli.inputs.tar import (
-    expand_braces,
     member_of,
     read_members,
     scan,

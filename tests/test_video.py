@@ -18,9 +18,9 @@ from media import frame_pixels, index_of, make_video, pixels, plain_decode
 from PIL import Image
 
 from sapiens2_cli.inputs.decode import decode_image, fit
-from sapiens2_cli.inputs.video.source import VideoSource
 from sapiens2_cli.inputs.video.decoder import FrameDecoder
 from sapiens2_cli.inputs.video.probe import DEFAULT_FPS, VideoError, probe
+from sapiens2_cli.inputs.video.source import VideoSource
 
 decoder = FrameDecoder()  # one for the whole module, as a decode worker keeps its reader's
 decode = decoder.decode

@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import decode_image
+from sapiens2_cli.output import RowBatch, open_features, open_writer
+from sapiens2_cli.output.base import FORMAT_VERSION
 from sapiens2_cli.viz.patches import grid_spec
 from sapiens2_cli.viz.render import panel_size
 from sapiens2_cli.viz.run import JOINT_IMAGES, joint_sample
-from sapiens2_cli.output import RowBatch, open_features, open_writer
-from sapiens2_cli.output.base import FORMAT_VERSION
 
 PHOTOS = ["a/astronaut.png", "a/chelsea.jpg", "a/coffee.jpg", "b/chelsea.jpg"]  # sorted
 NAMES = ["0_astronaut.png", "1_chelsea.png", "2_coffee.png", "3_chelsea.png"]

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
 from sapiens2_cli.viz.colours import fit_basis, fit_colouring
+from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
 from sapiens2_cli.viz.render import contact_sheet, note_panel, panel_size, render_components
 from sapiens2_cli.viz.run import picture_name
 

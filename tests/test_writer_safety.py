@@ -304,7 +304,7 @@ def test_resuming_clears_complete_before_any_new_row(out):
         assert f.settings["complete"] is True
 
 
-# --- links, overwrite of a folder, early lock checks ----------------------------------------------------------------------------
+# --- links, overwrite of a folder, early lock checks ---------------------------------------
 
 
 def test_a_link_to_out_shares_its_lock(out, tmp_path):

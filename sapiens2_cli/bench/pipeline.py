@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import save_file
 
 from sapiens2_cli.config.choices import Precision
-from sapiens2_cli.model import Sapiens2Config, build_backbone, load_backbone
-from sapiens2_cli.engine.job import extract
 from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.engine.runner import RunOptions
 from sapiens2_cli.inputs.sources import list_images
+from sapiens2_cli.model import Sapiens2Config, build_backbone, load_backbone
+from sapiens2_cli.scaleout.launch import extract
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from sapiens2_cli import __version__
 from sapiens2_cli.engine.device import autocast, cpu_bf16_feature, cpu_info
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.version import __version__
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sapiens2_cli import __version__
 from sapiens2_cli.cli import archs, bench, download, extract, info, inspect, merge, pca, viz
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.interrupt import exit_interrupted, exit_on_ctrl_c_in_imports
+from sapiens2_cli.version import __version__
 
 
 class _Interrupted(Exception):

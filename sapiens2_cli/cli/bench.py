@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.config.choices import Precision
 from sapiens2_cli.cli.options import (
     ArchOption,
     BatchSizeOption,
@@ -19,10 +18,11 @@ from sapiens2_cli.cli.options import (
     SizeOption,
     flag_option,
 )
+from sapiens2_cli.config.choices import Precision
+from sapiens2_cli.config.values import parse_batch_size, parse_size
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import get_config
 from sapiens2_cli.text import plural
-from sapiens2_cli.config.values import parse_batch_size, parse_size
 
 
 def bench_command(

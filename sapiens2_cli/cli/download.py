@@ -36,8 +36,8 @@ def download_command(
     Later calls use the Hugging Face cache; the file's header is checked to hold the arch
     asked for.
     """
-    from sapiens2_cli.weights.hub import resolve_checkpoint
     from sapiens2_cli.model import inspect_checkpoint
+    from sapiens2_cli.weights.hub import resolve_checkpoint
 
     path = resolve_checkpoint(arch, task, revision=revision, token=token, local_dir=local_dir)
     inspect_checkpoint(path, arch)

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.config import choices
 from sapiens2_cli.cli.options import (
     INPUTS,
     KEEP,
@@ -31,6 +30,7 @@ from sapiens2_cli.cli.options import (
     in_panel,
     option,
 )
+from sapiens2_cli.config import choices
 from sapiens2_cli.config.options import DEFAULT_BATCH_SIZE, DEFAULTS  # light: no torch
 
 
@@ -297,7 +297,8 @@ def extract_command(
     when it exists, so a resume needs only the inputs and -o.
     """
     flags = dict(locals())  # every parameter, by name
-    from sapiens2_cli.engine.job import ExtractOptions, extract  # no torch yet: see there
+    from sapiens2_cli.config.options import ExtractOptions
+    from sapiens2_cli.scaleout.launch import extract  # no torch yet: see engine/job.py
 
     options = ExtractOptions(**_option_keywords(flags))
     try:

@@ -20,7 +20,8 @@ def info_command(
 ) -> None:
     """Say what an output holds: rows, failures, settings, bytes per row, reductions and
     their measured loss, and whether its run completed."""
-    from sapiens2_cli.output.reader import H5Features, open_features
+    from sapiens2_cli.output.hdf5.reader import H5Features
+    from sapiens2_cli.output.reader import open_features
 
     with open_features(output) as f:
         settings = dict(f.settings)

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 
 from sapiens2_cli.config.choices import Choice, Precision, StorageDtype
+from sapiens2_cli.config.options import DEFAULTS  # light: no torch
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import ARCHS
-from sapiens2_cli.config.options import DEFAULTS  # light: no torch
 
 #: The help panels of `extract`.
 INPUTS, MODEL, KEEP, OUTPUT, RUNNING = "Inputs", "Model", "What to keep", "Output", "Running"

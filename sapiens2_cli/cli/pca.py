@@ -32,14 +32,16 @@ def pca_command(
 ) -> None:
     """Fit a k-component PCA on the tokens of OUT, streaming (memory: one D x D matrix)."""
     from sapiens2_cli.errors import Sapiens2Error
-    from sapiens2_cli.reduce.pca import fit_output
+    from sapiens2_cli.output import open_features
+    from sapiens2_cli.reduce.pca import fit
     from sapiens2_cli.reduce.projection import load_projection
 
     if output.exists() and not overwrite:
         raise Sapiens2Error(f"{output} exists: pass --overwrite to replace it, or another -o")
     if output.exists():
         load_projection(output)  # --overwrite replaces only a projection file
-    projection = fit_output(source, k, rows)
+    with open_features(source) as rows_read:
+        projection = fit(rows_read, k, rows)
     sha256 = projection.save(output)
     summary = {
         "output": str(output),

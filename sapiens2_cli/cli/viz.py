@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from sapiens2_cli.config.choices import FitMode
 from sapiens2_cli.cli.options import JsonOption, QuietOption, choice_option, flag_option
+from sapiens2_cli.config.choices import FitMode
 from sapiens2_cli.text import plural
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sapiens2_cli.config.choices import (
     CompileMode,
@@ -24,13 +23,9 @@ from sapiens2_cli.config.choices import (
     StorageDtype,
     TokenMode,
 )
+from sapiens2_cli.config.values import Part, parse_batch_size, parse_layers, parse_shard, parse_size
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.remote import is_url
-from sapiens2_cli.config.values import parse_batch_size, parse_layers, parse_size
-
-if TYPE_CHECKING:
-    from sapiens2_cli.inputs.sources import Source
-    from sapiens2_cli.output.parts import Part
 
 #: Images per forward pass unless --batch-size says otherwise.
 DEFAULT_BATCH_SIZE = 8
@@ -115,8 +110,6 @@ class ExtractOptions:
     # Parquet / Arrow inputs: the image column when several hold images; keys from a column
     image_column: str | None = None
     key_column: str | None = None
-    #: extra sources, in front of the plain image source (see inputs/sources.py)
-    sources: tuple[Source, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         """Parse choices given as text and check what needs no files or weights."""
@@ -137,8 +130,6 @@ class ExtractOptions:
             if value is not None:
                 object.__setattr__(self, name, choice.parse(value, flag))
         if isinstance(self.shard, str):
-            from sapiens2_cli.output.parts import parse_shard  # loads the writers
-
             object.__setattr__(self, "shard", parse_shard(self.shard))
         if self.layers is not None:
             object.__setattr__(self, "layers", parse_layers(self.layers))
@@ -191,16 +182,6 @@ class ExtractOptions:
     def video_fps(self) -> float | None:
         """Video frames kept per second, as OUT records it (0: every frame); None if not given."""
         return 0.0 if self.every_frame else self.fps
-
-    def source_list(self) -> list[Source]:
-        from sapiens2_cli.inputs.tables.parquet import ParquetSource
-        from sapiens2_cli.inputs.sources import default_sources
-        from sapiens2_cli.inputs.tar import TarSource
-        from sapiens2_cli.inputs.video.source import VideoSource
-
-        fps = DEFAULTS.video_fps if self.video_fps is None else self.video_fps
-        tables = ParquetSource(self.image_column, self.key_column)
-        return [*self.sources, VideoSource(fps), TarSource(), tables, *default_sources()]
 
 
 def check_pool(pool: int, grid: tuple[int, int], size: tuple[int, int]) -> None:

@@ -1,4 +1,5 @@
-"""The values `--size`, `--layers` and `--batch-size` take, parsed and checked in one place.
+"""The values `--size`, `--layers`, `--batch-size` and `--shard` take, parsed and checked in
+one place.
 
 The command line gives text ('1024x768', '8,-1', 'auto'); Python callers may give the same
 text or plain values ((1024, 768), (8, -1), 8, None). Both go through these, so a wrong
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sapiens2_cli.errors import Sapiens2Error
 
@@ -79,3 +81,29 @@ def _is_int(value: object) -> bool:
 
 def _is_sequence(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def parse_shard(text: str) -> Part:
+    """'1/4' -> part 1 of 4 (counting from 0, as SLURM array indices do)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if match is None:
+        raise Sapiens2Error(f"--shard {text!r} is not I/N: write it like 0/4 (part 0 of 4)")
+    return Part(int(match[1]), int(match[2]))
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part `index` (0-based) of a split into `count`."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise Sapiens2Error(
+                f"there is no part {self.index} of {self.count}: write --shard I/N with I "
+                "from 0 to N-1"
+            )
+
+    def __str__(self) -> str:
+        return f"part {self.index} of {self.count}"

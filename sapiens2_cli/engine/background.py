@@ -9,8 +9,8 @@ import threading
 import time
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.text import one_line
 from sapiens2_cli.output import FeatureWriter, RowBatch
+from sapiens2_cli.text import one_line
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ import torch
 
 from sapiens2_cli.config.choices import CompileMode, Layout, StorageDtype, TokenMode
 from sapiens2_cli.engine.device import autocast
+from sapiens2_cli.engine.profile import StageClock
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import normalize_pixels
-from sapiens2_cli.reduce.pool import pool_patches
-from sapiens2_cli.engine.profile import StageClock
 from sapiens2_cli.reduce.apply_projection import DeviceProjection, project
 from sapiens2_cli.reduce.cast import Stored, check_range, store
+from sapiens2_cli.reduce.pool import pool_patches
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ AUTO_BATCH_START = 256
 
 
 @dataclass
-class _Part:
+class _Chunk:
     """One chunk's features on their way to the host."""
 
     stored: Stored  # pinned host memory on a GPU
@@ -49,8 +49,8 @@ class _Part:
 class Pending:
     """Features of one batch, submitted to the device and not yet collected."""
 
-    def __init__(self, parts: list[_Part], dtype: StorageDtype, clock: StageClock) -> None:
-        self._parts, self._dtype, self._clock = parts, dtype, clock
+    def __init__(self, chunks: list[_Chunk], dtype: StorageDtype, clock: StageClock) -> None:
+        self._chunks, self._dtype, self._clock = chunks, dtype, clock
 
     def result(self) -> np.ndarray:
         """Wait for the copy back, check the range, return (B, n_layers, ...) on the host."""
@@ -60,13 +60,13 @@ class Pending:
         """`result`, with int8's `scales` and `errors` and the projection's `energy` beside
         `features` (RowBatch fields)."""
         with self._clock.host("device_wait"):
-            for part in self._parts:
-                if part.done is not None:
-                    part.done.synchronize()
-        for part in self._parts:
-            check_range(part.stored.peak.item(), self._dtype)
-        parts = [part.stored.row_aligned() for part in self._parts]
-        return {name: _joined([p[name].numpy() for p in parts]) for name in parts[0]}
+            for chunk in self._chunks:
+                if chunk.done is not None:
+                    chunk.done.synchronize()
+        for chunk in self._chunks:
+            check_range(chunk.stored.peak.item(), self._dtype)
+        rows = [chunk.stored.row_aligned() for chunk in self._chunks]
+        return {name: _joined([p[name].numpy() for p in rows]) for name in rows[0]}
 
 
 class DeviceModel:
@@ -141,11 +141,11 @@ class DeviceModel:
 
     def submit(self, pixels: torch.Tensor) -> Pending:
         """Queue a (B, H, W, 3) uint8 batch; `.result()` gives its features on the host."""
-        parts, start = [], 0
+        chunks, start = [], 0
         while start < len(pixels):
             chunk = self.chunk or self.batch_size
             try:
-                parts.append(self._submit(pixels[start : start + chunk], chunk))
+                chunks.append(self._submit(pixels[start : start + chunk], chunk))
             except torch.OutOfMemoryError:
                 if chunk == 1:
                     raise Sapiens2Error(
@@ -163,9 +163,9 @@ class DeviceModel:
                 torch.cuda.empty_cache()
                 continue
             start += chunk
-        return Pending(parts, self.dtype, self.clock)
+        return Pending(chunks, self.dtype, self.clock)
 
-    def _submit(self, pixels: torch.Tensor, shape: int) -> _Part:
+    def _submit(self, pixels: torch.Tensor, shape: int) -> _Chunk:
         clock, n = self.clock, len(pixels)
         with _on(self.upload_stream):
             begin = clock.mark(self.upload_stream)
@@ -186,7 +186,7 @@ class DeviceModel:
         stored = stored._replace(**{k: v[:n] for k, v in stored.row_aligned().items()})
         clock.span("forward", begin, clock.mark(self.compute_stream))
         if self.download_stream is None:
-            return _Part(stored, None)
+            return _Chunk(stored, None)
         self.download_stream.wait_stream(self.compute_stream)
         with torch.cuda.stream(self.download_stream):
             begin = clock.mark(self.download_stream)
@@ -197,7 +197,7 @@ class DeviceModel:
         for t in stored:
             if t is not None:
                 t.record_stream(self.download_stream)
-        return _Part(host, done)
+        return _Chunk(host, done)
 
     def _device_features(self, pixels: torch.Tensor) -> Stored:
         """(B, H, W, 3) uint8 on the device -> the features in their storage form."""

@@ -1,4 +1,5 @@
-"""The whole extract job, for the CLI and for Python: `extract(inputs, output, ...)`.
+"""One process's extract job (`run_job`), which `sapiens2_cli.extract` (scaleout/launch.py)
+runs under the split it chose: one process, or one part of a split job.
 
 Order matters, so that nothing is lost and nothing heavy starts before a mistake is found:
 
@@ -7,7 +8,7 @@ Order matters, so that nothing is lost and nothing heavy starts before a mistake
    another run, and a resume must agree with the settings it records, for every setting
    that needs neither the device nor the weights; settings not given are taken from OUT;
 3. the device is chosen, and the precision checked against it and OUT;
-4. the inputs are listed (rank 0 under torchrun), and a resume's box file checked;
+4. the inputs are listed (once for the job: `Split.first`), and a resume's box file checked;
 5. the weights are resolved (downloaded, hashed) and the rest is checked against them;
 6. only then is OUT created, resumed or (with `overwrite`) replaced, and the work runs.
 
@@ -18,113 +19,56 @@ What OUT must agree with, and what it supplies, is engine/resume.py's.
 
 from __future__ import annotations
 
-import io
-import os
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from sapiens2_cli import __version__
 from sapiens2_cli.config.choices import CompileMode, OutputFormat
-from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD
-from sapiens2_cli.inputs.items import Preprocess
 from sapiens2_cli.config.options import ExtractOptions, check_box_options, check_pool
-from sapiens2_cli.scaleout.ranks import Ranks
-from sapiens2_cli.engine.resume import box_settings, check_resume, settle_options
-from sapiens2_cli.inputs.sources import Listing, Source, expand, list_files
-from sapiens2_cli.reduce.projection import projection_settings
-from sapiens2_cli.remote import is_url, local_path
 from sapiens2_cli.config.settings import OutputSettings
+from sapiens2_cli.engine.resume import box_settings, check_resume, settle_options
+from sapiens2_cli.engine.split import Split
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.inputs.items import Preprocess
+from sapiens2_cli.inputs.sources import Listing, Source, expand, list_files
+from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD
 from sapiens2_cli.output import check_output_path, existing_settings, infer_format, open_writer
 from sapiens2_cli.output.base import FORMAT_VERSION, OutputLock, lock_path
 from sapiens2_cli.output.npy.writer import Sink
 from sapiens2_cli.output.reader import detect_format, is_output
 from sapiens2_cli.reduce.losses import reductions_for
+from sapiens2_cli.reduce.projection import projection_settings
+from sapiens2_cli.version import __version__
 
 if TYPE_CHECKING:
     import torch
 
-    from sapiens2_cli.scaleout.distributed import RankGroup
-    from sapiens2_cli.scaleout.part_job import PartJob
     from sapiens2_cli.engine.progress import Progress, ProgressStep, Summary
-    from sapiens2_cli.engine.runner import Extraction
+    from sapiens2_cli.engine.runner import Extraction, OutputSpec
     from sapiens2_cli.weights.resolve import Weights
 
 
-def extract(
-    inputs: Sequence[str | Path] | str | Path,
-    output: str | Path,
-    options: ExtractOptions | None = None,
-    *,
-    progress: bool | Callable[[ProgressStep], None] = False,
-    stdin: BinaryIO | None = None,
-    **overrides: object,
-) -> Summary | None:
-    """Extract features of every input into `output` (an .h5 file or an npy folder);
-    calling it again with the same arguments resumes. Returns what the run did.
-
-    `inputs`: paths, or one path. `options` and/or keyword overrides are ExtractOptions
-    fields (`arch="0.4b"`, `layers=(8, -1)`, ...). `progress`: True draws a bar on stderr;
-    a function gets a ProgressStep (this batch's rows and failures, the run's so far and
-    its total) after each batch; False is silent. On Ctrl-C, the output is closed with
-    everything committed and `Interrupted` (a KeyboardInterrupt carrying the summary so
-    far) is raised. Under torchrun, ranks other than 0 return None (rank 0's summary covers
-    them all). Problems with the inputs, options, weights or OUT raise Sapiens2Error before
-    any work, with one line saying what to do.
-    """
-    from sapiens2_cli.inputs.tar import expand_patterns
-
-    unknown = sorted(set(overrides) - {f.name for f in fields(ExtractOptions)})
-    if unknown:
-        raise Sapiens2Error(
-            f"extract() has no option {unknown[0]!r}: the options are the fields of "
-            "ExtractOptions, one per flag of `sapiens2 extract` (docs/api.md)"
-        )
-    if isinstance(stdin, io.TextIOBase):
-        raise Sapiens2Error(
-            "stdin is a text stream: pass a binary one (sys.stdin.buffer, open(path, 'rb'), "
-            "io.BytesIO), since paths are read as bytes"
-        )
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    opts = replace(options or ExtractOptions(), **overrides)
-    paths = expand_patterns([str(p) for p in inputs])  # shards/{00000..00099}.tar
-    if stdin is None and sys.stdin is not None and "-" in paths:
-        stdin = sys.stdin.buffer
-    if is_url(str(output)):
-        from sapiens2_cli.engine.url_output import run_at_url
-
-        return run_at_url(
-            str(output), opts, lambda out, sink: _run(opts, paths, out, stdin, progress, sink)
-        )
-    return _run(opts, paths, Path(local_path(str(output))), stdin, progress)
-
-
-def _run(
+def run_job(
     opts: ExtractOptions,
     inputs: list[str],
     output: Path,
+    split: Split,
     stdin: BinaryIO | None,
     progress: bool | Callable[[ProgressStep], None],
     sink: Sink | None = None,
 ) -> Summary | None:
-    """The steps of the module docstring, in order."""
+    """The steps of the module docstring, in order, for this process's share of the job
+    (`split`: one process, or one part of a split job)."""
     fmt = _check_options(opts, output)
-    ranks = Ranks.from_env()
-    part = ranks.part(opts.shard)
-    path = output if part is None else part.path(output, fmt)  # what this process writes
+    path = output if split.part is None else split.output_path(output, fmt)
     opts, existing = _check_output(opts, path, fmt)
     # Every check that needs neither torch nor the inputs has passed: torch from here.
     from sapiens2_cli.engine.device import resolve_device
-    from sapiens2_cli.scaleout.distributed import RankGroup
-    from sapiens2_cli.scaleout.part_job import PartJob
     from sapiens2_cli.engine.resume import settle_precision
     from sapiens2_cli.engine.runner import OutputSpec
 
-    device = ranks.pin(resolve_device(opts.device))
+    device = split.pin(resolve_device(opts.device))
     opts = settle_precision(opts, existing, device, path)
     out = OutputSpec(
         path=output,
@@ -135,16 +79,16 @@ def _run(
         retry_failed=opts.retry_failed,
         sink=sink,
     )
-    with RankGroup(ranks, device) as group:
-        job = PartJob.plan(group, out, opts.shard, opts.merge)
-        files, sources = _list_inputs(group, opts, inputs, stdin)
+    with split.running(device):
+        mine = split.plan(out)
+        files, sources = _list_inputs(split, opts, inputs, stdin)
         check_resume(path, existing, box_settings(sources))
-        weights = group.first(lambda: _resolve_and_hash(opts))
-        extraction = _open(opts, weights, existing, job, files, sources, device)
-        bar = _progress(group, len(extraction.pending), progress)
-        summary = job.finish(extraction.run(bar=bar))
-    if summary is not None and job.next_step():
-        summary = replace(summary, next_step=job.next_step())
+        weights = split.first(lambda: _resolve_and_hash(opts))
+        extraction = _open(opts, weights, existing, split, mine, files, sources, device)
+        bar = _progress(split, len(extraction.pending), progress)
+        summary = split.finish(extraction.run(bar=bar))
+    if summary is not None and split.next_step():
+        summary = replace(summary, next_step=split.next_step())
     return summary
 
 
@@ -180,22 +124,24 @@ def _check_output(
 
 
 def _list_inputs(
-    group: RankGroup, opts: ExtractOptions, inputs: list[str], stdin: BinaryIO | None
+    split: Split, opts: ExtractOptions, inputs: list[str], stdin: BinaryIO | None
 ) -> tuple[list[str], list[Source]]:
     """Step 4, on rank 0: the input files, and the sources that expand them into items."""
     if opts.boxes is not None:
         from sapiens2_cli.inputs.boxes.crop import load_box_source
 
-        crops = group.first(
+        crops = split.first(
             lambda: load_box_source(
                 opts.boxes, inputs, opts.box_padding, opts.min_score, opts.include_crowd
             )
         )
-        return crops.files, [*opts.sources, crops]
-    sources = opts.source_list()
+        return crops.files, [crops]
+    from sapiens2_cli.inputs.registry import input_sources
+
+    sources = input_sources(opts.video_fps, opts.image_column, opts.key_column)
     extensions = frozenset().union(*(s.extensions for s in sources))
     listing = Listing(extensions, opts.hidden, opts.null)
-    return group.first(lambda: list_files(inputs, opts.files_from, stdin, listing)), sources
+    return split.first(lambda: list_files(inputs, opts.files_from, stdin, listing)), sources
 
 
 def _resolve_and_hash(opts: ExtractOptions) -> Weights:
@@ -223,15 +169,16 @@ def _open(
     opts: ExtractOptions,
     weights: Weights,
     existing: dict | None,
-    job: PartJob,
+    split: Split,
+    output: OutputSpec,
     files: list[str],
     sources: list[Source],
     device: torch.device,
 ) -> Extraction:
     """Step 6: check the rest against the weights, expand this part's files into items,
     and open OUT (new, resumed or replaced): the first step that writes anything."""
-    from sapiens2_cli.model.tokens import row_shape
     from sapiens2_cli.engine.runner import Extraction, FeatureSpec, RunOptions
+    from sapiens2_cli.model.tokens import row_shape
     from sapiens2_cli.weights.resolve import checkpoint_sha256
 
     config = weights.info.config
@@ -239,7 +186,6 @@ def _open(
     config.check_image_size(*size)
     layers = _layers(opts.layers, config.num_layers)
     grid = config.grid_size(*size)
-    output = job.output
     check_pool(opts.pool, grid, size)
     projection, projected = projection_settings(opts.project, config.embed_dim, output.path)
     spec = FeatureSpec(
@@ -286,8 +232,8 @@ def _open(
         pool=spec.pool,
         k=None if projection is None else projection.k,
     )
-    expansion = expand(job.take(files), sources)
-    job.clear_stale()
+    expansion = expand(split.take(files), sources)
+    split.clear_stale()
     writer, done = open_writer(
         output.path,
         output.format,
@@ -329,11 +275,11 @@ def _open(
 
 
 def _progress(
-    group: RankGroup, pending: int, progress: bool | Callable[[ProgressStep], None]
+    split: Split, pending: int, progress: bool | Callable[[ProgressStep], None]
 ) -> Progress:
     """The bar (summed over ranks under torchrun), or the caller's function per batch."""
     if callable(progress):
         from sapiens2_cli.engine.progress import CallbackProgress
 
         return CallbackProgress(pending, progress)
-    return group.progress(pending, bool(progress))
+    return split.progress(pending, bool(progress))

@@ -11,7 +11,6 @@ batch, never a row.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -23,9 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sapiens2_cli.inputs.items import Failure, Item, Preprocess, Row
-from sapiens2_cli.text import one_line
 from sapiens2_cli.output import RowBatch
 from sapiens2_cli.output.base import concat_columns
+from sapiens2_cli.system import usable_cores
+from sapiens2_cli.text import one_line
 
 
 @dataclass
@@ -150,12 +150,6 @@ def default_workers(device: torch.device) -> int:
     if device.type == "cpu":
         return 1
     return max(1, min(32, usable_cores() - 2))
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity where the OS tells it)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores or 1
 
 
 #: Decoded pixels the workers may hold ahead of the loop, across all of them.

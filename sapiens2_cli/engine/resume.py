@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sapiens2_cli.config.choices import Precision
-from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.model import ARCHS
 from sapiens2_cli.config.options import DEFAULTS, ExtractOptions
 from sapiens2_cli.config.settings import difference
+from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.model import ARCHS
 
 if TYPE_CHECKING:
     import torch

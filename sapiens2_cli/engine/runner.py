@@ -22,20 +22,20 @@ from sapiens2_cli.config.choices import (
     StorageDtype,
     TokenMode,
 )
-from sapiens2_cli.model import load_backbone
+from sapiens2_cli.config.options import DEFAULT_BATCH_SIZE
+from sapiens2_cli.config.values import Part
 from sapiens2_cli.engine.background import BackgroundWriter
 from sapiens2_cli.engine.forward import DeviceModel, Pending
-from sapiens2_cli.inputs.items import Item, Preprocess
 from sapiens2_cli.engine.loader import Batch, default_workers, iter_batches
-from sapiens2_cli.config.options import DEFAULT_BATCH_SIZE
 from sapiens2_cli.engine.profile import StageClock
 from sapiens2_cli.engine.progress import Progress, Summary
-from sapiens2_cli.reduce.apply_projection import DeviceProjection
-from sapiens2_cli.weights.resolve import Weights
-from sapiens2_cli.reduce.projection import Projection
+from sapiens2_cli.inputs.items import Item, Preprocess
+from sapiens2_cli.model import load_backbone
 from sapiens2_cli.output import FeatureWriter, RowBatch
 from sapiens2_cli.output.npy.writer import Sink
-from sapiens2_cli.output.parts import Part
+from sapiens2_cli.reduce.apply_projection import DeviceProjection
+from sapiens2_cli.reduce.projection import Projection
+from sapiens2_cli.weights.resolve import Weights
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sapiens2_cli.config.choices import OutputFormat
-from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.config.options import ExtractOptions
-from sapiens2_cli.scaleout.ranks import Ranks
+from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import infer_format
 
 if TYPE_CHECKING:
@@ -23,14 +22,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def check_url_output(url: str, opts: ExtractOptions) -> None:
-    """What a URL OUT cannot do, each one line before any work."""
+def check_url_output(url: str, opts: ExtractOptions, parted: bool) -> None:
+    """What a URL OUT cannot do, each one line before any work; `parted`: this process
+    writes one part of a split job."""
     if infer_format(Path(url), opts.format) == OutputFormat.H5:
         raise Sapiens2Error(
             f"HDF5 output must be local: write it locally, then copy it (e.g. aws s3 cp "
             f"f.h5 {url}); or give a prefix for npy shards (-o s3://bucket/feats/)"
         )
-    if opts.shard is not None or Ranks.from_env().distributed:
+    if parted:
         raise Sapiens2Error(
             "--shard and torchrun parts write beside OUT, which must then be local: give "
             "a local -o, then copy the merged output"
@@ -43,12 +43,12 @@ def check_url_output(url: str, opts: ExtractOptions) -> None:
 
 
 def run_at_url(
-    url: str, opts: ExtractOptions, run: Callable[[Path, Upload], Summary | None]
+    url: str, opts: ExtractOptions, parted: bool, run: Callable[[Path, Upload], Summary | None]
 ) -> Summary | None:
     """`run(staging folder, upload)` for OUT at `url`, naming `url` in what it gives back."""
     from sapiens2_cli.output.url.staged import staged_output
 
-    check_url_output(url, opts)
+    check_url_output(url, opts, parted)
     log.warning(
         "%s is in an object store, which has no lock: two runs writing one prefix at once "
         "are yours to avoid",

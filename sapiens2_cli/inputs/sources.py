@@ -91,9 +91,9 @@ def has_extension(name: str, extensions: Collection[str]) -> bool:
     return name.lower().endswith(tuple(extensions))
 
 
-def default_sources() -> list[Source]:
-    """The sources of a plain run; the engine puts specialised ones in front."""
-    return [ImageSource()]
+def source_of(path: str, sources: Sequence[Source]) -> Source:
+    """The source that makes the rows of file `path`: the first that claims it."""
+    return next(s for s in sources if s.claims(path))
 
 
 def expand(files: Sequence[str], sources: Sequence[Source]) -> Expansion:
@@ -102,7 +102,7 @@ def expand(files: Sequence[str], sources: Sequence[Source]) -> Expansion:
     run: list[str] = []
     current: Source | None = None
     for path in files:
-        source = next(s for s in sources if s.claims(path))
+        source = source_of(path, sources)
         if source is not current and run:
             result.extend(current.expand(run))
             run = []

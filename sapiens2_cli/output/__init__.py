@@ -3,13 +3,14 @@
 
 from sapiens2_cli.config.choices import OutputFormat
 from sapiens2_cli.output.base import FeatureWriter, RowBatch
+from sapiens2_cli.output.features import FeatureFile
 from sapiens2_cli.output.opening import (
     check_output_path,
     existing_settings,
     infer_format,
     open_writer,
 )
-from sapiens2_cli.output.reader import FeatureFile, open_features
+from sapiens2_cli.output.reader import open_features
 
 __all__ = [
     "FeatureFile",

@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.output.features import FeatureFile
+from sapiens2_cli.output.reader import open_features
 from sapiens2_cli.remote import is_url
-from sapiens2_cli.output.reader import FeatureFile, open_features
 
 
 class FeatureDataset(Dataset):

@@ -26,14 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapiens2_cli.config.choices import MergeMode
-from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.config.settings import difference
+from sapiens2_cli.config.values import Part
+from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output.base import FeatureWriter, OutputLock, RowBatch, built_in_place
-from sapiens2_cli.output.hdf5.writer import H5Writer
+from sapiens2_cli.output.features import PartFile
 from sapiens2_cli.output.hdf5.join import features_layout, record_join, write_virtual
+from sapiens2_cli.output.hdf5.writer import H5Writer
 from sapiens2_cli.output.npy.writer import NpyWriter, default_shard_rows, write_joined_manifest
 from sapiens2_cli.output.opening import check_output_path, remove_output
-from sapiens2_cli.output.parts import Part, PartFile
+from sapiens2_cli.output.parts import part_path
 from sapiens2_cli.output.reader import detect_format, open_features
 from sapiens2_cli.reduce.losses import join_reductions
 
@@ -181,7 +183,8 @@ def _check_split(sources: list[PartFile], out: Path, fmt: str) -> None:
         k = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise Sapiens2Error(
-            f"part {k} of {count} is missing{more}, expected at {Part(k, count).path(out, fmt)}: "
+            f"part {k} of {count} is missing{more}, expected at "
+            f"{part_path(out, Part(k, count), fmt)}: "
             f"run it (extract --shard {k}/{count}) and merge again"
         )
 

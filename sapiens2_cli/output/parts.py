@@ -1,70 +1,26 @@
-"""Parts of one output: how a split job names them and which part each input file goes to.
+"""Parts of one output on disk: how a split job's parts are named and found.
 
 Part k of a split into N lives at `OUT.parts/part-0000k-of-0000N.h5` (HDF5; the suffix is
 OUT's) or `OUT.parts/part-0000k-of-0000N/` (npy), and records `part = [k, N]` in its
-settings. A file's part is fixed by a hash of its identity (crc32 of the path's bytes: the
-same on every machine and Python), not by its position in the list: files added to a
-folder later move no file to another part, so each part resumes exactly as a single run
-does, and every row of a file (its boxes, frames or members) stays in one part.
+settings. Which input goes to which part is the split job's (scaleout/part_job.py).
 """
 
 from __future__ import annotations
 
 import re
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
+from sapiens2_cli.config.values import Part
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output.opening import remove_output
-from sapiens2_cli.output.reader import FeatureFile
 
 PART_NAME = re.compile(r"part-(\d{5,})-of-(\d{5,})(\.h5|\.hdf5)?", re.IGNORECASE)
 
 
-def parse_shard(text: str) -> Part:
-    """'1/4' -> part 1 of 4 (counting from 0, as SLURM array indices do)."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
-    if match is None:
-        raise Sapiens2Error(f"--shard {text!r} is not I/N: write it like 0/4 (part 0 of 4)")
-    return Part(int(match[1]), int(match[2]))
-
-
-def part_index(file: str, count: int) -> int:
-    """The part, of `count`, that an input file (and every row it gives) belongs to."""
-    return zlib.crc32(file.encode("utf-8", "surrogateescape")) % count
-
-
-@dataclass(frozen=True)
-class Part:
-    """Part `index` (0-based) of a split into `count`."""
-
-    index: int
-    count: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.index < self.count:
-            raise Sapiens2Error(
-                f"there is no part {self.index} of {self.count}: write --shard I/N with I "
-                "from 0 to N-1"
-            )
-
-    def __str__(self) -> str:
-        return f"part {self.index} of {self.count}"
-
-    def path(self, out: Path, fmt: str) -> Path:
-        """Where this part of `out` (an `fmt` output) is written."""
-        suffix = (out.suffix or ".h5") if fmt == "h5" else ""
-        return parts_folder(out) / f"part-{self.index:05d}-of-{self.count:05d}{suffix}"
-
-
-@dataclass
-class PartFile:
-    """An output opened to be joined: where it is, its reader, and the part it records."""
-
-    path: Path
-    file: FeatureFile
-    part: Part | None
+def part_path(out: Path, part: Part, fmt: str) -> Path:
+    """Where `part` of `out` (an `fmt` output) is written."""
+    suffix = (out.suffix or ".h5") if fmt == "h5" else ""
+    return parts_folder(out) / f"part-{part.index:05d}-of-{part.count:05d}{suffix}"
 
 
 def parts_folder(out: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Fitting a PCA projection on an extract output (`sapiens2 pca`), streaming.
+"""Fitting a PCA projection on the rows of an extract output (`sapiens2 pca`), streaming.
 
 Every token of every layer of a row is one D-vector sample. Rows are read a chunk at a
 time and only the sums (count, sum x, sum x x^T, in float64, of x less a shift: the first
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from sapiens2_cli.config.choices import Layout
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.reduce.projection import Projection
-from sapiens2_cli.output.reader import FeatureFile, open_features
 
 #: Features read per chunk (float32 bytes), unless the caller says otherwise.
 CHUNK_BYTES = 64 << 20
@@ -64,8 +63,20 @@ class Moments:
         return self.shift + centred, covariance
 
 
-def fit(source: FeatureFile, k: int, rows: int | None = None, chunk_rows: int | None = None):
-    """The k-component PCA of the tokens of `rows` rows of an open output (-> Projection)."""
+class Rows(Protocol):
+    """What fitting reads: an open output (`open_features`), as the caller opened it; the
+    fit needs nothing else of the output layer, which sits above it."""
+
+    settings: dict
+    row_shape: tuple[int, ...]
+
+    def __len__(self) -> int: ...
+
+    def read(self, index: np.ndarray) -> np.ndarray: ...
+
+
+def fit(source: Rows, k: int, rows: int | None = None, chunk_rows: int | None = None) -> Projection:
+    """The k-component PCA of the tokens of `rows` rows of an open output."""
     settings = source.settings
     if settings.get("projection_sha256"):
         raise Sapiens2Error(
@@ -107,11 +118,3 @@ def fit(source: FeatureFile, k: int, rows: int | None = None, chunk_rows: int | 
         total_variance=float(np.trace(covariance)),
         metadata=metadata,
     )
-
-
-def fit_output(
-    output: str | Path, k: int, rows: int | None = None, chunk_rows: int | None = None
-) -> Projection:
-    """`fit` on the output at `output` (an .h5 file or an npy folder)."""
-    with open_features(output) as source:
-        return fit(source, k, rows, chunk_rows)

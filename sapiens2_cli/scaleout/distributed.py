@@ -19,8 +19,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.engine.progress import Progress
+from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.scaleout.ranks import Ranks
 
 T = TypeVar("T")

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sapiens2_cli.config.values import Part
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output.parts import Part
 
 if TYPE_CHECKING:
     import torch

@@ -1,11 +1,11 @@
 """A row's input image for `viz --overlay`, read from its key as extract read it.
 
 The key gives the file and the item in it (`items.split_key`, `tar.member_of`). The file
-goes through the source extract used for it (a video sampled at OUT's rate, a tar shard, a
-Parquet / Arrow file, a photo) and that source's reader reads the item with the row's key,
-so a frame, a tar member, a Parquet row and a photo are decoded by the same code as at
-extract. A person crop is cut again from its photo with the stored matrix. (Rows keyed by
-a Parquet --key-column name no file, so they have no overlay.)
+goes through the source extract used for it (inputs/registry.py: a video sampled at OUT's
+rate, a tar shard, a Parquet / Arrow file, a photo) and that source's reader reads the item
+with the row's key, so a frame, a tar member, a Parquet row and a photo are decoded by the
+same code as at extract. A person crop is cut again from its photo with the stored matrix.
+(Rows keyed by a Parquet --key-column name no file, so they have no overlay.)
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from sapiens2_cli.inputs.items import (
     file_key,
     split_key,
 )
-from sapiens2_cli.inputs.tables.parquet import ParquetSource
-from sapiens2_cli.inputs.sources import ImageSource, Source
-from sapiens2_cli.inputs.tar import TarSource, member_of
+from sapiens2_cli.inputs.registry import input_sources
+from sapiens2_cli.inputs.sources import Source, source_of
+from sapiens2_cli.inputs.tar import member_of
 
 
 class InputImages:
@@ -36,10 +36,9 @@ class InputImages:
 
     def __init__(self, root: Path | None, video_fps: float, image_column: str | None = None):
         self.root = root  # relative stored paths are under this; None: the cwd
-        self.video_fps = video_fps  # the rate extract sampled videos at (OUT's video_fps)
-        self.image_column = image_column  # Parquet / Arrow inputs' (OUT's image_column)
         self._listed: dict[str, tuple[dict[str, Item], list[Failure]]] = {}
-        self._videos: Source | None = None  # one source (so one open video) for every video
+        # extract's sources, set as OUT records; one of each (so one open video) per run
+        self._sources = input_sources(video_fps, image_column)
 
     def path(self, key: str) -> str:
         """Where the file of `key` is looked for (as a string: a tar member's name is kept
@@ -65,17 +64,9 @@ class InputImages:
             crop = Image.fromarray(warp(image, affine, input_size), "RGB")
             return Decoded(np.asarray(resize_to(crop, size[1], size[0])), image.shape[:2], None)
         member = member_of(path)
-        if member is not None:
-            item = self._item(member[0], TarSource(), file_key(path))
-        elif fragment is None:
-            item = self._item(path, ImageSource(), file_key(path))
-        elif (tables := ParquetSource(self.image_column)).claims(path):
-            item = self._item(path, tables, derived_key(path, fragment))
-        else:
-            from sapiens2_cli.inputs.video.source import VideoSource  # PyAV only for videos
-
-            self._videos = self._videos or VideoSource(self.video_fps)
-            item = self._item(path, self._videos, derived_key(path, fragment))
+        file = member[0] if member else path  # a tar member is read through its shard
+        key = file_key(path) if fragment is None else derived_key(path, fragment)
+        item = self._item(file, source_of(file, self._sources), key)
         row = next(iter(item.reader.read([item], Preprocess(size))))
         if isinstance(row, Failure):
             raise ImageError(row.reason)

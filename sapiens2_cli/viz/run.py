@@ -25,9 +25,12 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import ImageError
 from sapiens2_cli.inputs.items import split_key
 from sapiens2_cli.inputs.sources import identity
+from sapiens2_cli.output.base import one_line_if_full, removed_on_failure
+from sapiens2_cli.output.features import FeatureFile
+from sapiens2_cli.output.reader import open_features
+from sapiens2_cli.viz.colours import Colouring, fit_colouring
 from sapiens2_cli.viz.inputs import InputImages
 from sapiens2_cli.viz.patches import GridSpec, grid_spec, image_region, patch_grid
-from sapiens2_cli.viz.colours import Colouring, fit_colouring
 from sapiens2_cli.viz.render import (
     contact_sheet,
     note_panel,
@@ -35,8 +38,6 @@ from sapiens2_cli.viz.render import (
     render_components,
     side_by_side,
 )
-from sapiens2_cli.output.base import one_line_if_full, removed_on_failure
-from sapiens2_cli.output.reader import FeatureFile, open_features
 
 log = logging.getLogger(__name__)
 

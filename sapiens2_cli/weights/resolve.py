@@ -9,15 +9,14 @@ a changed file is hashed again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sapiens2_cli.files import file_sha256
 from sapiens2_cli.model import CheckpointInfo, get_config, inspect_checkpoint
-from sapiens2_cli.remote import is_url, open_input
 
 log = logging.getLogger(__name__)
 HASH_CACHE = "checkpoint-sha256.json"
@@ -49,15 +48,6 @@ def resolve_weights(arch: str | None, checkpoint: Path | None) -> Weights:
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "sapiens2"
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (a checkpoint, a box file), read in 16 MiB pieces."""
-    digest = hashlib.sha256()
-    with open_input(str(path)) if is_url(str(path)) else open(path, "rb") as f:
-        while chunk := f.read(16 * 2**20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checkpoint_sha256(path: Path) -> str:

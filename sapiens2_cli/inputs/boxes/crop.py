@@ -24,13 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sapiens2_cli.config.options import DEFAULTS
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.files import file_sha256
 from sapiens2_cli.inputs.boxes.box_file import Box, BoxFile, box_problem, load_boxes
 from sapiens2_cli.inputs.decode import ImageError, read_rgb
 from sapiens2_cli.inputs.items import Failure, Item, Preprocess, Reader, Row, derived_key
-from sapiens2_cli.config.options import DEFAULTS
 from sapiens2_cli.inputs.sources import Expansion, Source, identity
-from sapiens2_cli.weights.resolve import file_sha256
 from sapiens2_cli.remote import is_url
 
 #: Upstream's default padding around a box (`PoseGetBBoxCenterScale`).

@@ -16,6 +16,9 @@ from itertools import groupby
 from typing import TYPE_CHECKING
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.files import file_state
+from sapiens2_cli.inputs.items import Failure, Item, Reader, bytes_row, derived_key, file_key
+from sapiens2_cli.inputs.sources import Expansion, Source
 from sapiens2_cli.inputs.tables.columnar import (
     ARROW_EXTENSIONS,
     PARQUET_EXTENSIONS,
@@ -26,9 +29,6 @@ from sapiens2_cli.inputs.tables.columnar import (
     image_column,
     pyarrow,
 )
-from sapiens2_cli.inputs.items import Failure, Item, Reader, bytes_row, derived_key, file_key
-from sapiens2_cli.inputs.sources import Expansion, Source
-from sapiens2_cli.inputs.tar import file_state
 
 if TYPE_CHECKING:
     from sapiens2_cli.inputs.items import Preprocess, Row

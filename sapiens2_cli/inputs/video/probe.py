@@ -23,8 +23,8 @@ from fractions import Fraction
 
 import av
 
-from sapiens2_cli.inputs.items import derived_key
 from sapiens2_cli.config.options import DEFAULTS
+from sapiens2_cli.inputs.items import derived_key
 from sapiens2_cli.remote import is_url, open_input
 from sapiens2_cli.text import one_line, open_failure
 

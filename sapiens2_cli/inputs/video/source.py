@@ -67,7 +67,7 @@ def _decode_threads() -> int:
     all, so a video is not decoded on one core while the rest wait."""
     from torch.utils.data import get_worker_info
 
-    from sapiens2_cli.engine.loader import usable_cores
+    from sapiens2_cli.system import usable_cores
 
     info = get_worker_info()
     workers = info.num_workers if info is not None else 1
