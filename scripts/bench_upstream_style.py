@@ -7,7 +7,7 @@ mean/std, run a float32 module at batch 1 and take the patch tokens of the last 
 numpy. The features are dropped, not written: the loop pays no disk time, so the ratio is
 in its favour. The module is our `load_backbone` used as a plain nn.Module.
 
-The tool is the real `Extraction.run` pipeline (`bench.pipeline.time_extract`) with
+The tool is the real extract pipeline (`bench.pipeline.time_extract`) with
 the settings given here, into a temporary HDF5 file in float16. Its images/s includes
 the model load (and the compile warm-up); the loop's excludes the load and one
 warm-up image. Both use the same checkpoint: `--checkpoint`, or random weights of
@@ -26,6 +26,7 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,9 @@ from PIL import Image
 from sapiens2_cli.bench import environment
 from sapiens2_cli.bench.pipeline import random_checkpoint, time_extract
 from sapiens2_cli.config.choices import Precision
+from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.config.values import parse_batch_size, parse_size
 from sapiens2_cli.engine.device import resolve_device, resolve_precision
-from sapiens2_cli.engine.runner import RunOptions
 from sapiens2_cli.inputs.sources import list_images
 from sapiens2_cli.model import get_config, inspect_checkpoint, load_backbone, normalize_pixels
 
@@ -92,13 +93,21 @@ def main() -> None:
     )
     size = parse_size(args.size) if args.size else config.image_size
     batch = parse_batch_size(args.batch_size)
-    run = RunOptions(
-        device, precision.torch, batch, args.workers, weights_dtype.torch, args.compile
+    options = ExtractOptions(
+        checkpoint=args.checkpoint,
+        size=size,
+        device=str(device),
+        precision=precision,
+        weights_dtype=weights_dtype,
+        batch_size=batch,
+        workers=args.workers,
+        compile=args.compile is not None,
+        compile_mode=args.compile,
     )
     with contextlib.ExitStack() as stack:
         checkpoint = args.checkpoint or stack.enter_context(random_checkpoint(config))
         print(f"tool: extract pipeline on {len(images)} images", file=sys.stderr)
-        tool = time_extract(images, checkpoint, size, run).as_dict()
+        tool = time_extract(images, replace(options, checkpoint=checkpoint)).as_dict()
         print("upstream-style loop: PIL on the main thread, batch 1, fp32", file=sys.stderr)
         loop = upstream_style_loop(images, checkpoint, size, device)
     report = {

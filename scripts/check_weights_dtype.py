@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sapiens2_cli.config.choices import Layout, StorageDtype, TokenMode
+from sapiens2_cli.config.choices import Precision, StorageDtype
+from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.config.values import parse_size
 from sapiens2_cli.engine.device import resolve_device
 from sapiens2_cli.engine.forward import DeviceModel
@@ -43,17 +44,10 @@ def features(
     """Kept patch features of each image with the weights loaded in `dtype`."""
     model = load_backbone(checkpoint, arch, device=device, dtype=dtype)
     grid = model.config.grid_size(*size)
-    stage = DeviceModel(
-        model,
-        layers=layers,
-        tokens=TokenMode.PATCH,
-        layout=Layout.TOKENS,
-        dtype=StorageDtype.FLOAT32,
-        grid=grid,
-        device=device,
-        precision=dtype,
-        batch_size=1,
+    options = ExtractOptions(
+        layers=layers, dtype=StorageDtype.FLOAT32, precision=Precision.of(dtype), batch_size=1
     )
+    stage = DeviceModel(model, options, device, grid)
     out = []
     for path in images:
         pixels = torch.from_numpy(decode_image(path, size).pixels.copy())[None]

@@ -30,7 +30,6 @@ def test_extract_example_runs_as_written(tmp_path, monkeypatch, capsys):
 def test_every_extract_flag_is_the_keyword_of_the_same_name():
     """Catches: keywords named apart from their flags (`video_fps` for --fps, `compile` for
     --compile-mode), where docs/api.md says there is one keyword per flag."""
-    import click
     import typer.main
 
     from sapiens2_cli.cli import app
@@ -40,8 +39,9 @@ def test_every_extract_flag_is_the_keyword_of_the_same_name():
     flags = {
         p.opts[0].lstrip("-").replace("-", "_")
         for p in command.params
-        if isinstance(p, click.Option) and p.opts[0].startswith("--") and p.name != "help"
+        if p.param_type_name == "option" and p.opts[0].startswith("--") and p.name != "help"
     }
+    assert len(flags) > 30  # typer's own click: an isinstance check on click's finds none
     cli_only = {"output", "strict", "json", "quiet"}  # the API's second argument, exit code, prints
     assert flags - cli_only <= {f.name for f in fields(ExtractOptions)}
     text = (DOCS / "api.md").read_text()

@@ -14,7 +14,7 @@ from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
 from sapiens2_cli.bench import count_cost, peak_tflops, time_forward
 from sapiens2_cli.bench.pipeline import time_pipeline
 from sapiens2_cli.cli import app
-from sapiens2_cli.config.choices import Precision, StorageDtype
+from sapiens2_cli.config.choices import Precision
 from sapiens2_cli.model import get_config
 
 TIMING_KEYS = {
@@ -106,19 +106,11 @@ TINY_CONFIG = Sapiens2Config(embed_dim=32, num_layers=2, num_heads=2, ffn_dim=64
 
 def test_auto_batch_size_is_one_on_cpu():
     """Catches: a CPU run probing batch sizes (a CPU out of memory kills, it does not raise)."""
+    from sapiens2_cli.config.options import ExtractOptions
     from sapiens2_cli.engine.forward import DeviceModel
 
-    stage = DeviceModel(
-        build_backbone(TINY_CONFIG),
-        layers=(-1,),
-        tokens="patch",
-        layout="tokens",
-        dtype=StorageDtype.FLOAT16,
-        grid=(2, 2),
-        device=torch.device("cpu"),
-        precision=torch.float32,
-        batch_size=8,
-    )
+    options = ExtractOptions(precision="fp32", batch_size=8)
+    stage = DeviceModel(build_backbone(TINY_CONFIG), options, torch.device("cpu"), (2, 2))
     assert stage.fit_batch((32, 32)) == 1 and stage.batch_size == 1
 
 

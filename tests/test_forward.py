@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from extract_helpers import FAST, extract
 from paths import DATA, TINY
 
-from sapiens2_cli.config.choices import StorageDtype
+from sapiens2_cli.config.choices import Precision, StorageDtype
+from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.engine.forward import DeviceModel
 from sapiens2_cli.engine.profile import STAGES
 from sapiens2_cli.errors import Sapiens2Error
@@ -40,20 +41,14 @@ def _photos(size=SIZE) -> torch.Tensor:
 def _device_model(
     model, batch_size: int, device="cpu", precision=torch.float32, grid=GRID, **kw
 ) -> DeviceModel:
-    options = {
-        "layers": (8, 17),
-        "tokens": "patch",
-        "layout": "tokens",
-        "dtype": StorageDtype.FLOAT32,
-    }
-    return DeviceModel(
-        model,
-        **(options | kw),
-        grid=grid,
-        device=torch.device(device),
-        precision=precision,
+    if "compile" in kw:  # a mode, as --compile-mode gives it
+        kw |= {"compile": True, "compile_mode": kw["compile"]}
+    options = ExtractOptions(
+        **{"layers": (8, 17), "dtype": StorageDtype.FLOAT32} | kw,
+        precision=Precision.of(precision),
         batch_size=batch_size,
     )
+    return DeviceModel(model, options, torch.device(device), grid)
 
 
 def _reference(pixels: torch.Tensor, layers=(8, 17)) -> np.ndarray:

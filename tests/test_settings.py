@@ -1,13 +1,23 @@
-"""The settings an output records: one declaration, documented, and the resume rule."""
+"""The settings: each option declared once (config/options.py), documented, with its resume
+rule, and the command line built from the declarations."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import fields
 
+import typer.main
 from paths import DOCS
 
-from sapiens2_cli.config.settings import OutputSettings, difference, resume_keys, settings_docs
+from sapiens2_cli.cli import app
+from sapiens2_cli.config.options import (
+    DEFAULTS,
+    ExtractOptions,
+    declarations,
+    difference,
+    recorded,
+    resume_keys,
+    settings_docs,
+)
 
 
 def _settings_table() -> dict[str, tuple[str, str]]:
@@ -29,18 +39,46 @@ def test_every_setting_is_documented_with_its_resume_rule():
 
 
 def test_resume_compares_only_the_settings_that_define_the_numbers():
-    """Catches: a resume refused for a changed tool version, or allowed with other layers."""
-    base = OutputSettings(arch="1b", layers=[17], tool_version="0.1.0", image_size=[64, 48])
-    existing = base.to_dict()
+    """Catches: a resume refused for a changed tool version, or allowed with other layers;
+    and a setting absent on one side passing as equal."""
+    existing = {"arch": "1b", "layers": [17], "tool_version": "0.1.0", "image_size": [64, 48]}
     assert difference(existing, {**existing, "tool_version": "9.9"}) is None
     message = difference(existing, {**existing, "layers": [3]})
     assert message is not None and message.startswith("--layers")
-    assert "None" not in str(OutputSettings().to_dict())  # None fields are not written
+    assert difference(existing, {**existing, "pool": 2}).startswith("--pool")
 
 
-def test_an_older_output_without_a_newer_setting_reads_as_its_default():
-    """Catches: every output made before jpeg_draft existed refusing to resume."""
-    old = OutputSettings(arch="1b").to_dict()
-    del old["jpeg_draft"]
-    assert difference(old, OutputSettings(arch="1b").to_dict()) is None
-    assert {f.name for f in fields(OutputSettings)} >= set(resume_keys())
+def test_a_run_records_each_declared_setting_as_files_store_it():
+    """Catches: a declared setting missing from what OUT records, or stored as a Python
+    object (an enum, a tuple) instead of the text and lists the files hold."""
+    settled = ExtractOptions(arch="0.4b", size="64x48", layers=(3,), fps=2).with_defaults()
+    settled = ExtractOptions(**{**vars(settled), "precision": "fp32", "weights_dtype": "fp32"})
+    assert recorded(settled) == {
+        "arch": "0.4b",
+        "image_size": [64, 48],
+        "resize": "stretch",
+        "jpeg_draft": False,
+        "layers": [3],
+        "tokens": "patch",
+        "layout": "tokens",
+        "dtype": "float16",
+        "pool": 1,
+        "precision": "fp32",
+        "weights_dtype": "fp32",
+        "video_fps": 2.0,
+    }
+
+
+def test_every_option_is_a_flag_with_its_declared_help_panel_and_default():
+    """Catches: an option declared but missing from the command line, shown in another
+    panel, or with its default left out of (or unformatted in) its help."""
+    command = typer.main.get_command(app).commands["extract"]
+    by_name = {p.name: p for p in command.params if p.param_type_name == "option"}
+    for name, declared in declarations().items():
+        param = by_name[name]
+        assert declared.flag(name) in param.opts, name
+        assert param.rich_help_panel == declared.panel, name
+        assert "{" not in param.help.replace("{00000..00099}", ""), name
+    assert f"default {DEFAULTS.box_padding:g}" in by_name["box_padding"].help
+    assert "(default -1)" in by_name["layers"].help
+    assert "off by default" in by_name["jpeg_draft"].help

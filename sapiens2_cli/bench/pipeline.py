@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 
 from sapiens2_cli.config.choices import Precision
 from sapiens2_cli.config.options import ExtractOptions
-from sapiens2_cli.engine.runner import RunOptions
+from sapiens2_cli.engine.device import resolve_device
+from sapiens2_cli.engine.loader import decode_workers
 from sapiens2_cli.inputs.sources import list_images
 from sapiens2_cli.model import Sapiens2Config, build_backbone, load_backbone
 from sapiens2_cli.scaleout.launch import extract
@@ -54,34 +55,23 @@ def random_checkpoint(config: Sapiens2Config) -> Iterator[Path]:
         yield checkpoint
 
 
-def time_extract(
-    images: Sequence[str], checkpoint: Path, size: tuple[int, int], run: RunOptions
-) -> PipelineTiming:
-    """Extract features of `images` with `checkpoint` into a temporary HDF5 (float16)."""
+def time_extract(images: Sequence[str], options: ExtractOptions) -> PipelineTiming:
+    """Extract features of `images` with `options` (a checkpoint, a size, how to run, the
+    precisions resolved) into a temporary HDF5 (float16)."""
+    device = resolve_device(options.device)
     start = time.perf_counter()
-    load_backbone(checkpoint, device=run.device, dtype=run.weights_dtype)  # warms the cache
-    if run.device.type == "cuda":
-        torch.cuda.synchronize(run.device)
+    weights_dtype = options.weights_dtype.torch
+    load_backbone(options.checkpoint, device=device, dtype=weights_dtype)  # warms the cache
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     load_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="sapiens2-bench-out-") as tmp:
-        options = ExtractOptions(
-            checkpoint=checkpoint,
-            size=size,
-            device=str(run.device),
-            precision=Precision.of(run.precision),
-            weights_dtype=Precision.of(run.weights_dtype),
-            batch_size=run.batch_size,
-            workers=run.workers,
-            compile=run.compile is not None,
-            compile_mode=run.compile,
-            profile=run.profile,
-        )
         summary = extract(list(images), Path(tmp) / "features.h5", options)
     steady = summary.seconds - load_s - (summary.compile_s or 0.0)
     return PipelineTiming(
         images=summary.images,
         failed=summary.failed,
-        workers=run.decode_workers,
+        workers=decode_workers(options.workers, device),
         batch_size=summary.batch_size,
         seconds=summary.seconds,
         load_s=load_s,
@@ -105,9 +95,14 @@ def time_pipeline(
     """Extract features of every image in `folder` with random weights, into a temp HDF5;
     `profile` times each stage (PipelineTiming.profile)."""
     with random_checkpoint(config) as checkpoint:
-        return time_extract(
-            list_images([str(folder)]),
-            checkpoint,
-            size,
-            RunOptions(device, precision, batch_size, workers, profile=profile),
+        options = ExtractOptions(
+            checkpoint=checkpoint,
+            size=size,
+            device=str(device),
+            precision=Precision.of(precision),
+            weights_dtype=Precision.FP32,
+            batch_size=batch_size,
+            workers=workers,
+            profile=profile,
         )
+        return time_extract(list_images([str(folder)]), options)

@@ -12,7 +12,8 @@ import torch
 from sapiens2_cli.bench.flops import count_cost
 from sapiens2_cli.bench.peaks import peak_tflops
 from sapiens2_cli.bench.timing import Timing, environment, time_forward
-from sapiens2_cli.config.choices import Layout, Precision, StorageDtype, TokenMode
+from sapiens2_cli.config.choices import Precision
+from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.model import build_backbone
 from sapiens2_cli.model.config import Sapiens2Config
 from sapiens2_cli.text import plural
@@ -78,17 +79,8 @@ def _time_model(plan: BenchPlan, note: Callable[[str], None]) -> Timing:
     model = build_backbone(plan.config, device=plan.device, dtype=weights)
     batch = plan.batch_size
     if batch is None:  # what extract's forward stage fits (engine/forward.py)
-        stage = DeviceModel(
-            model,
-            layers=(-1,),
-            tokens=TokenMode.PATCH,
-            layout=Layout.TOKENS,
-            dtype=StorageDtype.FLOAT16,
-            grid=plan.config.grid_size(*plan.size),
-            device=plan.device,
-            precision=dtype,
-            batch_size=1,
-        )
+        options = ExtractOptions(precision=plan.precision, batch_size=1)  # extract's defaults
+        stage = DeviceModel(model, options, plan.device, plan.config.grid_size(*plan.size))
         batch = stage.fit_batch(plan.size)
     height, width = plan.size
     note(

@@ -1,23 +1,19 @@
-"""Option types shared by the commands, so `--arch`, `--device`, `--json` read the same,
-and the two ways options are declared: choices parsed into their `config/choices.py` enum, and
-flags shown without a value type. Extract's many flags are grouped in the panels below."""
+"""Options on the command line: extract's, as config/options.py declares them (shared with
+the commands that take the same flags, so `--arch`, `--device` read the same everywhere),
+`--json` and `--quiet`, and the two kinds of option: choices parsed into their
+config/choices.py enum, and flags shown without a value type."""
 
 from __future__ import annotations
 
-import copy
 from functools import partial
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from sapiens2_cli.config.choices import Choice, Precision, StorageDtype
-from sapiens2_cli.config.options import DEFAULTS  # light: no torch
+from sapiens2_cli.config.choices import Choice
+from sapiens2_cli.config.options import ExtractOptions, declarations  # light: no torch
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import ARCHS
-
-#: The help panels of `extract`.
-INPUTS, MODEL, KEEP, OUTPUT, RUNNING = "Inputs", "Model", "What to keep", "Output", "Running"
 
 
 def choice_option(
@@ -37,9 +33,12 @@ def choice_option(
     return option(flag, help=help, panel=panel, parser=partial(choice.parse, flag=flag))
 
 
-def option(*names: str, help: str, panel: str | None = None, **kw: Any) -> Any:
-    """An option in help `panel` whose help text says its default, if it has one."""
-    return typer.Option(*names, help=help, show_default=False, rich_help_panel=panel, **kw)
+def option(
+    *names: str, help: str, panel: str | None = None, show_default: bool = False, **kw: Any
+) -> Any:
+    """An option in help `panel` whose help text says its default, if it has one (or,
+    `show_default`, whose default the help shows)."""
+    return typer.Option(*names, help=help, show_default=show_default, rich_help_panel=panel, **kw)
 
 
 def flag_option(*names: str, help: str, panel: str | None = None) -> Any:
@@ -47,85 +46,56 @@ def flag_option(*names: str, help: str, panel: str | None = None) -> Any:
     return option(*names, help=help, panel=panel, metavar="")
 
 
-def in_panel(shared: Any, panel: str) -> Any:
-    """A shared option below shown in help `panel` (extract groups its many flags)."""
-    info = copy.copy(shared.__metadata__[0])
-    info.rich_help_panel = panel
-    return Annotated[shared.__origin__, info]
+def declared_option(name: str, panel: bool = True) -> tuple[Any, Any]:
+    """Extract's option `name` as its declaration says (config/options.py): the annotated
+    command-line type, and the default the command line starts from. `panel`: shown in
+    the declaration's help panel (extract groups its many flags; other commands do not)."""
+    declared = declarations()[name]
+    kind = declared.cli or get_type_hints(ExtractOptions)[name]
+    flag = declared.flag(name)
+    help = declared.help.format(default=_DefaultText(declared.default), archs=", ".join(ARCHS))
+    where = declared.panel if panel else None
+    if declared.choice is not None:
+        info = choice_option(declared.choice, flag, help, default=declared.default, panel=where)
+    elif kind in (bool, bool | None):
+        info = flag_option(*(declared.flags or (flag,)), help=help, panel=where)
+    else:  # the help shows a default its text does not give
+        shown = "{default" not in declared.help
+        names, metavar = declared.flags or (flag,), declared.metavar
+        extra = {"metavar": metavar} if metavar else {}
+        info = option(*names, help=help, panel=where, show_default=shown, **extra)
+    start = getattr(ExtractOptions, name)  # the field's value when not given
+    if declared.cli is not None:  # text the command line passes on to the options
+        start = None if start is None or start == () else str(start)
+    return Annotated[kind, info], start
 
 
-ArchOption = Annotated[
-    str | None,
-    typer.Option(
-        "--arch",
-        "-a",
-        help=f"Model size: {', '.join(ARCHS)} (`sapiens2 archs`).",
-    ),
-]
-CheckpointOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--checkpoint",
-        "-c",
-        help="A local .safetensors checkpoint (pretrain or task); its arch is inferred.",
-    ),
-]
-SizeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--size",
-        help="Input size HxW, multiples of 16 (default: the arch's training size).",
-    ),
-]
-DeviceOption = Annotated[
-    str,
-    typer.Option(
-        "--device",
-        help="auto, cpu, cuda or cuda:N (auto: a GPU if there is one).",
-    ),
-]
-PrecisionOption = Annotated[
-    Precision,
-    choice_option(
-        Precision,
-        "--precision",
-        "Compute dtype; auto is bf16 autocast on GPUs that support it, fp16 on older GPUs, "
-        "and on CPU bf16 with native bf16 (AMX, AVX-512 BF16), else fp32",
-        default=Precision.AUTO,
-    ),
-]
-BatchSizeOption = Annotated[
-    str,
-    typer.Option(
-        help="Images per forward pass, or auto: the largest of 256, 128, ... that fits "
-        "in GPU memory (1 on CPU).",
-    ),
-]
+class _DefaultText:
+    """A default in a help text: `{default:g}` formats numbers, `{default:on/off}` a flag,
+    a tuple of blocks reads as the command line writes it (-1 or 8,17)."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __format__(self, spec: str) -> str:
+        if spec == "on/off":
+            return "on" if self.value else "off"
+        if isinstance(self.value, tuple):
+            return ",".join(map(str, self.value))
+        return format(self.value, spec)
+
+
+ArchOption = declared_option("arch", panel=False)[0]
+CheckpointOption = declared_option("checkpoint", panel=False)[0]
+SizeOption = declared_option("size", panel=False)[0]
+DeviceOption = declared_option("device", panel=False)[0]
+PrecisionOption = declared_option("precision", panel=False)[0]
+BatchSizeOption = declared_option("batch_size", panel=False)[0]
 JsonOption = Annotated[
     bool,
     flag_option("--json", help="Print one JSON object on stdout (logs stay on stderr)."),
 ]
 QuietOption = Annotated[bool, flag_option("--quiet", "-q", help="No progress bar or summary.")]
-DtypeOption = Annotated[
-    list[StorageDtype] | None,
-    choice_option(
-        StorageDtype,
-        "--dtype",
-        "Storage dtype (once)",
-        default=DEFAULTS.dtype,
-        panel=KEEP,
-    ),
-]
-PoolOption = Annotated[
-    int | None,
-    option(
-        "--pool",
-        metavar="K",
-        help="Keep the mean of each KxK block of patch tokens (K divides the patch grid; "
-        "--tokens patch or all): K^2 times fewer patch rows (docs/format.md#reductions).",
-        panel=KEEP,
-    ),
-]
 
 
 def given_once(values: list[Choice] | None, flag: str) -> Choice | None:

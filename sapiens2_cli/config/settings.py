@@ -1,122 +1,145 @@
-"""The settings an output records, declared once: each field's file key, whether a resume
-must match it, and its one-line meaning (docs/format.md's settings table is checked against
-these by a test).
+"""How a setting is declared, and the settings an output records that no flag sets.
 
-The key in the file is the field's name: an HDF5 root attribute, or a key of
-manifest.json's "settings" object. Fields that are None are not written.
+Every option of `sapiens2 extract` is one field of `ExtractOptions` (config/options.py)
+declared with `setting(...)`: its Python type is the field's annotation, and the rest (what
+a new output takes when it is left out, its help and panel on the command line, whether
+OUT records it, with which meaning, and whether a resume must match it) is its `Setting`.
+The command line, the defaults, the record an output keeps and docs/format.md's settings
+table (a test) are read from those declarations; nothing copies them.
+
+OUT also records facts the run derives (the checkpoint's hash, the token grid, the tool's
+version, ...): `DERIVED` declares those, each with its meaning and resume rule, and
+`RECORD_ORDER` is the order keys are written in (new settings go after these).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Any
 
-
-def _meta(doc: str, resume: str | None = None) -> dict:
-    """A settings field's metadata: `resume` names the flag that sets it when a resume
-    must match it."""
-    return {"doc": doc, "resume": resume}
+#: The help panels of `extract`, in the order they are shown.
+INPUTS, MODEL, KEEP, OUTPUT, RUNNING = "Inputs", "Model", "What to keep", "Output", "Running"
 
 
 @dataclass(frozen=True)
-class OutputSettings:
-    """Everything that defines the numbers in an output, plus what describes the run."""
+class Setting:
+    """Everything about one option but its type (the field's annotation)."""
 
-    arch: str = field(default=None, metadata=_meta("zoo name", "--arch"))
-    checkpoint: str = field(default=None, metadata=_meta("file name of the weights"))
-    checkpoint_sha256: str = field(
-        default=None, metadata=_meta("sha256 of that file", "--checkpoint/--arch")
-    )
-    image_size: list[int] = field(default=None, metadata=_meta("model input size", "--size"))
-    grid_size: list[int] = field(default=None, metadata=_meta("token grid"))
-    embed_dim: int = field(default=None, metadata=_meta("D"))
-    mean: list[float] = field(default=None, metadata=_meta("RGB mean subtracted"))
-    std: list[float] = field(default=None, metadata=_meta("RGB std divided by"))
-    resize: str = field(default=None, metadata=_meta("`stretch` or `letterbox`", "--resize"))
-    jpeg_draft: bool = field(
-        default=False,
-        metadata=_meta("JPEGs decoded at a reduced scale before the resize", "--jpeg-draft"),
-    )
-    layers: list[int] = field(
-        default=None, metadata=_meta("block indices, non-negative", "--layers")
-    )
-    tokens: str = field(default=None, metadata=_meta("`patch`, `all`, `cls` or `mean`", "--tokens"))
-    layout: str = field(default=None, metadata=_meta("`tokens` or `map`", "--layout"))
-    dtype: str = field(default=None, metadata=_meta("storage dtype of `features`", "--dtype"))
-    pool: int = field(
-        default=1, metadata=_meta("patch tokens averaged over KxK blocks (1: none)", "--pool")
-    )
-    precision: str = field(default=None, metadata=_meta("how the model ran", "--precision"))
-    weights_dtype: str = field(
-        default=None, metadata=_meta("the dtype the weights were loaded in", "--weights-dtype")
-    )
-    boxes: str | None = field(default=None, metadata=_meta("file name of the box file"))
-    boxes_sha256: str | None = field(
-        default=None, metadata=_meta("sha256 of the box file", "--boxes")
-    )
-    box_padding: float | None = field(
-        default=None, metadata=_meta("the crop's size as a factor of the box", "--box-padding")
-    )
-    video_fps: float = field(
-        default=1.0,
-        metadata=_meta(
-            "video frames kept per second of presentation time (0: every frame)",
-            "--fps/--every-frame",
-        ),
-    )
-    image_column: str | None = field(
-        default=None, metadata=_meta("Parquet / Arrow inputs' image column", "--image-column")
-    )
-    key_column: str | None = field(
-        default=None, metadata=_meta("Parquet / Arrow column whose values are keys", "--key-column")
-    )
-    tool_version: str = field(
-        default=None, metadata=_meta("sapiens2-cli version that created the output")
-    )
-    format_version: int = field(default=None, metadata=_meta("version of this file format"))
-    complete: bool = field(
-        default=False,
-        metadata=_meta("true once a run ended with every input given a row or a failure record"),
-    )
-    part: list[int] | None = field(default=None, metadata=_meta("part k of N"))
-    parts: list[str] | None = field(
-        default=None, metadata=_meta("the parts, relative to the join's folder")
-    )
-    merge: str | None = field(default=None, metadata=_meta("`virtual` or `copy`"))
-    projection: str | None = field(
-        default=None, metadata=_meta("the --project file, relative to OUT's folder if it can be")
-    )
-    projection_sha256: str | None = field(
-        default=None, metadata=_meta("sha256 of the projection file", "--project")
-    )
+    help: str  # the flag's help; `{default}` is replaced by the default's text
+    panel: str
+    default: Any = None  # what a run takes when the option is left out
+    from_out: bool = False  # left out on a resume, the option takes OUT's value instead
+    flags: tuple[str, ...] = ()  # the spellings on the command line; default `--name`
+    cli: Any = None  # the type the command line reads (text parsed later), if not the field's
+    metavar: str | None = None  # the value's name in --help, if not its type
+    choice: type | None = None  # a choices.py enum: parsed, and its members listed in the help
+    record: str | None = None  # OUT's one-line meaning of it, if OUT records it
+    record_as: str | None = None  # the key OUT records it under, if not the field's name
+    resume: bool = False  # a resume must match OUT's value
+    by_source: bool = False  # recorded by the input kind that uses it (Source.settings)
 
-    def to_dict(self) -> dict:
-        """The settings as written to a file: JSON-able values, None fields left out."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                out[f.name] = value.value if hasattr(value, "value") else value
-        return out
+    def flag(self, name: str) -> str:
+        """The flag's main spelling."""
+        return self.flags[0].split("/")[0] if self.flags else "--" + name.replace("_", "-")
 
 
-def resume_keys() -> dict[str, str]:
-    """Settings a resume must match, with the flag that sets each."""
-    return {f.name: f.metadata["resume"] for f in fields(OutputSettings) if f.metadata["resume"]}
+_UNSET = object()
 
 
-def settings_docs() -> dict[str, str]:
-    """Each settings key's one-line meaning."""
-    return {f.name: f.metadata["doc"] for f in fields(OutputSettings)}
+def setting(
+    help: str, panel: str, *, default: Any = None, value: Any = _UNSET, **declared: Any
+) -> Any:
+    """A field of ExtractOptions declared with its Setting. A `from_out` option's field is
+    None until settled (a resume takes OUT's value, a new output the default); any other
+    option's field holds its default, or `value` (None: known only once given, as
+    --compile-mode, whose default applies with --compile)."""
+    declaration = Setting(help, panel, default, **declared)
+    if value is _UNSET:
+        value = None if declaration.from_out else default
+    if isinstance(value, (list, dict, set)):
+        raise TypeError("a setting's default must be immutable")
+    return field(default=value, metadata={"setting": declaration})
 
 
-def difference(existing: dict, wanted: dict, keys: Iterable[str] | None = None) -> str | None:
-    """The first setting a resume must match (of `keys`, default all) that differs between
-    `existing` and `wanted`, phrased for an error message, or None if they agree."""
-    flags = resume_keys()
-    defaults = {f.name: f.default for f in fields(OutputSettings)}  # for older outputs
-    for key in flags if keys is None else [k for k in keys if k in flags]:
-        there, now = existing.get(key, defaults[key]), wanted.get(key, defaults[key])
-        if there != now:
-            return f"{flags[key]} ({key} is {there!r} there, {now!r} now)"
-    return None
+@dataclass(frozen=True)
+class Record:
+    """A key OUT records: its one-line meaning, and the flag a resume must match it under
+    (None: a resume does not compare it)."""
+
+    doc: str
+    resume: str | None = None
+
+
+#: What OUT records that no option sets directly: facts of the run and of the weights.
+DERIVED: dict[str, Record] = {
+    "checkpoint": Record("file name of the weights"),
+    "checkpoint_sha256": Record("sha256 of that file", "--checkpoint/--arch"),
+    "grid_size": Record("token grid"),
+    "embed_dim": Record("D"),
+    "mean": Record("RGB mean subtracted"),
+    "std": Record("RGB std divided by"),
+    "boxes": Record("file name of the box file"),
+    "boxes_sha256": Record("sha256 of the box file", "--boxes"),
+    "tool_version": Record("sapiens2-cli version that created the output"),
+    "format_version": Record("version of this file format"),
+    "complete": Record("true once a run ended with every input given a row or a failure record"),
+    "part": Record("part k of N"),
+    "parts": Record("the parts, relative to the join's folder"),
+    "merge": Record("`virtual` or `copy`"),
+    "projection": Record("the --project file, relative to OUT's folder if it can be"),
+    "projection_sha256": Record("sha256 of the projection file", "--project"),
+}
+
+#: The order OUT's settings are written in; a key not listed (a new setting) follows them.
+RECORD_ORDER = (
+    "arch",
+    "checkpoint",
+    "checkpoint_sha256",
+    "image_size",
+    "grid_size",
+    "embed_dim",
+    "mean",
+    "std",
+    "resize",
+    "jpeg_draft",
+    "layers",
+    "tokens",
+    "layout",
+    "dtype",
+    "pool",
+    "precision",
+    "weights_dtype",
+    "boxes",
+    "boxes_sha256",
+    "box_padding",
+    "video_fps",
+    "image_column",
+    "key_column",
+    "tool_version",
+    "format_version",
+    "complete",
+    "part",
+    "parts",
+    "merge",
+    "projection",
+    "projection_sha256",
+)
+
+
+def stored(value: object) -> object:
+    """A setting's value as files store it: choices as their text, tuples as lists."""
+    if isinstance(value, tuple):
+        return [stored(v) for v in value]
+    return value.value if hasattr(value, "value") else value
+
+
+def record_rank(key: str) -> int:
+    """Where `key` goes in OUT's settings: its place in RECORD_ORDER, else after them."""
+    return RECORD_ORDER.index(key) if key in RECORD_ORDER else len(RECORD_ORDER)
+
+
+def in_record_order(settings: dict[str, object]) -> dict[str, object]:
+    """`settings` without None values, in the order OUT writes them (sorting is stable:
+    new keys keep the order they came in)."""
+    keys = sorted((k for k, v in settings.items() if v is not None), key=record_rank)
+    return {k: stored(settings[k]) for k in keys}

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sapiens2_cli.config.choices import CompileMode, Layout, StorageDtype, TokenMode
+from sapiens2_cli.config.choices import CompileMode, Layout, StorageDtype
+from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.engine.device import autocast
 from sapiens2_cli.engine.profile import StageClock
 from sapiens2_cli.errors import Sapiens2Error
@@ -81,25 +82,23 @@ class DeviceModel:
     def __init__(
         self,
         model: torch.nn.Module,
-        *,
-        layers: tuple[int, ...],
-        tokens: TokenMode,
-        layout: Layout,
-        dtype: StorageDtype,
-        grid: tuple[int, int],
+        options: ExtractOptions,
         device: torch.device,
-        precision: torch.dtype,
-        batch_size: int,
-        compile: CompileMode | None = None,
+        grid: tuple[int, int],
+        *,
         clock: StageClock | None = None,
         projection: DeviceProjection | None = None,
-        pool: int = 1,
     ) -> None:
+        """What to keep and how to run come from `options` (settings left out take their
+        defaults; the precision must be resolved for the device, not auto)."""
+        opts = options.with_defaults()
         self.projection = projection
-        self.model, self.layers, self.tokens, self.layout = model, list(layers), tokens, layout
-        self.pool = pool
-        self.dtype, self.grid, self.device, self.precision = dtype, grid, device, precision
-        self.batch_size = batch_size  # the compiled shape; shrinks if CUDA runs out of memory
+        self.model, self.layers, self.tokens = model, list(opts.layers), opts.tokens
+        self.layout, self.pool, self.dtype = opts.layout, opts.pool, opts.dtype
+        self.grid, self.device, self.precision = grid, device, opts.precision.torch
+        # the compiled shape; shrinks if CUDA runs out of memory
+        self.batch_size = opts.batch_size or 1
+        compile = (opts.compile_mode or CompileMode.DEFAULT) if opts.compile else None
         self.clock = clock or StageClock(device)
         self.chunk: int | None = None  # largest batch that fits, once one did not
         cuda = device.type == "cuda"

@@ -24,13 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from sapiens2_cli.config.choices import CompileMode, OutputFormat
-from sapiens2_cli.config.options import ExtractOptions, check_box_options, check_pool
-from sapiens2_cli.config.settings import OutputSettings
+from sapiens2_cli.config.choices import OutputFormat
+from sapiens2_cli.config.options import ExtractOptions, check_box_options, check_pool, recorded
+from sapiens2_cli.config.settings import in_record_order
 from sapiens2_cli.engine.resume import box_settings, check_resume, settle_options
 from sapiens2_cli.engine.split import Split
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.inputs.items import Preprocess
 from sapiens2_cli.inputs.sources import Listing, Source, expand, list_files
 from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD
 from sapiens2_cli.output import check_output_path, existing_settings, infer_format, open_writer
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
 
     from sapiens2_cli.engine.progress import Progress, ProgressStep, Summary
     from sapiens2_cli.engine.runner import Extraction, OutputSpec
+    from sapiens2_cli.model import Sapiens2Config
     from sapiens2_cli.weights.resolve import Weights
 
 
@@ -70,15 +70,7 @@ def run_job(
 
     device = split.pin(resolve_device(opts.device))
     opts = settle_precision(opts, existing, device, path)
-    out = OutputSpec(
-        path=output,
-        format=fmt,
-        overwrite=opts.overwrite,
-        compression=opts.compression,
-        shard_rows=opts.rows_per_shard,
-        retry_failed=opts.retry_failed,
-        sink=sink,
-    )
+    out = OutputSpec(path=output, format=fmt, overwrite=opts.overwrite, sink=sink)
     with split.running(device):
         mine = split.plan(out)
         files, sources = _list_inputs(split, opts, inputs, stdin)
@@ -155,11 +147,11 @@ def _resolve_and_hash(opts: ExtractOptions) -> Weights:
     return weights
 
 
-def _layers(layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+def _layers(layers: Sequence[int], config: Sapiens2Config) -> tuple[int, ...]:
     """The model's block indices, each kept once (a row holds each block once)."""
     from sapiens2_cli.model.backbone import resolve_layers
 
-    resolved = resolve_layers(layers, num_layers)
+    resolved = resolve_layers(layers, config.num_layers)
     if len(set(resolved)) != len(resolved):
         raise Sapiens2Error(f"--layers names a block twice ({list(layers)}): list each once")
     return resolved
@@ -177,59 +169,43 @@ def _open(
 ) -> Extraction:
     """Step 6: check the rest against the weights, expand this part's files into items,
     and open OUT (new, resumed or replaced): the first step that writes anything."""
-    from sapiens2_cli.engine.runner import Extraction, FeatureSpec, RunOptions
+    from sapiens2_cli.engine.runner import Extraction
     from sapiens2_cli.model.tokens import row_shape
     from sapiens2_cli.weights.resolve import checkpoint_sha256
 
     config = weights.info.config
-    size = opts.size or config.image_size
+    size = tuple(opts.size or config.image_size)
     config.check_image_size(*size)
-    layers = _layers(opts.layers, config.num_layers)
+    opts = replace(opts, arch=weights.arch, size=size, layers=_layers(opts.layers, config))
     grid = config.grid_size(*size)
     check_pool(opts.pool, grid, size)
     projection, projected = projection_settings(opts.project, config.embed_dim, output.path)
-    spec = FeatureSpec(
-        prep=Preprocess(tuple(size), opts.resize, opts.jpeg_draft),
-        layers=layers,
-        tokens=opts.tokens,
-        layout=opts.layout,
-        dtype=opts.dtype,
-        projection=projection,
-        pool=opts.pool,
+    settings = in_record_order(
+        {
+            **recorded(opts),
+            "checkpoint": weights.path.name,
+            "checkpoint_sha256": checkpoint_sha256(weights.path),
+            "grid_size": list(grid),
+            "embed_dim": config.embed_dim,
+            "mean": list(PIXEL_MEAN),
+            "std": list(PIXEL_STD),
+            "tool_version": __version__,
+            "format_version": FORMAT_VERSION,
+            "complete": False,
+            "part": None if output.part is None else [output.part.index, output.part.count],
+            **{k: v for source in sources for k, v in source.settings().items()},
+            **projected,
+        }
     )
-    settings = OutputSettings(
-        arch=weights.arch,
-        checkpoint=weights.path.name,
-        checkpoint_sha256=checkpoint_sha256(weights.path),
-        image_size=list(size),
-        grid_size=list(grid),
-        embed_dim=config.embed_dim,
-        mean=list(PIXEL_MEAN),
-        std=list(PIXEL_STD),
-        resize=opts.resize.value,
-        jpeg_draft=opts.jpeg_draft,
-        layers=list(layers),
-        tokens=opts.tokens.value,
-        layout=opts.layout.value,
-        dtype=opts.dtype.value,
-        pool=opts.pool,
-        precision=opts.precision.value,
-        weights_dtype=opts.weights_dtype.value,
-        tool_version=__version__,
-        format_version=FORMAT_VERSION,
-        part=None if output.part is None else [output.part.index, output.part.count],
-        **{k: v for source in sources for k, v in source.settings().items()},
-        **projected,
-    )
-    check_resume(output.path, existing, settings.to_dict(), every=True)
+    check_resume(output.path, existing, settings, every=True)
     row = row_shape(
-        spec.tokens,
-        spec.layout,
-        len(layers),
+        opts.tokens,
+        opts.layout,
+        len(opts.layers),
         grid,
         config.embed_dim,
         config.num_prefix_tokens,
-        pool=spec.pool,
+        pool=opts.pool,
         k=None if projection is None else projection.k,
     )
     expansion = expand(split.take(files), sources)
@@ -237,34 +213,26 @@ def _open(
     writer, done = open_writer(
         output.path,
         output.format,
-        settings.to_dict(),
+        settings,
         tuple(row),
-        spec.dtype.numpy,
+        opts.dtype.numpy,
         overwrite=output.overwrite,
-        compression=output.compression and output.compression.value,
-        shard_rows=output.shard_rows,
+        compression=opts.compression and opts.compression.value,
+        shard_rows=opts.rows_per_shard,
         reductions=reductions_for(opts.pool, opts.dtype, projection),
         sink=output.sink,
     )
 
     def wanted(key: str) -> bool:
-        return key not in done and (output.retry_failed or key not in writer.failed)
+        return key not in done and (opts.retry_failed or key not in writer.failed)
 
     pending = [item for item in expansion.items if wanted(item.key)]
-    run = RunOptions(
-        device=device,
-        precision=opts.precision.torch,
-        batch_size=opts.batch_size,
-        workers=opts.workers,
-        weights_dtype=opts.weights_dtype.torch,
-        compile=(opts.compile_mode or CompileMode.DEFAULT) if opts.compile else None,
-        profile=opts.profile,
-    )
     return Extraction(
         weights=weights,
-        spec=spec,
-        run_options=run,
+        options=opts,
+        device=device,
         grid=grid,
+        projection=projection,
         writer=writer,
         format=output.format,
         pending=pending,

@@ -152,6 +152,11 @@ def default_workers(device: torch.device) -> int:
     return max(1, min(32, usable_cores() - 2))
 
 
+def decode_workers(workers: int | None, device: torch.device) -> int:
+    """`--workers`, or the default for the device when it is None."""
+    return default_workers(device) if workers is None else workers
+
+
 #: Decoded pixels the workers may hold ahead of the loop, across all of them.
 PREFETCH_BYTES = 4 << 30
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sapiens2_cli.config.choices import Precision
-from sapiens2_cli.config.options import DEFAULTS, ExtractOptions
-from sapiens2_cli.config.settings import difference
+from sapiens2_cli.config.options import ExtractOptions, declarations, difference
+from sapiens2_cli.config.settings import stored
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS
 
@@ -57,7 +57,7 @@ def resume_problem(existing: dict, asked: dict[str, object], every: bool = False
         if problem:
             return problem
     differs = difference(
-        existing, {k: _stored(v) for k, v in asked.items()}, None if every else asked
+        existing, {k: stored(v) for k, v in asked.items()}, None if every else asked
     )
     if differs:
         return (
@@ -91,26 +91,22 @@ def box_settings(sources: Sequence[Source]) -> dict[str, object]:
     return {"boxes_sha256": None, **found}
 
 
-def _stored(value: object) -> object:
-    """A setting as files store it."""
-    if isinstance(value, tuple):
-        return list(value)
-    return value.value if hasattr(value, "value") else value
-
-
 def settle_options(opts: ExtractOptions, existing: dict | None, output: Path) -> ExtractOptions:
-    """Settings not given taken from OUT (resume) or DEFAULTS; given ones checked against
-    OUT wherever neither the device nor the weights are needed for it."""
+    """Settings not given taken from OUT (resume) or their declared default; given ones
+    checked against OUT wherever neither the device nor the weights are needed for it."""
     existing = existing or {}
     given = {}
-    for f in fields(DEFAULTS):
-        value = getattr(opts, f.name)
+    for name, declared in declarations().items():
+        if not declared.from_out:
+            continue
+        key = declared.record_as or name
+        value = getattr(opts, key)
         if value is None:
-            value = existing.get(f.name, getattr(DEFAULTS, f.name))
-            value = tuple(value) if f.name == "layers" else value
+            value = existing.get(key, declared.default)
+            value = tuple(value) if name == "layers" else value
         else:
-            given[f.name] = value
-        opts = replace(opts, **_option_fields(f.name, value))
+            given[key] = value
+        opts = replace(opts, **_option_fields(key, value))
     if opts.size is None and "image_size" in existing:
         opts = replace(opts, size=tuple(existing["image_size"]))
     elif opts.size is not None:

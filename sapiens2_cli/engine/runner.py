@@ -1,7 +1,8 @@
 """The runner: pending items -> batches -> backbone on the device -> writer thread.
 
 `Extraction` is a checked plan (engine/job.py makes it once every flag, the weights and
-OUT have been checked); `run` loads the model and makes the rows OUT does not hold yet.
+OUT have been checked): the settled options, resolved against the weights and the device,
+and the open output; `run` loads the model and makes the rows OUT does not hold yet.
 """
 
 from __future__ import annotations
@@ -14,19 +15,12 @@ from pathlib import Path
 
 import torch
 
-from sapiens2_cli.config.choices import (
-    CompileMode,
-    Compression,
-    Layout,
-    OutputFormat,
-    StorageDtype,
-    TokenMode,
-)
-from sapiens2_cli.config.options import DEFAULT_BATCH_SIZE
+from sapiens2_cli.config.choices import OutputFormat
+from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.config.values import Part
 from sapiens2_cli.engine.background import BackgroundWriter
 from sapiens2_cli.engine.forward import DeviceModel, Pending
-from sapiens2_cli.engine.loader import Batch, default_workers, iter_batches
+from sapiens2_cli.engine.loader import Batch, decode_workers, iter_batches
 from sapiens2_cli.engine.profile import StageClock
 from sapiens2_cli.engine.progress import Progress, Summary
 from sapiens2_cli.inputs.items import Item, Preprocess
@@ -41,48 +35,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class FeatureSpec:
-    """What to compute and keep, resolved against the weights (size, block indices)."""
-
-    prep: Preprocess
-    layers: tuple[int, ...]  # block indices from 0
-    tokens: TokenMode
-    layout: Layout
-    dtype: StorageDtype
-    projection: Projection | None = None  # --project
-    pool: int = 1  # K: patch tokens averaged over KxK blocks
-
-
-@dataclass(frozen=True)
 class OutputSpec:
     """What this process writes: OUT, or one part of it (--shard, torchrun)."""
 
     path: Path
     format: OutputFormat
     overwrite: bool = False
-    compression: Compression | None = None  # HDF5 only
-    shard_rows: int | None = None  # npy only; None: about 256 MiB per shard
-    retry_failed: bool = True  # on resume, try items that failed before again
     part: Part | None = None  # one part of a split job: recorded in OUT
     sink: Sink | None = None  # npy: where each commit is uploaded (a URL OUT; path: staging)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run: none of these change the numbers beyond what `precision` records."""
-
-    device: torch.device
-    precision: torch.dtype  # compute dtype (autocast when it differs from the weights')
-    batch_size: int | None = DEFAULT_BATCH_SIZE  # None: the largest that fits (1 on CPU)
-    workers: int | None = None  # decode processes; 0: the main process; None: by device
-    weights_dtype: torch.dtype = torch.float32  # float32, or the compute dtype
-    compile: CompileMode | None = None  # torch.compile mode for the device work
-    profile: bool = False  # time each stage (docs/performance.md)
-
-    @property
-    def decode_workers(self) -> int:
-        """`workers`, or the default for the device when it is None."""
-        return default_workers(self.device) if self.workers is None else self.workers
 
 
 class Interrupted(KeyboardInterrupt):
@@ -98,9 +58,10 @@ class Extraction:
     """A checked plan: the weights, the resolved settings, the open output, what is left."""
 
     weights: Weights
-    spec: FeatureSpec
-    run_options: RunOptions
+    options: ExtractOptions  # settled, with size, layers and precisions resolved
+    device: torch.device
     grid: tuple[int, int]
+    projection: Projection | None  # --project, loaded
     writer: FeatureWriter
     format: OutputFormat
     pending: list[Item]
@@ -114,9 +75,9 @@ class Extraction:
         raise Interrupted."""
         start = time.perf_counter()
         counts = {"done": 0, "failed": 0}
-        clock = StageClock(self.run_options.device, self.run_options.profile)
+        clock = StageClock(self.device, self.options.profile)
         sink = BackgroundWriter(self.writer)
-        compile_s, batch_size = None, self.run_options.batch_size
+        compile_s, batch_size = None, self.options.batch_size
         try:
             if self.failures:
                 sink.put(RowBatch([], None, {}, list(self.failures)))
@@ -150,29 +111,17 @@ class Extraction:
         Batch i+1 is submitted to the device before batch i's features are collected, so
         a GPU has work queued while the host waits for, checks and queues batch i.
         """
-        run, spec = self.run_options, self.spec
+        opts, size = self.options, self.options.size
         # Decode workers start with the iterator: before the model loads when they can.
-        batches = self._batches(run.batch_size) if run.batch_size else None
+        batches = self._batches(opts.batch_size) if opts.batch_size else None
+        projection = self.projection and DeviceProjection(self.projection, opts.layout, self.device)
         device = DeviceModel(
-            self._load_model(),
-            layers=spec.layers,
-            tokens=spec.tokens,
-            layout=spec.layout,
-            dtype=spec.dtype,
-            pool=spec.pool,
-            grid=self.grid,
-            device=run.device,
-            precision=run.precision,
-            batch_size=run.batch_size or 1,
-            compile=run.compile,
-            clock=clock,
-            projection=spec.projection
-            and DeviceProjection(spec.projection, spec.layout, run.device),
+            self._load_model(), opts, self.device, self.grid, clock=clock, projection=projection
         )
-        batch_size = run.batch_size or device.fit_batch(spec.prep.size)
+        batch_size = opts.batch_size or device.fit_batch(size)
         if batches is None:
             batches = self._batches(batch_size)
-        compile_s = device.warm_up(spec.prep.size) if run.compile else None  # workers decode
+        compile_s = device.warm_up(size) if opts.compile else None  # workers decode
         clock.restart()
         queued: tuple[Batch, Pending | None] | None = None
         while True:
@@ -191,13 +140,13 @@ class Extraction:
 
     def _batches(self, batch_size: int) -> Iterator[Batch]:
         """Batches in input order; with decode workers, they start decoding now."""
-        run = self.run_options
+        opts = self.options
         return iter_batches(
             self.pending,
-            self.spec.prep,
+            Preprocess(opts.size, opts.resize, opts.jpeg_draft),
             batch_size,
-            run.decode_workers,
-            pin_memory=run.device.type == "cuda",
+            decode_workers(opts.workers, self.device),
+            pin_memory=self.device.type == "cuda",
         )
 
     def _collect(
@@ -218,9 +167,9 @@ class Extraction:
         bar.update(len(rows.keys), len(rows.failures))
 
     def _load_model(self) -> torch.nn.Module:
-        run = self.run_options
+        dtype = self.options.weights_dtype.torch
         return load_backbone(
-            self.weights.path, self.weights.arch_flag, device=run.device, dtype=run.weights_dtype
+            self.weights.path, self.weights.arch_flag, device=self.device, dtype=dtype
         )
 
     def _summary(

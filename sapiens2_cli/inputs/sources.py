@@ -67,8 +67,8 @@ class Source(ABC):
         """Items for `files` (absolute resolved paths), in order; never raises for a bad file."""
 
     def settings(self) -> dict[str, object]:
-        """What this source records in OUT's settings (fields of settings.OutputSettings
-        whose `resume` flag makes a resume with other values refuse)."""
+        """What this source records in OUT's settings (keys that config/options.py and
+        config/settings.py declare, with their resume rules)."""
         return {}
 
 

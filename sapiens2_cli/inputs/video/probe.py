@@ -29,7 +29,7 @@ from sapiens2_cli.remote import is_url, open_input
 from sapiens2_cli.text import one_line, open_failure
 
 #: Frames kept per second unless --fps / --every-frame say otherwise (why: config/options.py).
-DEFAULT_FPS = DEFAULTS.video_fps
+DEFAULT_FPS = DEFAULTS.fps
 #: A stream that stops this much (seconds) before the duration its container declares is
 #: reported as truncated; less than this is taken as the container's rounding.
 _SHORT_BY = 1.0

@@ -100,6 +100,3 @@ class VideoSource(Source):
             if found.damage:
                 out.failures.append(Failure(file_key(file), found.damage))
         return out
-
-    def settings(self) -> dict[str, object]:
-        return {"video_fps": float(self.fps)}
