@@ -27,14 +27,21 @@ ARGS = [*FAST, *FP32, "--rows-per-shard", "2"]
 
 
 @pytest.fixture(scope="module")
-def photos(s3, tmp_path_factory):
-    """The test photos and a broken one, in a local folder; and the bucket, made empty."""
+def bucket(s3):
+    """The bucket the outputs go to, made by whichever test runs first (each test asks for
+    it, so any one runs alone)."""
+    if not s3.exists(BUCKET):
+        s3.mkdir(BUCKET)
+    return s3
+
+
+@pytest.fixture(scope="module")
+def photos(bucket, tmp_path_factory):
+    """The test photos and a broken one, in a local folder."""
     folder = tmp_path_factory.mktemp("photos")
     for photo in PHOTOS:
         shutil.copy(DATA / photo, folder / photo)
     (folder / "broken.jpg").write_bytes(b"not an image")
-    if not s3.exists(BUCKET):
-        s3.mkdir(BUCKET)
     return folder
 
 
@@ -90,7 +97,8 @@ def test_a_rerun_at_the_url_resumes_it(s3, photos):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_at_the_url(s3, tmp_path):
+def test_kill_9_then_resume_at_the_url(bucket, tmp_path):
+    s3 = bucket
     images = tmp_path / "many"
     images.mkdir()
     for i in range(40):
