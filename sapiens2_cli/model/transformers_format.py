@@ -201,6 +201,13 @@ def weight_files(folder: Path) -> tuple[tuple[Path, ...], Path | None]:
     )
 
 
+def identity_files(folder: Path) -> list[Path]:
+    """The files a save_pretrained folder's weights depend on, for its identity (sha256)."""
+    files, config_file = weight_files(folder)
+    index = folder / INDEX_FILE
+    return [p for p in (config_file, index if index.is_file() else None, *files) if p]
+
+
 def _adapter_error(folder: Path) -> Sapiens2Error:
     return Sapiens2Error(
         f"{folder} holds a PEFT adapter without merged weights: merge it into its base model "
