@@ -97,6 +97,15 @@ def original_checkpoints(names) -> list[str]:
     )
 
 
+def _checkpoint_names(names) -> list[str]:
+    """The original checkpoints among `names`, else any .safetensors (a repository whose
+    one checkpoint is called model.safetensors)."""
+    names = list(names)
+    return original_checkpoints(names) or sorted(
+        n for n in names if n.endswith(".safetensors") and Path(n).name not in ADAPTER_FILES
+    )
+
+
 def resolve_checkpoint(
     arch: str,
     task: str | None = None,
@@ -134,7 +143,7 @@ def is_cached(arch: str, task: str | None = None) -> bool:
 def _listed_safetensors(file: HubFile, revision: str | None, token: str | None) -> str:
     """The repository's one .safetensors file, for when the expected name is absent."""
     info = HfApi().model_info(file.repo_id, revision=revision, token=token)
-    names = original_checkpoints(s.rfilename for s in info.siblings or ())
+    names = _checkpoint_names(s.rfilename for s in info.siblings or ())
     if len(names) != 1:
         found = ", ".join(names) or "none"
         raise Sapiens2Error(
@@ -150,7 +159,7 @@ def _cached_checkpoint(file: HubFile, revision: str | None, local_dir: Path | No
         local_dir = Path(local_dir)
         expected = local_dir / file.filename
         candidates = [expected] if expected.is_file() else sorted(local_dir.glob("*.safetensors"))
-        candidates = [local_dir / n for n in original_checkpoints(c.name for c in candidates)]
+        candidates = [local_dir / n for n in _checkpoint_names(c.name for c in candidates)]
     else:
         path = try_to_load_from_cache(file.repo_id, file.filename, revision=revision)
         if isinstance(path, str):
@@ -165,7 +174,7 @@ def _cached_checkpoint(file: HubFile, revision: str | None, local_dir: Path | No
         except LocalEntryNotFoundError:
             return None
         candidates = [
-            Path(folder) / n for n in original_checkpoints(p.name for p in Path(folder).iterdir())
+            Path(folder) / n for n in _checkpoint_names(p.name for p in Path(folder).iterdir())
         ]
     return candidates[0] if len(candidates) == 1 else None
 
