@@ -240,3 +240,18 @@ def test_cli_inspect_a_folder_and_a_bad_one(peer, tmp_path):
     proc = subprocess.run([*run, str(folder)], capture_output=True, text=True)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "'vit' model" in lines[0]
+
+
+def test_extract_from_a_folder_writes_the_upstream_features(peer, tmp_path):
+    from paths import DATA
+
+    from sapiens2_cli import extract, open_features
+
+    _, root = peer
+    common = {"size": (64, 48), "precision": "fp32", "dtype": "float32"}
+    image = [str(DATA / "chelsea.jpg")]
+    extract(image, tmp_path / "hf.h5", checkpoint=root / "hf_names", **common)
+    extract(image, tmp_path / "up.h5", checkpoint=root / "upstream.safetensors", **common)
+    hf, up = open_features(tmp_path / "hf.h5"), open_features(tmp_path / "up.h5")
+    assert torch.equal(torch.as_tensor(hf.read([0])), torch.as_tensor(up.read([0])))
+    assert hf.settings["checkpoint"] == "hf_names" and len(hf.settings["checkpoint_sha256"]) == 64
