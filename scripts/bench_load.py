@@ -12,7 +12,12 @@ system) depend least on other jobs. Peak anonymous memory (RssAnon,
 sampled every 5 ms) is reported beside each, since pages of the mapped file are
 reclaimable cache, not a copy.
 
-    python scripts/bench_load.py --arch 0.4b --repeats 3 [--json]
+`--layout both` (the default) also times the same weights in transformers' layout (a
+save_pretrained folder under transformers' own names, `ffn.w12` split in two: the
+layout that costs the most to read, as the halves are joined into a copy), written from
+the file with the project's name table; `--layout upstream` times the original file only.
+
+    python scripts/bench_load.py --arch 0.4b --repeats 3 [--layout both] [--json]
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ def _measure(method: str, path: str) -> dict:
         with open(path, "rb", buffering=0) as f:
             while f.readinto(buffer):
                 pass
-    elif method.startswith("load_backbone"):
+    elif method.removeprefix("transformers_").startswith("load_backbone"):
         dtype = torch.bfloat16 if "bf16" in method else torch.float32
         model = load_backbone(path, dtype=dtype)
         if method.endswith("touched"):  # fault in every page of the mapped weights
@@ -78,11 +83,40 @@ def _measure(method: str, path: str) -> dict:
     return {"seconds": seconds, "cpu_s": cpu_s, "peak_anon_mib": max(peak) - base}
 
 
+def _write_transformers(path: Path, folder: Path) -> Path:
+    """The checkpoint at `path` as a save_pretrained folder under transformers' names."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sapiens2_cli import inspect_checkpoint
+    from sapiens2_cli.model.transformers_format import transformers_names
+
+    config = inspect_checkpoint(path).config
+    state = {}
+    for name, tensor in load_file(path).items():
+        names = transformers_names(name)
+        for new, part in zip(names, torch.chunk(tensor, len(names)) if names else (), strict=True):
+            state[new] = part.contiguous()
+    folder.mkdir()
+    save_file(state, folder / "model.safetensors")
+    fields = {
+        "model_type": "sapiens2",
+        "hidden_size": config.embed_dim,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.ffn_dim,
+        "num_key_value_heads_per_layer": list(config.block_kv_heads()),
+    }
+    (folder / "config.json").write_text(json.dumps(fields))
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="0.4b")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint", help="time this file instead of writing one")
+    parser.add_argument("--layout", choices=["both", "upstream"], default="both")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,11 +142,18 @@ def main() -> None:
             "load_backbone_bf16",
             "naive",
         ]
-        runs: dict[str, list[dict]] = {m: [] for m in methods}
+        paths = dict.fromkeys(methods, path)
+        if args.layout == "both":
+            print("writing it in transformers' layout ...", file=sys.stderr)
+            folder = _write_transformers(path, Path(tmp) / "transformers")
+            for method in methods[1:4]:
+                paths[f"transformers_{method}"] = folder
+            _child("raw_read", folder / "model.safetensors")  # into the page cache too
+        runs: dict[str, list[dict]] = {m: [] for m in paths}
         _child("raw_read", path)  # warm the page cache
         for _ in range(args.repeats):
-            for method in methods:
-                runs[method].append(_child(method, path))
+            for method, where in paths.items():
+                runs[method].append(_child(method, where))
         raw = statistics.median(r["seconds"] for r in runs["raw_read"])
         raw_min = min(r["seconds"] for r in runs["raw_read"])
         result = {
@@ -137,7 +178,7 @@ def main() -> None:
     print(f"{result['file']}: {size_gb:.2f} GB, median of {args.repeats}, page cache warm")
     for method, figures in result["methods"].items():
         print(
-            f"  {method:27s} median {figures['median_s']:6.3f} s {figures['vs_raw_read']:5.2f}x raw"
+            f"  {method:40s} median {figures['median_s']:6.3f} s {figures['vs_raw_read']:5.2f}x raw"
             f"  min {figures['min_s']:6.3f} s {figures['min_vs_raw_min']:5.2f}x raw"
             f"  cpu {figures['median_cpu_s']:6.3f} s  peak anon {figures['peak_anon_gib']:.2f} GiB"
         )

@@ -191,7 +191,7 @@ def test_the_gpu_route_gives_the_cpu_tensors(tmp_path, tiny_checkpoint):
     info = inspect_checkpoint(path)
     mapped = load_backbone(path, dtype=torch.float16).state_dict()
     target = {n: t.dtype for n, t in mapped.items()}
-    data = torch.from_file(str(path), size=path.stat().st_size, dtype=torch.uint8)
+    data = {path: torch.from_file(str(path), size=path.stat().st_size, dtype=torch.uint8)}
     staged = _send(data, _entries(info, target), target, torch.device("cpu"))
     assert staged.keys() == mapped.keys()
     for name, tensor in mapped.items():

@@ -28,7 +28,7 @@ def archs_command(as_json: JsonOption = False) -> None:
     Width, depth, heads, exact parameters, FLOPs per image at the training size (2 per
     multiply-add, attention included).
     """
-    from sapiens2_cli.weights.hub import hub_file, is_cached
+    from sapiens2_cli.weights.hub import TASKS, hub_file, is_cached, task_archs
 
     rows = [
         {
@@ -41,16 +41,19 @@ def archs_command(as_json: JsonOption = False) -> None:
             "flops_per_image": ZOO_COST[name].flops_per_image,
             "hub_repo": hub_file(name).repo_id,
             "cached": is_cached(name),
+            "tasks": [t for t in TASKS if name in task_archs(t)],
         }
         for name, config in ARCHS.items()
     ]
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    typer.echo(_table(rows, shutil.get_terminal_size().columns))
+    tasks = ", ".join(f"{t} ({', '.join(task_archs(t))})" for t in TASKS)
+    note = f"task checkpoints (`sapiens2 download --task`): {tasks}"
+    typer.echo(_table(rows, shutil.get_terminal_size().columns, note))
 
 
-def _table(rows: list[dict], width: int) -> str:
+def _table(rows: list[dict], width: int, tasks: str = "") -> str:
     """Plain text within `width` columns (a pipe counts as 80): the hub column only when it
     fits, else one line under the table; never padding at the end of a line."""
     cells = [
@@ -80,7 +83,7 @@ def _table(rows: list[dict], width: int) -> str:
         ).rstrip()
         for row in table
     ]
-    notes = [_CAPTION]
+    notes = [_CAPTION, *([tasks] if tasks else [])]
     if not with_hub:
         notes.append("hub: facebook/sapiens2-pretrain-ARCH (`sapiens2 archs --json` lists each)")
     lines.append("")

@@ -1,4 +1,4 @@
-"""`sapiens2 inspect CHECKPOINT`: what a safetensors file holds, read from its header only."""
+"""`sapiens2 inspect CHECKPOINT`: what a checkpoint holds, read from its headers only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from sapiens2_cli.cli.options import JsonOption
 
 
 def inspect_command(
-    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(help="A .safetensors checkpoint, or a transformers save_pretrained folder."),
+    ],
     arch: Annotated[str | None, typer.Option(help="Fail unless the file holds this arch.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -33,8 +36,16 @@ def inspect_command(
         "parameters": info.num_parameters,
         "dtypes": list(info.dtypes),
         "task_checkpoint": bool(info.prefix),
+        "task": info.task,
+        "layout": "upstream" if info.layout is None else "transformers",
     }
     if as_json:
         typer.echo(json.dumps(fields))
     else:
-        typer.echo(f"{info.path}: {info.describe()}, {info.num_parameters:,} parameters")
+        notes = "".join(
+            [
+                f", the backbone of a {info.task} checkpoint" if info.task else "",
+                ", in transformers' layout" if info.layout is not None else "",
+            ]
+        )
+        typer.echo(f"{info.path}: {info.describe()}, {info.num_parameters:,} parameters{notes}")

@@ -2,8 +2,10 @@
 shapes, and where each tensor lies (what `model.load` maps). Safetensors only.
 
 Pretrain checkpoints hold the backbone keys as they are; task checkpoints (pose, seg,
-normal, pointmap) prefix them with `backbone.` beside a `decode_head.*` part we ignore.
-Nothing here unpickles: `.pt`/`.bin`/`.pth` files are refused.
+normal, pointmap, matting) prefix them with `backbone.` beside a `decode_head.*` part we
+ignore. Weights in transformers' layout (a save_pretrained folder or its model.safetensors)
+are read through `model/transformers_format.py`. Nothing here unpickles: `.pt`/`.bin`/`.pth`
+files are refused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
 
@@ -21,10 +24,15 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.backbone import Sapiens2Backbone
 from sapiens2_cli.model.config import Sapiens2Config, get_config, match_arch
 
+if TYPE_CHECKING:
+    from sapiens2_cli.model.transformers_format import TransformersLayout
+
 TASK_PREFIX = "backbone."
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 _TOKENIZER_BLOCK_KEY = re.compile(r"^tokenizer\.blocks\.(\d+)\.")
+#: A task checkpoint's head names its task: decode_head.conv_pose.weight, ...
+_TASK_HEAD_KEY = re.compile(r"^decode_head\.conv_(pose|seg|normal|pointmap|matting)\.")
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,8 @@ class CheckpointInfo:
     prefix: str  # "" for pretrain files, "backbone." for task files
     dtypes: tuple[str, ...]  # safetensors dtypes of the stored weights, e.g. ("F32",)
     num_parameters: int  # backbone parameters (the rope periods buffer excluded)
+    layout: TransformersLayout | None = None  # set: transformers' layout, read through it
+    task: str | None = None  # the head's task for a task checkpoint, when it tells
 
     def describe(self) -> str:
         c = self.config
@@ -83,8 +93,11 @@ def _open(path: Path):
     if path.is_dir():
         raise Sapiens2Error(f"checkpoint {path} is a folder: pass the .safetensors file inside it")
     with open(path, "rb") as f:
-        magic = f.read(8)
-    if path.suffix.lower() in PICKLE_SUFFIXES or magic[:2] == b"PK" or magic[:1] == b"\x80":
+        magic = f.read(9)
+    # A safetensors header length can start with the same bytes as a zip or a pickle; its
+    # JSON header, at byte 8, tells them apart.
+    pickled = magic[:2] == b"PK" or magic[:1] == b"\x80"
+    if path.suffix.lower() in PICKLE_SUFFIXES or (pickled and magic[8:9] != b"{"):
         raise Sapiens2Error(
             f"{path} is a pickled PyTorch checkpoint, which is never unpickled here: "
             "download the .safetensors file (`sapiens2 download`) or convert it with "
@@ -170,8 +183,12 @@ def inspect_checkpoint(path: str | Path, arch: str | None = None) -> CheckpointI
     backbone, or not the `arch` asked for.
     """
     path = Path(path)
+    if path.is_dir() or path.name.endswith(".safetensors.index.json"):
+        return _check_arch(_inspect_transformers(path), arch)
     with _open(path):
         header = read_header(path)
+    if _written_by_transformers(header):
+        return _check_arch(_inspect_transformers(path), arch)
     prefix, names = _backbone_keys(list(header), path)
     shapes = {n: list(header[prefix + n].shape) for n in names}
     dtypes = {header[prefix + n].dtype for n in names}
@@ -187,7 +204,25 @@ def inspect_checkpoint(path: str | Path, arch: str | None = None) -> CheckpointI
         prefix=prefix,
         dtypes=tuple(sorted(dtypes)),
         num_parameters=sum(math.prod(s) for k, s in shapes.items() if k != "rope_embed.periods"),
+        task=next((m[1] for k in header if (m := _TASK_HEAD_KEY.match(k))), None),
     )
+    return _check_arch(info, arch)
+
+
+def _written_by_transformers(header: dict[str, TensorEntry]) -> bool:
+    """transformers' names, or the upstream names without the rope periods that
+    transformers leaves out (`model/transformers_format.py`)."""
+    if any(p + "embeddings.patch_embeddings.weight" in header for p in ("", "model.")):
+        return True
+    return any(
+        p + "patch_embed.projection.weight" in header and p + "rope_embed.periods" not in header
+        for p in ("", TASK_PREFIX)
+    )
+
+
+def _check_arch(info: CheckpointInfo, arch: str | None) -> CheckpointInfo:
+    """`info`, or a Sapiens2Error when it is not the `arch` asked for."""
+    path = info.path
     if arch is not None:
         wanted = get_config(arch)
         if info.arch != wanted.name:
@@ -196,3 +231,49 @@ def inspect_checkpoint(path: str | Path, arch: str | None = None) -> CheckpointI
                 f"drop --arch or pass --arch {info.arch or '<matching arch>'}"
             )
     return info
+
+
+def _inspect_transformers(path: Path) -> CheckpointInfo:
+    """CheckpointInfo of a save_pretrained folder (or its index file) or of a lone
+    transformers .safetensors file: arch from the shapes, checked against config.json."""
+    from sapiens2_cli.model.transformers_format import (
+        INDEX_FILE,
+        TransformersLayout,
+        apply_config,
+        config_task,
+        read_layout,
+        weight_files,
+    )
+
+    if path.is_dir() or path.name == INDEX_FILE:
+        folder = path if path.is_dir() else path.parent
+        files, config_file = weight_files(folder)
+        where = folder
+    else:
+        files, config_file, where = (path,), None, path
+    headers = []
+    for file in files:
+        with _open(file):
+            headers.append(read_header(file))
+    prefix, parts, shapes = read_layout(files, headers, where)
+    config = apply_config(_infer_config(shapes, where), config_file)
+    expected = {
+        k: list(v.shape) for k, v in Sapiens2Backbone(config, device="meta").state_dict().items()
+    }
+    _check_keys(expected, shapes, where)
+    by_file = dict(zip(files, headers, strict=True))
+    dtypes = {by_file[p.file][p.key].dtype for ps in parts.values() for p in ps}
+    task = config_task(config_file) or next(
+        (m[1] for h in headers for k in h if (m := _TASK_HEAD_KEY.match(k))), None
+    )
+    layout = TransformersLayout(files, config_file, parts, task)
+    return CheckpointInfo(
+        path=where,
+        config=config,
+        arch=config.name,
+        prefix=prefix,
+        dtypes=tuple(sorted(dtypes)),
+        num_parameters=sum(math.prod(s) for k, s in shapes.items() if k != "rope_embed.periods"),
+        layout=layout,
+        task=layout.task,
+    )

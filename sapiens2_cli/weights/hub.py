@@ -3,11 +3,17 @@
 Everything network- and cache-related is `huggingface_hub`'s: its cache (`HF_HOME`,
 `HF_HUB_CACHE`), token (`HF_TOKEN`, `hf auth login`), offline switch (`HF_HUB_OFFLINE`),
 endpoint (`HF_ENDPOINT`), resumable downloads and progress bar. This module only maps
-short names to repositories and turns the hub's exceptions into one fix-it sentence.
+short names to repositories, picks the files a repository's layout needs, and turns the
+hub's exceptions into one fix-it sentence.
+
+A repository may hold the original checkpoint, transformers' files (config.json,
+model.safetensors or its shards), or both: the original file is downloaded when there is
+one, else config.json and the weights (`model/transformers_format.py` reads them).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -32,8 +39,14 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model.config import get_config
 
 #: Dense-prediction heads published with a Sapiens2 backbone, and the sizes they exist for.
-TASKS: tuple[str, ...] = ("pose", "seg", "normal", "pointmap")
+TASKS: tuple[str, ...] = ("pose", "seg", "normal", "pointmap", "matting")
 TASK_ARCHS: tuple[str, ...] = ("0.4b", "0.8b", "1b", "5b")
+#: Tasks published for fewer sizes than TASK_ARCHS.
+ARCHS_OF_TASK: dict[str, tuple[str, ...]] = {"matting": ("1b",)}
+#: What transformers writes beside (or instead of) the original checkpoint.
+TRANSFORMERS_WEIGHTS = re.compile(r"^model(-\d+-of-\d+)?\.safetensors$")
+TRANSFORMERS_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -58,12 +71,39 @@ def hub_file(arch: str, task: str | None = None) -> HubFile:
     task = task.strip().lower()
     if task not in TASKS:
         raise Sapiens2Error(f"unknown task '{task}': choose one of {', '.join(TASKS)}")
-    if name not in TASK_ARCHS:
+    archs = task_archs(task)
+    if name not in archs:
+        which = task if task in ARCHS_OF_TASK else "task"
         raise Sapiens2Error(
             f"there is no {task} checkpoint for arch {name}: "
-            f"task checkpoints exist for {', '.join(TASK_ARCHS)}"
+            f"{which} checkpoints exist for {', '.join(archs)}"
         )
     return HubFile(f"facebook/sapiens2-{task}-{name}", f"sapiens2_{tag}_{task}.safetensors")
+
+
+def task_archs(task: str) -> tuple[str, ...]:
+    """The sizes a task's checkpoints are published for."""
+    return ARCHS_OF_TASK.get(task, TASK_ARCHS)
+
+
+def original_checkpoints(names) -> list[str]:
+    """The .safetensors files that are not transformers' own (nor a PEFT adapter)."""
+    return sorted(
+        n
+        for n in names
+        if n.endswith(".safetensors")
+        and not TRANSFORMERS_WEIGHTS.match(Path(n).name)
+        and Path(n).name not in ADAPTER_FILES
+    )
+
+
+def _checkpoint_names(names) -> list[str]:
+    """The original checkpoints among `names`, else any .safetensors (a repository whose
+    one checkpoint is called model.safetensors)."""
+    names = list(names)
+    return original_checkpoints(names) or sorted(
+        n for n in names if n.endswith(".safetensors") and Path(n).name not in ADAPTER_FILES
+    )
 
 
 def resolve_checkpoint(
@@ -103,7 +143,7 @@ def is_cached(arch: str, task: str | None = None) -> bool:
 def _listed_safetensors(file: HubFile, revision: str | None, token: str | None) -> str:
     """The repository's one .safetensors file, for when the expected name is absent."""
     info = HfApi().model_info(file.repo_id, revision=revision, token=token)
-    names = sorted(s.rfilename for s in info.siblings or () if s.rfilename.endswith(".safetensors"))
+    names = _checkpoint_names(s.rfilename for s in info.siblings or ())
     if len(names) != 1:
         found = ", ".join(names) or "none"
         raise Sapiens2Error(
@@ -119,6 +159,7 @@ def _cached_checkpoint(file: HubFile, revision: str | None, local_dir: Path | No
         local_dir = Path(local_dir)
         expected = local_dir / file.filename
         candidates = [expected] if expected.is_file() else sorted(local_dir.glob("*.safetensors"))
+        candidates = [local_dir / n for n in _checkpoint_names(c.name for c in candidates)]
     else:
         path = try_to_load_from_cache(file.repo_id, file.filename, revision=revision)
         if isinstance(path, str):
@@ -132,12 +173,97 @@ def _cached_checkpoint(file: HubFile, revision: str | None, local_dir: Path | No
             )
         except LocalEntryNotFoundError:
             return None
-        candidates = sorted(Path(folder).glob("*.safetensors"))
+        candidates = [
+            Path(folder) / n for n in _checkpoint_names(p.name for p in Path(folder).iterdir())
+        ]
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _unavailable(file: HubFile, arch: str, task: str | None) -> Sapiens2Error:
-    command = f"sapiens2 download --arch {arch}" + (f" --task {task}" if task else "")
+def resolve_repo(
+    repo_id: str,
+    revision: str | None = None,
+    token: str | None = None,
+    local_dir: Path | None = None,
+) -> Path:
+    """Local path of any repository's Sapiens2 weights (a user's fine-tuned model): its one
+    original-format file, else a folder of transformers' config.json and weights. Offline,
+    or with the hub unreachable, what an earlier call downloaded is used."""
+    file = HubFile(repo_id, "")
+    local = {"revision": revision, "token": token, "local_dir": local_dir}
+    names = None
+    if not constants.is_offline_mode():
+        try:
+            info = HfApi().model_info(repo_id, revision=revision, token=token)
+            names = [s.rfilename for s in info.siblings or ()]
+        except HfHubHTTPError as e:
+            raise _http_error(e, file, revision, token) from None
+        except Exception as e:
+            if not _is_connection_error(e):
+                raise
+            names = None  # unreachable: what the cache holds
+    try:
+        if names is not None:
+            wanted = _repo_files(repo_id, names)
+            paths = [Path(hf_hub_download(repo_id, n, **local)) for n in wanted]
+            return paths[0] if len(paths) == 1 else paths[0].parent
+        return _cached_repo(repo_id, revision, local_dir)
+    except LocalEntryNotFoundError:
+        raise _unavailable(file, None, None) from None
+    except HfHubHTTPError as e:
+        raise _http_error(e, file, revision, token) from None
+
+
+def _is_connection_error(error: Exception) -> bool:
+    return isinstance(error, (OfflineModeIsEnabled, ConnectionError, TimeoutError)) or (
+        type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests")
+    )
+
+
+def _repo_files(repo_id: str, names: list[str]) -> list[str]:
+    """The files to download from a repository listing `names`."""
+    originals = original_checkpoints(names)
+    if len(originals) == 1:
+        return originals
+    listed = set(names)
+    shards = sorted(n for n in names if TRANSFORMERS_WEIGHTS.match(n) and "-of-" in n)
+    if "config.json" in listed and "model.safetensors" in listed:
+        return ["config.json", "model.safetensors"]
+    if "config.json" in listed and "model.safetensors.index.json" in listed:
+        return ["config.json", "model.safetensors.index.json", *shards]
+    url = f"{constants.ENDPOINT}/{repo_id}"
+    if any(n in listed for n in ADAPTER_FILES):
+        raise Sapiens2Error(
+            f"{url} holds a PEFT adapter without merged weights: merge it into its base model "
+            "(model.merge_and_unload(), then save_pretrained) and use that repository"
+        )
+    found = ", ".join(originals) or "none"
+    raise Sapiens2Error(
+        f"{url} has neither one original .safetensors checkpoint (found: {found}) nor "
+        "transformers' config.json with model.safetensors: pass a file with --checkpoint"
+    )
+
+
+def _cached_repo(repo_id: str, revision: str | None, local_dir: Path | None) -> Path:
+    """What `resolve_repo` downloaded before, from the cache or `local_dir`, without network."""
+    if local_dir is not None:
+        folder = Path(local_dir)
+        if not folder.is_dir():
+            raise LocalEntryNotFoundError(f"{folder} does not exist")
+    else:
+        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    originals = original_checkpoints(p.name for p in folder.iterdir())
+    if len(originals) == 1:
+        return folder / originals[0]
+    if (folder / "config.json").is_file():
+        return folder  # transformers_format checks the rest
+    raise LocalEntryNotFoundError(f"nothing usable cached for {repo_id}")
+
+
+def _unavailable(file: HubFile, arch: str | None, task: str | None) -> Sapiens2Error:
+    if arch is None:
+        command = f"sapiens2 download --repo {file.repo_id}"
+    else:
+        command = f"sapiens2 download --arch {arch}" + (f" --task {task}" if task else "")
     if constants.is_offline_mode():
         return Sapiens2Error(
             f"{file.repo_id} is not in the local cache and HF_HUB_OFFLINE is set: "
