@@ -9,15 +9,8 @@ import typer.main
 from paths import DOCS
 
 from sapiens2_cli.cli import app
-from sapiens2_cli.config.options import (
-    DEFAULTS,
-    ExtractOptions,
-    declarations,
-    difference,
-    recorded,
-    resume_keys,
-    settings_docs,
-)
+from sapiens2_cli.config.options import DEFAULTS, ExtractOptions, declarations
+from sapiens2_cli.config.records import difference, recorded, resume_keys, settings_docs
 
 
 def _settings_table() -> dict[str, tuple[str, str]]:

@@ -1,7 +1,8 @@
 """The options of `sapiens2 extract`, each declared once: `ExtractOptions` has one field per
 flag, named after it (docs/api.md), declared with `setting(...)` (config/settings.py says
 what a declaration holds). The command line's flags (cli/extract.py), the defaults
-(`DEFAULTS`), what OUT records and what a resume compares are all read from here.
+(`DEFAULTS`), what OUT records and what a resume compares (config/records.py) are all read
+from these declarations; the rules between options are config/rules.py's.
 
 Everything here needs no files, weights or torch, and this module imports nothing heavy,
 so the CLI can read the declarations while building `--help` and a mistake is reported at
@@ -10,9 +11,7 @@ once.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Collection
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,21 +27,17 @@ from sapiens2_cli.config.choices import (
     StorageDtype,
     TokenMode,
 )
+from sapiens2_cli.config.rules import check_options
 from sapiens2_cli.config.settings import (
-    DERIVED,
     INPUTS,
     KEEP,
     MODEL,
     OUTPUT,
     RUNNING,
-    Record,
     Setting,
-    record_rank,
     setting,
-    stored,
 )
 from sapiens2_cli.config.values import Part, parse_batch_size, parse_layers, parse_shard, parse_size
-from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.remote import is_url
 
 
@@ -316,42 +311,7 @@ class ExtractOptions:
             files_from = (files_from,)
         lists = tuple(f if is_url(str(f)) else Path(f) for f in files_from)
         object.__setattr__(self, "files_from", lists)
-        self._check()
-
-    def _check(self) -> None:
-        """The rules between options that need no files or weights, each checked once."""
-        for flag, value, least in (
-            ("--pool", self.pool, 1),
-            ("--rows-per-shard", self.rows_per_shard, 1),
-            ("--workers", self.workers, 0),
-        ):
-            if value is not None and not (isinstance(value, int) and value >= least):
-                raise Sapiens2Error(
-                    f"{flag} must be a whole number of at least {least}, not {value!r}"
-                )
-        if self.fps is not None:
-            if self.every_frame:
-                raise Sapiens2Error("--fps and --every-frame both choose the frames: give one")
-            if not (isinstance(self.fps, (int, float)) and 0 < self.fps < math.inf):
-                raise Sapiens2Error(
-                    f"--fps {self.fps!r} must be a positive number, like 1 or 2.5 "
-                    "(--every-frame keeps them all)"
-                )
-        if self.compile_mode is not None and not self.compile:
-            raise Sapiens2Error(
-                f"--compile-mode {self.compile_mode} applies with --compile: add --compile, "
-                "or drop --compile-mode"
-            )
-        tokens, layout = self.tokens or DEFAULTS.tokens, self.layout or DEFAULTS.layout
-        if layout == Layout.MAP and tokens != TokenMode.PATCH:
-            raise Sapiens2Error(
-                f"--layout map needs --tokens patch (the {tokens} tokens are not a grid)"
-            )
-        if (self.pool or DEFAULTS.pool) > 1 and tokens in (TokenMode.CLS, TokenMode.MEAN):
-            raise Sapiens2Error(
-                f"--pool pools the patch grid, which --tokens {tokens} does not keep: use "
-                "--tokens patch or all"
-            )
+        check_options(self, DEFAULTS)
 
     @property
     def video_fps(self) -> float | None:
@@ -381,81 +341,3 @@ def declarations() -> dict[str, Setting]:
 
 #: What each option left out takes on a new output (a resume takes OUT's instead).
 DEFAULTS = SimpleNamespace(**{name: s.default for name, s in declarations().items()})
-
-
-def records() -> dict[str, Record]:
-    """Every key OUT records, with its meaning and resume rule: the options OUT records,
-    then the facts the run derives (config/settings.py)."""
-    found = {}
-    for name, s in declarations().items():
-        if s.record is not None:
-            flag = s.flag(name) + ("/--every-frame" if name == "fps" else "")
-            found[s.record_as or name] = Record(s.record, flag if s.resume else None)
-    every = {**found, **DERIVED}
-    return {key: every[key] for key in sorted(every, key=record_rank)}
-
-
-def resume_keys() -> dict[str, str]:
-    """Settings a resume must match, with the flag that sets each."""
-    return {key: r.resume for key, r in records().items() if r.resume}
-
-
-def settings_docs() -> dict[str, str]:
-    """Each settings key's one-line meaning."""
-    return {key: r.doc for key, r in records().items()}
-
-
-def recorded(opts: ExtractOptions) -> dict[str, object]:
-    """The settings OUT records from settled, resolved options (as files store them),
-    but those the input kinds record themselves (`by_source`)."""
-    return {
-        s.record_as or name: stored(getattr(opts, s.record_as or name))
-        for name, s in declarations().items()
-        if s.record is not None and not s.by_source
-    }
-
-
-def difference(existing: dict, wanted: dict, keys: Collection[str] | None = None) -> str | None:
-    """The first setting a resume must match (of `keys`, default all; in the order OUT
-    records them) that differs between `existing` and `wanted`, phrased for an error
-    message, or None if they agree."""
-    flags = resume_keys()
-    for key in flags if keys is None else [k for k in flags if k in keys]:
-        there, now = existing.get(key), wanted.get(key)
-        if there != now:
-            return f"{flags[key]} ({key} is {there!r} there, {now!r} now)"
-    return None
-
-
-def check_pool(pool: int, grid: tuple[int, int], size: tuple[int, int]) -> None:
-    """--pool K must divide the patch grid (one line before any work)."""
-    if grid[0] % pool or grid[1] % pool:
-        raise Sapiens2Error(
-            f"--pool {pool} does not divide the {grid[0]}x{grid[1]} patch grid of --size "
-            f"{size[0]}x{size[1]}: choose a K that divides both, or another --size"
-        )
-
-
-def check_box_options(opts: ExtractOptions) -> None:
-    """Box options need --boxes; crops have no letterbox and decode JPEGs in full.
-
-    Not in `__post_init__`: settling the options (engine/resume.py) fills in
-    `box_padding` with or without --boxes."""
-    if opts.boxes is None:
-        given = [
-            flag
-            for flag, value in (
-                ("--box-padding", opts.box_padding),
-                ("--min-score", opts.min_score),
-                ("--include-crowd", opts.include_crowd or None),
-            )
-            if value is not None
-        ]
-        if given:
-            raise Sapiens2Error(f"{given[0]} applies to person crops: add --boxes FILE")
-        return
-    if opts.resize == ResizeMode.LETTERBOX or opts.jpeg_draft:
-        flag = "--resize letterbox" if opts.resize == ResizeMode.LETTERBOX else "--jpeg-draft"
-        raise Sapiens2Error(f"{flag} does not apply to --boxes crops (upstream's crop): drop it")
-    if opts.files_from or opts.null:
-        raise Sapiens2Error("--boxes takes its images from the box file: drop --files-from/--null")

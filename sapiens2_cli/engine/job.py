@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from sapiens2_cli.config.choices import OutputFormat
-from sapiens2_cli.config.options import ExtractOptions, check_box_options, check_pool, recorded
+from sapiens2_cli.config.options import ExtractOptions
+from sapiens2_cli.config.records import recorded
+from sapiens2_cli.config.rules import check_box_options, check_pool
 from sapiens2_cli.config.settings import in_record_order
 from sapiens2_cli.engine.resume import box_settings, check_resume, settle_options
 from sapiens2_cli.engine.split import Split

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sapiens2_cli.config.choices import Precision
-from sapiens2_cli.config.options import ExtractOptions, declarations, difference
+from sapiens2_cli.config.options import ExtractOptions, declarations
+from sapiens2_cli.config.records import difference
 from sapiens2_cli.config.settings import stored
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import ARCHS

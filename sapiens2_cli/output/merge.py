@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sapiens2_cli.config.choices import MergeMode
-from sapiens2_cli.config.options import difference
+from sapiens2_cli.config.records import difference
 from sapiens2_cli.config.values import Part
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output.base import FeatureWriter, OutputLock, RowBatch, built_in_place
