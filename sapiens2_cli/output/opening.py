@@ -13,10 +13,12 @@ import numpy as np
 
 from sapiens2_cli.config.choices import OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output.base import FeatureWriter, OutputLock, nearest_folder
+from sapiens2_cli.output.disk import nearest_folder
 from sapiens2_cli.output.hdf5.writer import H5Writer
+from sapiens2_cli.output.lock import OutputLock
 from sapiens2_cli.output.npy.writer import NpyWriter, Sink, default_shard_rows, is_own_file
 from sapiens2_cli.output.reader import detect_format, is_output, open_features
+from sapiens2_cli.output.writer import FeatureWriter
 
 H5_SUFFIXES = (".h5", ".hdf5")
 

@@ -25,7 +25,8 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import ImageError
 from sapiens2_cli.inputs.items import split_key
 from sapiens2_cli.inputs.sources import identity
-from sapiens2_cli.output.base import one_line_if_full, removed_on_failure
+from sapiens2_cli.output.atomic import removed_on_failure
+from sapiens2_cli.output.disk import one_line_if_full
 from sapiens2_cli.output.features import FeatureFile
 from sapiens2_cli.output.reader import open_features
 from sapiens2_cli.viz.colours import Colouring, fit_colouring

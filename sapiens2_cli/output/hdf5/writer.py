@@ -39,15 +39,11 @@ import h5py
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output.base import (
-    FeatureWriter,
-    OutputFull,
-    OutputLock,
-    RowBatch,
-    built_in_place,
-    fill_value,
-    filled,
-)
+from sapiens2_cli.output.atomic import built_in_place
+from sapiens2_cli.output.disk import OutputFull
+from sapiens2_cli.output.lock import OutputLock
+from sapiens2_cli.output.rows import RowBatch, fill_value, filled
+from sapiens2_cli.output.writer import FeatureWriter
 from sapiens2_cli.reduce.losses import add_losses, scale_shape
 
 FAILED = ("failed_paths", "failed_errors")

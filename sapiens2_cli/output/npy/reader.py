@@ -9,9 +9,9 @@ from typing import Protocol
 
 import numpy as np
 
-from sapiens2_cli.output.base import concat_columns
 from sapiens2_cli.output.features import FeatureFile, check_version, missing_part, not_ours, replay
 from sapiens2_cli.output.npy.writer import MANIFEST, MANIFEST_FORMAT
+from sapiens2_cli.output.rows import concat_columns
 
 #: A shard's files that are not per-row columns.
 SHARD_FILES = frozenset({"index", "rows", "features", "scales", "paths"})

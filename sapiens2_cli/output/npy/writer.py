@@ -25,16 +25,12 @@ from typing import Protocol
 
 import numpy as np
 
-from sapiens2_cli.output.base import (
-    FORMAT_VERSION,
-    FeatureWriter,
-    OutputLock,
-    RowBatch,
-    concat_columns,
-    fsync_dir,
-    one_line_if_full,
-)
+from sapiens2_cli.output.atomic import fsync_dir
+from sapiens2_cli.output.disk import one_line_if_full
+from sapiens2_cli.output.lock import OutputLock
 from sapiens2_cli.output.npy.shard_file import ShardFile, write_atomic
+from sapiens2_cli.output.rows import FORMAT_VERSION, RowBatch, concat_columns
+from sapiens2_cli.output.writer import FeatureWriter
 from sapiens2_cli.reduce.losses import add_losses
 
 MANIFEST = "manifest.json"
