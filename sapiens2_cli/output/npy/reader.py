@@ -92,8 +92,8 @@ class NpyFeatures(FeatureFile):
 
     def _read_sorted(self, index: np.ndarray, name: str) -> np.ndarray:
         shard_of = np.searchsorted(self._starts, index, side="right") - 1
-        parts = [
+        pieces = [
             np.asarray(self._shard(k, name)[index[shard_of == k] - self._starts[k]])
             for k in np.unique(shard_of)
         ]
-        return np.concatenate(parts)
+        return np.concatenate(pieces)

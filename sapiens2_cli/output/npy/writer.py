@@ -297,14 +297,14 @@ class NpyWriter(FeatureWriter):
 def _without_features(batch: RowBatch, start: int, stop: int) -> RowBatch:
     """Rows start:stop of `batch` without their features (already in the shard file)."""
 
-    def part(values: np.ndarray | None) -> np.ndarray | None:
+    def rows_of(values: np.ndarray | None) -> np.ndarray | None:
         return None if values is None else values[start:stop]
 
     return RowBatch(
         keys=batch.keys[start:stop],
         features=None,
         columns={name: values[start:stop] for name, values in batch.columns.items()},
-        scales=part(batch.scales),
-        errors=part(batch.errors),
-        energy=part(batch.energy),
+        scales=rows_of(batch.scales),
+        errors=rows_of(batch.errors),
+        energy=rows_of(batch.energy),
     )
