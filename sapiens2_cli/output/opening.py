@@ -167,7 +167,7 @@ def _open(
         stale = existing.failed_records != len(failed)  # the log has superseded records
     if fmt == "h5":
         return H5Writer(path, failed, lock, stale), done
-    return NpyWriter.resume(path, failed, stale, row_shape, shard_rows, lock, sink), done
+    return NpyWriter.resume(path, failed, stale, shard_rows, lock, sink), done
 
 
 def _shard_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:

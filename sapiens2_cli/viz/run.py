@@ -154,8 +154,8 @@ def select_rows(
         if count < 1:
             raise Sapiens2Error(f"--images {count}: give 1 or more")
         return list(range(min(count, len(ff))))
-    # stored paths as stored (older outputs kept them as typed) and as their identity (what
-    # extract stores: the resolved path), so any spelling of a file finds its row
+    # keys as stored (a frame's, a crop's, a --key-column value) and as their identity (a
+    # file's key is its resolved path), so any spelling of a file finds its row
     by_path: dict[str, int] = {}
     for row, stored in enumerate(ff.paths):
         by_path.setdefault(stored, row)

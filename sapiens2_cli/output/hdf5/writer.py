@@ -111,7 +111,7 @@ class H5Writer(FeatureWriter):
         try:
             with h5py.File(path, "r+", locking=False) as f:
                 self._rows = int(f.attrs["rows"])
-                self._failures = int(f.attrs.get("failures", f["failed_paths"].shape[0]))
+                self._failures = int(f.attrs["failures"])
                 self.reductions = json.loads(f.attrs.get("reductions", "{}"))
                 if f.attrs.get("complete"):  # resumed: not complete until this run says so
                     f.attrs["complete"] = False

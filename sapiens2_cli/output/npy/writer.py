@@ -201,7 +201,6 @@ class NpyWriter(FeatureWriter):
         path: Path,
         failed: dict[str, str],
         stale: bool,
-        row_shape: tuple[int, ...],
         shard_rows: int,
         lock: OutputLock | None,
         sink: Sink | None = None,
@@ -210,10 +209,6 @@ class NpyWriter(FeatureWriter):
 
         `failed` and `stale` come from reading it (`FeatureFile`)."""
         manifest = json.loads((path / MANIFEST).read_text())
-        legacy = "failed" in manifest  # records inline, as sapiens2-cli wrote them before
-        manifest.pop("failed", None)
-        manifest.setdefault("failed_files", [])
-        manifest["row_shape"] = list(row_shape)
         listed = listed_files(manifest)
         for leftover in path.iterdir():
             if is_own_file(leftover.name) and leftover.name not in listed:
@@ -222,7 +217,7 @@ class NpyWriter(FeatureWriter):
         write_manifest(path, manifest)
         if sink is not None:
             sink.commit(path, manifest, prune=True)
-        return cls(path, manifest, failed, shard_rows, lock, stale or legacy, sink)
+        return cls(path, manifest, failed, shard_rows, lock, stale, sink)
 
     @property
     def rows(self) -> int:
