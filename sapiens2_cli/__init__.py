@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from sapiens2_cli.output.dataset import FeatureDataset
     from sapiens2_cli.scaleout.launch import extract
 
-#: Where each name lives; the extraction engine pulls in the pipeline and writers.
+#: Where each name lives; `extract` pulls in the engine, the inputs and the output writers.
 _LAZY = {
     **dict.fromkeys(
         [

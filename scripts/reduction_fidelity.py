@@ -31,7 +31,7 @@ from sapiens2_cli.config.values import parse_size
 from sapiens2_cli.model import get_config
 from sapiens2_cli.output import open_features
 from sapiens2_cli.reduce.apply_projection import DeviceProjection, project
-from sapiens2_cli.reduce.cast import store
+from sapiens2_cli.reduce.cast import to_storage
 from sapiens2_cli.reduce.losses import dequantize
 from sapiens2_cli.reduce.pca import fit
 from sapiens2_cli.reduce.pool import pool_patches
@@ -63,7 +63,7 @@ def row(x: torch.Tensor, pool: int, projection, dtype: StorageDtype, grid) -> di
     kept = pool_patches(x, TokenMode.PATCH, Layout.TOKENS, grid, pool)
     device = projection and DeviceProjection(projection, Layout.TOKENS, torch.device("cpu"))
     y, _ = project(kept, device)
-    stored = store(y, dtype)
+    stored = to_storage(y, dtype)
     if stored.scales is None:
         values = stored.features.float()
     else:  # as the reader gives int8 back: q x scale

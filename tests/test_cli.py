@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from sapiens2_cli.cli import app, main
 from sapiens2_cli.model.zoo import ZOO_COST
-from sapiens2_cli.output.base import OutputLock
+from sapiens2_cli.output.lock import OutputLock
 from sapiens2_cli.text import plural
 
 HEAVY = ("torch", "h5py", "PIL", "huggingface_hub", "pyarrow")

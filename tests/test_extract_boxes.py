@@ -229,7 +229,7 @@ def test_boxes_beyond_float32_are_failures_of_their_own_without_a_warning(photos
     assert "too large or too small to crop in float32" in failed[f"{chelsea}#box=1"]
 
 
-def test_shards_keep_an_images_boxes_together_and_merge(photos, tmp_path):
+def test_parts_keep_an_images_boxes_together_and_merge(photos, tmp_path):
     """Catches boxes of one image split over parts (their key is not their file), and a
     merge that loses the box columns."""
     lines = ["path,x,y,w,h"] + [

@@ -178,7 +178,7 @@ def test_brace_patterns_name_shards(inputs, tmp_path):
     assert "00002.tar" in reason and "does not exist" in reason
 
 
-def test_shards_of_a_job_take_whole_videos_and_tars(inputs, tmp_path):
+def test_parts_of_a_job_take_whole_videos_and_tars(inputs, tmp_path):
     # Catches: a video's frames or a tar's members split between parts (two processes
     # decoding one file, rows of one file in two outputs).
     out = tmp_path / "f.h5"

@@ -22,7 +22,7 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import decode_image
 from sapiens2_cli.model import ARCHS, get_config, load_backbone, normalize_pixels
 from sapiens2_cli.output import open_features
-from sapiens2_cli.reduce.cast import check_range, store
+from sapiens2_cli.reduce.cast import check_range, to_storage
 from sapiens2_cli.scaleout.launch import extract as library_extract
 
 SIZE = (64, 48)
@@ -86,14 +86,14 @@ def test_bf16_weights_stay_within_the_cosine_tolerance_on_photos():
 
 
 def test_float16_overflow_and_nan_are_errors_naming_the_fix():
-    stored, peak, *_ = store(torch.tensor([[1.0, 7e4]]), StorageDtype.FLOAT16)
+    stored, peak, *_ = to_storage(torch.tensor([[1.0, 7e4]]), StorageDtype.FLOAT16)
     assert stored.dtype == torch.float16
     assert peak.item() == 7e4
     with pytest.raises(Sapiens2Error, match="--dtype float32"):
         check_range(peak.item(), StorageDtype.FLOAT16)
     check_range(peak.item(), StorageDtype.FLOAT32)
     for bad in (float("nan"), float("inf")):
-        _, peak, *_ = store(torch.tensor([1.0, bad]), StorageDtype.FLOAT32)
+        _, peak, *_ = to_storage(torch.tensor([1.0, bad]), StorageDtype.FLOAT32)
         with pytest.raises(Sapiens2Error, match="--precision"):
             check_range(peak.item(), StorageDtype.FLOAT32)
 

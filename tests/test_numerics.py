@@ -12,7 +12,7 @@ from sapiens2_cli.config.choices import StorageDtype
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import resize_to
 from sapiens2_cli.model import normalize_pixels
-from sapiens2_cli.reduce.cast import check_range, store
+from sapiens2_cli.reduce.cast import check_range, to_storage
 
 
 def test_normalization_channel_order_and_0_255_scale():
@@ -53,7 +53,7 @@ def test_box_shrink_is_the_mean_of_the_pixels_it_covers():
 @pytest.mark.parametrize("value", [7e4, -7e4, -1e6])
 def test_float16_overflow_on_either_side_is_refused(value):
     """Bug: checking only the largest value, so a feature of -1e6 became -inf silently."""
-    stored, peak, *_ = store(torch.tensor([[1.0, value]]), StorageDtype.FLOAT16)
+    stored, peak, *_ = to_storage(torch.tensor([[1.0, value]]), StorageDtype.FLOAT16)
     assert torch.isinf(stored).any()  # what would have been written
     with pytest.raises(Sapiens2Error, match=r"beyond float16's range.*--dtype float32"):
         check_range(peak.item(), StorageDtype.FLOAT16)

@@ -218,7 +218,7 @@ def test_a_resume_inside_a_file_reads_only_the_rows_not_done(tmp_path, monkeypat
         np.testing.assert_array_equal(got[f"{path}#row={n}"], want[str(file)])
 
 
-def test_shards_keep_a_files_rows_together_and_merge_to_one_run(tmp_path):
+def test_parts_keep_a_files_rows_together_and_merge_to_one_run(tmp_path):
     # Catches: a file's rows split between parts (each part would read every group), rows
     # lost or repeated by the merge, --key-column keys not surviving the parts.
     tmp = tmp_path.resolve()

@@ -228,7 +228,7 @@ def test_resume_and_reconstruct_need_the_same_projection(plain, tmp_path):
 
 
 @pytest.mark.slow
-def test_shards_merge_and_viz_of_projected_outputs(plain, tmp_path):
+def test_parts_merge_and_viz_of_projected_outputs(plain, tmp_path):
     file = tmp_path / "p.safetensors"
     assert run("pca", plain, "-k", 4, "-o", file, "-q").exit_code == 0
     out = tmp_path / "joined.h5"

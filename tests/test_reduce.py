@@ -142,7 +142,7 @@ def test_a_resume_continues_the_loss_sums(photos, plain, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["h5", "npy"])
-def test_shards_of_a_reduced_output_merge_both_ways(photos, tmp_path, fmt):
+def test_parts_of_a_reduced_output_merge_both_ways(photos, tmp_path, fmt):
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
     reduced = ("--dtype", "int8", "--pool", "2", "--layout", "map")
     run(photos, tmp_path / f"single.{fmt}", *reduced, "--format", fmt)

@@ -99,7 +99,7 @@ def test_each_image_file_is_one_item_keyed_by_its_identity(tmp_path):
 @pytest.mark.parametrize(
     ("path", "fragment", "key"),
     [
-        ("/d/a.jpg", None, "/d/a.jpg"),  # no '#': today's key, so old outputs resume
+        ("/d/a.jpg", None, "/d/a.jpg"),  # no '#': the path is the key
         ("/d/clip.mp4", "t=1.000", "/d/clip.mp4#t=1.000"),
         ("/d/clip.mp4#t=1.000", None, "/d/clip.mp4##t=1.000"),  # a photo named like a frame
         ("/d/a#b/x.jpg#", "box=3", "/d/a##b/x.jpg###box=3"),

@@ -22,7 +22,7 @@ from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import decode_image
 from sapiens2_cli.output import RowBatch, open_features, open_writer
-from sapiens2_cli.output.base import FORMAT_VERSION
+from sapiens2_cli.output.rows import FORMAT_VERSION
 from sapiens2_cli.viz.patches import grid_spec
 from sapiens2_cli.viz.render import panel_size
 from sapiens2_cli.viz.run import JOINT_IMAGES, joint_sample

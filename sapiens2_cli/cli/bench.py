@@ -110,11 +110,11 @@ def _si(value: float, unit: str) -> str:
 
 def _print(r: dict) -> None:
     env = r["environment"]
-    parts = " · ".join(f"{k} {_si(v, '')}".rstrip() for k, v in r["flops_by_part"].items())
+    breakdown = " · ".join(f"{k} {_si(v, '')}".rstrip() for k, v in r["flops_by_part"].items())
     lines = [
         f"arch {r['arch']} at {r['image_size'][0]}x{r['image_size'][1]} ({r['tokens']:,} tokens)",
         f"  parameters       {r['parameters']:,}",
-        f"  FLOPs per image  {_si(r['flops_per_image'], 'FLOP')} ({parts})",
+        f"  FLOPs per image  {_si(r['flops_per_image'], 'FLOP')} ({breakdown})",
         "                   2 FLOPs per multiply-add, attention included (FlopCounterMode, meta)",
     ]
     if "images_per_s" in r:

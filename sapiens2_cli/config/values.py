@@ -44,12 +44,12 @@ def parse_size(value: str | Sequence[int]) -> tuple[int, int]:
 def parse_layers(value: str | int | Sequence[int]) -> tuple[int, ...]:
     """'-1', '8,17', '8 17', 8 or (8, 17) -> block indices (checked against the model later)."""
     if isinstance(value, str):
-        parts = re.split(r"\s*,\s*|\s+", value.strip())
-        if not all(re.fullmatch(r"[+-]?\d+", p) for p in parts):
+        items = re.split(r"\s*,\s*|\s+", value.strip())
+        if not all(re.fullmatch(r"[+-]?\d+", p) for p in items):
             raise Sapiens2Error(
                 f"--layers {value!r} is not a list of block indices: write it like -1 or 8,17"
             )
-        return tuple(int(p) for p in parts)
+        return tuple(int(p) for p in items)
     if _is_int(value):
         return (int(value),)
     if _is_sequence(value) and value and all(map(_is_int, value)):

@@ -30,7 +30,7 @@ from sapiens2_cli.engine.profile import StageClock
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.model import normalize_pixels
 from sapiens2_cli.reduce.apply_projection import DeviceProjection, project
-from sapiens2_cli.reduce.cast import Stored, check_range, store
+from sapiens2_cli.reduce.cast import StoredBatch, check_range, to_storage
 from sapiens2_cli.reduce.pool import pool_patches
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ AUTO_BATCH_START = 256
 class _Chunk:
     """One chunk's features on their way to the host."""
 
-    stored: Stored  # pinned host memory on a GPU
+    stored: StoredBatch  # pinned host memory on a GPU
     done: torch.cuda.Event | None  # the copy back has finished (GPU only)
 
 
@@ -181,7 +181,7 @@ class DeviceModel:
         with torch.inference_mode():
             stored = self._features(x)
             if self.cuda_graphs:  # the next replay reuses the graph's output memory
-                stored = Stored(*(t if t is None else t.clone() for t in stored))
+                stored = StoredBatch(*(t if t is None else t.clone() for t in stored))
         stored = stored._replace(**{k: v[:n] for k, v in stored.row_aligned().items()})
         clock.span("forward", begin, clock.mark(self.compute_stream))
         if self.download_stream is None:
@@ -189,7 +189,7 @@ class DeviceModel:
         self.download_stream.wait_stream(self.compute_stream)
         with torch.cuda.stream(self.download_stream):
             begin = clock.mark(self.download_stream)
-            host = Stored(*(t if t is None else _to_pinned(t) for t in stored))
+            host = StoredBatch(*(t if t is None else _to_pinned(t) for t in stored))
             done = torch.cuda.Event()
             done.record(self.download_stream)
             clock.span("download", begin, clock.mark(self.download_stream))
@@ -198,7 +198,7 @@ class DeviceModel:
                 t.record_stream(self.download_stream)
         return _Chunk(host, done)
 
-    def _device_features(self, pixels: torch.Tensor) -> Stored:
+    def _device_features(self, pixels: torch.Tensor) -> StoredBatch:
         """(B, H, W, 3) uint8 on the device -> the features in their storage form."""
         with autocast(self.device, self.precision):
             # Contiguous NCHW, as upstream's transforms give it: a channels-last input takes
@@ -208,7 +208,9 @@ class DeviceModel:
             kept = self.model.forward_kept(x, self.layers, self.tokens, self.layout)
             kept = pool_patches(kept, self.tokens, self.layout, self.grid, self.pool)
         kept, energy = project(kept, self.projection)
-        return store(kept, self.dtype, dim=Layout(self.layout).feature_axis)._replace(energy=energy)
+        return to_storage(kept, self.dtype, dim=Layout(self.layout).feature_axis)._replace(
+            energy=energy
+        )
 
 
 def _to_pinned(t: torch.Tensor) -> torch.Tensor:
@@ -218,7 +220,7 @@ def _to_pinned(t: torch.Tensor) -> torch.Tensor:
 
 
 def _joined(arrays: list[np.ndarray]) -> np.ndarray:
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)  # one part: no copy
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)  # one array: no copy
 
 
 def _on(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:

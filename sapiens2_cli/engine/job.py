@@ -35,9 +35,10 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.sources import Listing, Source, expand, list_files
 from sapiens2_cli.model import PIXEL_MEAN, PIXEL_STD
 from sapiens2_cli.output import check_output_path, existing_settings, infer_format, open_writer
-from sapiens2_cli.output.base import FORMAT_VERSION, OutputLock, lock_path
+from sapiens2_cli.output.lock import OutputLock, lock_path
 from sapiens2_cli.output.npy.writer import Sink
 from sapiens2_cli.output.reader import detect_format, is_output
+from sapiens2_cli.output.rows import FORMAT_VERSION
 from sapiens2_cli.reduce.losses import reductions_for
 from sapiens2_cli.reduce.projection import projection_settings
 from sapiens2_cli.version import __version__

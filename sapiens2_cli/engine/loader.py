@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sapiens2_cli.inputs.items import Failure, Item, Preprocess, Row
 from sapiens2_cli.output import RowBatch
-from sapiens2_cli.output.base import concat_columns
+from sapiens2_cli.output.rows import concat_columns
 from sapiens2_cli.system import usable_cores
 from sapiens2_cli.text import one_line
 

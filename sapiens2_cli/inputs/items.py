@@ -11,7 +11,7 @@ Keys (docs/format.md): a file's key is its path with every '#' doubled (`file_ke
 inside a file (a video frame, a person box) adds one '#' and a fragment without '#'
 (`derived_key`: `/d/clip.mp4#t=1.000`). So no file's key equals a derived item's, even for
 a photo named `clip.mp4#t=1.000`, and `split_key` gives the path and fragment back. Paths
-without '#' are their own key, as before '#' was escaped, so older outputs still resume.
+without '#' are their own key.
 
 Readers run in decode worker processes, so items and readers are small and picklable.
 """
@@ -44,10 +44,10 @@ _KEY = re.compile(r"((?:[^#]|##)*)(?:#([^#]*))?", re.DOTALL)
 
 def split_key(key: str) -> tuple[str, str | None]:
     """(path, fragment) of a key, undoing `file_key` / `derived_key`; fragment None for a
-    whole file. Text no key has (a '#' path stored before '#' was escaped) is a path."""
+    whole file. Text that no key is (a single '#' before another '#') raises ValueError."""
     match = _KEY.fullmatch(key)
     if match is None:
-        return key, None
+        raise ValueError(f"{key!r} is not a key: a '#' in a path is doubled")
     return match[1].replace("##", "#"), match[2]
 
 

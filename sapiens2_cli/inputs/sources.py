@@ -130,10 +130,10 @@ def identity(path: str) -> str:
 
 def wanted(relative: str, listing: Listing) -> bool:
     """Whether a walk or a prefix listing takes the file at `relative` (a '/' path)."""
-    parts = relative.split("/")
-    if not listing.hidden and any(part.startswith(".") for part in parts):
+    names = relative.split("/")
+    if not listing.hidden and any(name.startswith(".") for name in names):
         return False  # .DS_Store, macOS ._* resource forks, editors' temporary files
-    return has_extension(parts[-1], listing.extensions)
+    return has_extension(names[-1], listing.extensions)
 
 
 def walk(folder: str, listing: Listing = Listing()) -> list[str]:

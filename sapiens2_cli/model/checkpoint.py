@@ -165,15 +165,15 @@ def _check_keys(expected: dict[str, list[int]], found: dict[str, list[int]], pat
     unexpected = [k for k in found if k not in expected]
     wrong = [k for k in expected if k in found and list(expected[k]) != list(found[k])]
     if missing or unexpected or wrong:
-        parts = []
+        problems = []
         if missing:
-            parts.append(f"missing {', '.join(missing[:3])}")
+            problems.append(f"missing {', '.join(missing[:3])}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+            problems.append(f"unexpected {', '.join(unexpected[:3])}")
         if wrong:
             k = wrong[0]
-            parts.append(f"{k} has shape {list(found[k])}, expected {list(expected[k])}")
-        raise Sapiens2Error(f"{path} is not a Sapiens2 backbone: {'; '.join(parts)}")
+            problems.append(f"{k} has shape {list(found[k])}, expected {list(expected[k])}")
+        raise Sapiens2Error(f"{path} is not a Sapiens2 backbone: {'; '.join(problems)}")
 
 
 def inspect_checkpoint(path: str | Path, arch: str | None = None) -> CheckpointInfo:

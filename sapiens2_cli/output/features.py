@@ -16,7 +16,7 @@ import numpy as np
 from sapiens2_cli.config.choices import Layout, StorageDtype
 from sapiens2_cli.config.values import Part
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output.base import FORMAT_VERSION, filled
+from sapiens2_cli.output.rows import FORMAT_VERSION, filled
 from sapiens2_cli.reduce.losses import PCA, dequantize, scale_shape
 
 Rows = slice | Sequence[int] | np.ndarray

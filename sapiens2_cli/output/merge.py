@@ -29,14 +29,17 @@ from sapiens2_cli.config.choices import MergeMode
 from sapiens2_cli.config.records import difference
 from sapiens2_cli.config.values import Part
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output.base import FeatureWriter, OutputLock, RowBatch, built_in_place
+from sapiens2_cli.output.atomic import built_in_place
 from sapiens2_cli.output.features import PartFile
 from sapiens2_cli.output.hdf5.join import features_layout, record_join, write_virtual
 from sapiens2_cli.output.hdf5.writer import H5Writer
+from sapiens2_cli.output.lock import OutputLock
 from sapiens2_cli.output.npy.writer import NpyWriter, default_shard_rows, write_joined_manifest
 from sapiens2_cli.output.opening import check_output_path, remove_output
 from sapiens2_cli.output.parts import part_path
 from sapiens2_cli.output.reader import detect_format, open_features
+from sapiens2_cli.output.rows import RowBatch
+from sapiens2_cli.output.writer import FeatureWriter
 from sapiens2_cli.reduce.losses import join_reductions
 
 

@@ -13,10 +13,12 @@ import numpy as np
 
 from sapiens2_cli.config.choices import OutputFormat
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output.base import FeatureWriter, OutputLock, nearest_folder
+from sapiens2_cli.output.disk import nearest_folder
 from sapiens2_cli.output.hdf5.writer import H5Writer
+from sapiens2_cli.output.lock import OutputLock
 from sapiens2_cli.output.npy.writer import NpyWriter, Sink, default_shard_rows, is_own_file
 from sapiens2_cli.output.reader import detect_format, is_output, open_features
+from sapiens2_cli.output.writer import FeatureWriter
 
 H5_SUFFIXES = (".h5", ".hdf5")
 
@@ -165,7 +167,7 @@ def _open(
         stale = existing.failed_records != len(failed)  # the log has superseded records
     if fmt == "h5":
         return H5Writer(path, failed, lock, stale), done
-    return NpyWriter.resume(path, failed, stale, row_shape, shard_rows, lock, sink), done
+    return NpyWriter.resume(path, failed, stale, shard_rows, lock, sink), done
 
 
 def _shard_rows(row_shape: tuple[int, ...], dtype: np.dtype) -> int:

@@ -23,7 +23,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 INT8_MAX = 127
 
 
-class Stored(NamedTuple):
+class StoredBatch(NamedTuple):
     """One batch in its storage form; `scales` and `errors` only for int8, `energy` only
     with a projection (reduce/apply_projection.py)."""
 
@@ -40,15 +40,15 @@ class Stored(NamedTuple):
         return {name: t for name, t in rows.items() if t is not None}
 
 
-def store(features: torch.Tensor, dtype: StorageDtype, dim: int = -1) -> Stored:
+def to_storage(features: torch.Tensor, dtype: StorageDtype, dim: int = -1) -> StoredBatch:
     """Float32 (or autocast) features -> their storage form; `dim` is the D axis (what
     int8 quantizes as one vector: 2 for `--layout map`, the last otherwise)."""
     low, high = torch.aminmax(features)  # one pass, no |features| copy
     peak = torch.maximum(-low, high).float()  # ()
     if dtype != StorageDtype.INT8:
-        return Stored(features.to(dtype.torch).contiguous(), peak, None, None)
+        return StoredBatch(features.to(dtype.torch).contiguous(), peak, None, None)
     q, scales, errors = quantize_int8(features.float(), dim)
-    return Stored(q, peak, scales, errors)
+    return StoredBatch(q, peak, scales, errors)
 
 
 def quantize_int8(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

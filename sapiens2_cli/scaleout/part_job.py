@@ -37,10 +37,11 @@ class PartSplit(Split):
     """This process writes one part of OUT: its `--shard`, its torchrun rank's, or both
     nested (`Ranks.part`); rank 0 of a torchrun job without --shard joins the parts."""
 
-    def __init__(self, ranks: Ranks, shard: Part | None, merge: MergeMode) -> None:
+    def __init__(self, ranks: Ranks, given: Part | None, merge: MergeMode) -> None:
+        """`given`: the part --shard names, if any."""
         self.ranks, self.merge = ranks, merge
-        self.part = ranks.part(shard)
-        self.joins = ranks.distributed and shard is None
+        self.part = ranks.part(given)
+        self.joins = ranks.distributed and given is None
         self.group: RankGroup | None = None  # while running
         self.target: OutputSpec | None = None  # OUT, as given (once planned)
 

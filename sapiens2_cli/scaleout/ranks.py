@@ -50,12 +50,12 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world > 1
 
-    def part(self, shard: Part | None) -> Part | None:
-        """The part this process writes: its --shard, its rank's, or both nested (rank r
-        of W in shard i of N writes part i*W + r of N*W); None: OUT itself."""
+    def part(self, given: Part | None) -> Part | None:
+        """The part this process writes: the one --shard gives, its rank's, or both nested
+        (rank r of W in part i of N writes part i*W + r of N*W); None: OUT itself."""
         if not self.distributed:
-            return shard
-        outer = shard or Part(0, 1)
+            return given
+        outer = given or Part(0, 1)
         return Part(outer.index * self.world + self.rank, outer.count * self.world)
 
     def pin(self, device: torch.device) -> torch.device:

@@ -25,7 +25,8 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import ImageError
 from sapiens2_cli.inputs.items import split_key
 from sapiens2_cli.inputs.sources import identity
-from sapiens2_cli.output.base import one_line_if_full, removed_on_failure
+from sapiens2_cli.output.atomic import removed_on_failure
+from sapiens2_cli.output.disk import one_line_if_full
 from sapiens2_cli.output.features import FeatureFile
 from sapiens2_cli.output.reader import open_features
 from sapiens2_cli.viz.colours import Colouring, fit_colouring
@@ -153,8 +154,8 @@ def select_rows(
         if count < 1:
             raise Sapiens2Error(f"--images {count}: give 1 or more")
         return list(range(min(count, len(ff))))
-    # stored paths as stored (older outputs kept them as typed) and as their identity (what
-    # extract stores: the resolved path), so any spelling of a file finds its row
+    # keys as stored (a frame's, a crop's, a --key-column value) and as their identity (a
+    # file's key is its resolved path), so any spelling of a file finds its row
     by_path: dict[str, int] = {}
     for row, stored in enumerate(ff.paths):
         by_path.setdefault(stored, row)

@@ -14,9 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from sapiens2_cli.output.base import concat_columns
 from sapiens2_cli.output.features import PartFile
 from sapiens2_cli.output.hdf5.writer import encode, string_dtype, to_attr
+from sapiens2_cli.output.rows import concat_columns
 
 ROW_ALIGNED = ("features", "scales")  # what a virtual HDF5 join maps rather than copies
 

@@ -36,7 +36,7 @@ class H5Features(FeatureFile):
                 _check_sources(path, f["features"])
             attrs = {k: from_attr(v) for k, v in f.attrs.items()}
             n = min(int(attrs.pop("rows", 0)), f["features"].shape[0], f["paths"].shape[0])
-            m = int(attrs.pop("failures", f["failed_paths"].shape[0]))
+            m = int(attrs.pop("failures"))
             self.reductions = json.loads(attrs.pop("reductions", "{}"))
             self.settings = attrs
             self.row_shape = f["features"].shape[1:]

@@ -39,15 +39,11 @@ import h5py
 import numpy as np
 
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output.base import (
-    FeatureWriter,
-    OutputFull,
-    OutputLock,
-    RowBatch,
-    built_in_place,
-    fill_value,
-    filled,
-)
+from sapiens2_cli.output.atomic import built_in_place
+from sapiens2_cli.output.disk import OutputFull
+from sapiens2_cli.output.lock import OutputLock
+from sapiens2_cli.output.rows import RowBatch, fill_value, filled
+from sapiens2_cli.output.writer import FeatureWriter
 from sapiens2_cli.reduce.losses import add_losses, scale_shape
 
 FAILED = ("failed_paths", "failed_errors")
@@ -115,7 +111,7 @@ class H5Writer(FeatureWriter):
         try:
             with h5py.File(path, "r+", locking=False) as f:
                 self._rows = int(f.attrs["rows"])
-                self._failures = int(f.attrs.get("failures", f["failed_paths"].shape[0]))
+                self._failures = int(f.attrs["failures"])
                 self.reductions = json.loads(f.attrs.get("reductions", "{}"))
                 if f.attrs.get("complete"):  # resumed: not complete until this run says so
                     f.attrs["complete"] = False

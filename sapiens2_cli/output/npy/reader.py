@@ -9,9 +9,9 @@ from typing import Protocol
 
 import numpy as np
 
-from sapiens2_cli.output.base import concat_columns
 from sapiens2_cli.output.features import FeatureFile, check_version, missing_part, not_ours, replay
 from sapiens2_cli.output.npy.writer import MANIFEST, MANIFEST_FORMAT
+from sapiens2_cli.output.rows import concat_columns
 
 #: A shard's files that are not per-row columns.
 SHARD_FILES = frozenset({"index", "rows", "features", "scales", "paths"})
@@ -58,10 +58,12 @@ class NpyFeatures(FeatureFile):
         self._shards = shards = manifest["shards"]
         self.settings = manifest["settings"]
         self.reductions = manifest.get("reductions", {})
-        records = [(r["path"], r["error"]) for r in manifest.get("failed", [])]  # inline: older
         try:
-            for name in manifest.get("failed_files", []):
-                records += [(r["path"], r["error"]) for r in json.loads(folder.read(name))]
+            records = [
+                (r["path"], r["error"])
+                for name in manifest["failed_files"]
+                for r in json.loads(folder.read(name))
+            ]
             self.paths = [p for s in shards for p in folder.load(s["paths"]).tolist()]
             self._columns = concat_columns(
                 [
@@ -76,13 +78,9 @@ class NpyFeatures(FeatureFile):
             raise missing_part(path, e.filename) from None
         self.failed = replay(records)
         self.failed_records = len(records)
-        self.row_shape = tuple(manifest.get("row_shape") or self._row_shape())
+        self.row_shape = tuple(manifest["row_shape"])
         self._starts = np.cumsum([0] + [s["rows"] for s in shards])  # row offset per shard
         self._open: dict[tuple[int, str], np.ndarray] = {}  # by (shard, name)
-
-    def _row_shape(self) -> tuple[int, ...]:
-        """For a manifest that does not record it (written before it did)."""
-        return self._shard(0, "features").shape[1:] if self._shards else ()
 
     def _shard(self, k: int, name: str) -> np.ndarray:
         """Shard `k`'s `name` file (features, scales): a memory map, or ranged reads at a URL."""
@@ -92,8 +90,8 @@ class NpyFeatures(FeatureFile):
 
     def _read_sorted(self, index: np.ndarray, name: str) -> np.ndarray:
         shard_of = np.searchsorted(self._starts, index, side="right") - 1
-        parts = [
+        pieces = [
             np.asarray(self._shard(k, name)[index[shard_of == k] - self._starts[k]])
             for k in np.unique(shard_of)
         ]
-        return np.concatenate(parts)
+        return np.concatenate(pieces)

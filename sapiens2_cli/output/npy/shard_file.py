@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sapiens2_cli.output.base import removed_on_failure
+from sapiens2_cli.output.atomic import removed_on_failure
 
 
 def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:

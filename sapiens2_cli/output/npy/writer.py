@@ -25,16 +25,12 @@ from typing import Protocol
 
 import numpy as np
 
-from sapiens2_cli.output.base import (
-    FORMAT_VERSION,
-    FeatureWriter,
-    OutputLock,
-    RowBatch,
-    concat_columns,
-    fsync_dir,
-    one_line_if_full,
-)
+from sapiens2_cli.output.atomic import fsync_dir
+from sapiens2_cli.output.disk import one_line_if_full
+from sapiens2_cli.output.lock import OutputLock
 from sapiens2_cli.output.npy.shard_file import ShardFile, write_atomic
+from sapiens2_cli.output.rows import FORMAT_VERSION, RowBatch, concat_columns
+from sapiens2_cli.output.writer import FeatureWriter
 from sapiens2_cli.reduce.losses import add_losses
 
 MANIFEST = "manifest.json"
@@ -205,7 +201,6 @@ class NpyWriter(FeatureWriter):
         path: Path,
         failed: dict[str, str],
         stale: bool,
-        row_shape: tuple[int, ...],
         shard_rows: int,
         lock: OutputLock | None,
         sink: Sink | None = None,
@@ -214,10 +209,6 @@ class NpyWriter(FeatureWriter):
 
         `failed` and `stale` come from reading it (`FeatureFile`)."""
         manifest = json.loads((path / MANIFEST).read_text())
-        legacy = "failed" in manifest  # records inline, as sapiens2-cli wrote them before
-        manifest.pop("failed", None)
-        manifest.setdefault("failed_files", [])
-        manifest["row_shape"] = list(row_shape)
         listed = listed_files(manifest)
         for leftover in path.iterdir():
             if is_own_file(leftover.name) and leftover.name not in listed:
@@ -226,7 +217,7 @@ class NpyWriter(FeatureWriter):
         write_manifest(path, manifest)
         if sink is not None:
             sink.commit(path, manifest, prune=True)
-        return cls(path, manifest, failed, shard_rows, lock, stale or legacy, sink)
+        return cls(path, manifest, failed, shard_rows, lock, stale, sink)
 
     @property
     def rows(self) -> int:
@@ -301,14 +292,14 @@ class NpyWriter(FeatureWriter):
 def _without_features(batch: RowBatch, start: int, stop: int) -> RowBatch:
     """Rows start:stop of `batch` without their features (already in the shard file)."""
 
-    def part(values: np.ndarray | None) -> np.ndarray | None:
+    def rows_of(values: np.ndarray | None) -> np.ndarray | None:
         return None if values is None else values[start:stop]
 
     return RowBatch(
         keys=batch.keys[start:stop],
         features=None,
         columns={name: values[start:stop] for name, values in batch.columns.items()},
-        scales=part(batch.scales),
-        errors=part(batch.errors),
-        energy=part(batch.energy),
+        scales=rows_of(batch.scales),
+        errors=rows_of(batch.errors),
+        energy=rows_of(batch.energy),
     )
