@@ -222,7 +222,9 @@ class ExtractOptions:
         "HDF5 only, lossless, slower", OUTPUT, choice=Compression
     )
     rows_per_shard: int | None = setting(
-        "npy only: rows per shard (default: about 256 MiB of features).", OUTPUT
+        "npy only: rows per shard file (default: as many as fit in 256 MiB of features, at "
+        "most 4,096).",
+        OUTPUT,
     )
     overwrite: bool = setting(
         "Replace OUT (only ever a sapiens2 output) instead of resuming it.",
