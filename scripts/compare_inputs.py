@@ -4,25 +4,19 @@ a local HTTP server for URL inputs."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import gzip
-import http.server
 import importlib.util
 import io
 import json
-import os
-import re
 import shutil
 import tarfile
-import threading
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+
 SIZE = "128x96"  # an 8x6 patch grid: small, and --pool 2 divides it
 PHOTOS = ("astronaut.png", "chelsea.jpg", "coffee.jpg", "hubble_deep_field.jpg")
 
@@ -130,52 +124,6 @@ def _write_parquet(path: Path, data: Path) -> None:
     ids = [f"id-{n:03d}" for n in range(len(cells))]
     table = pa.table({"id": pa.array(ids), "image": pa.array(cells, kind)})
     pq.write_table(table, path, row_group_size=4)
-
-
-class _Ranges(http.server.SimpleHTTPRequestHandler):
-    """Files with byte ranges, which fsspec's HTTP reads ask for and the standard handler
-    ignores."""
-
-    def do_HEAD(self) -> None:
-        self._send(body=False)
-
-    def do_GET(self) -> None:
-        self._send(body=True)
-
-    def _send(self, body: bool) -> None:
-        path = self.translate_path(self.path)
-        if not os.path.isfile(path):
-            self.send_error(404)
-            return
-        data = Path(path).read_bytes()
-        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        start, end = (int(wanted[1]), int(wanted[2] or len(data) - 1) + 1) if wanted else (0, None)
-        part = data[start:end]
-        self.send_response(206 if wanted else 200)
-        if wanted:
-            self.send_header("Content-Range", f"bytes {start}-{start + len(part) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(part)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if body:
-            self.wfile.write(part)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def http_server(folder: Path) -> Iterator[str]:
-    """Serve `folder` on 127.0.0.1 for both trees' runs, so URL keys (port included) match."""
-    handler = functools.partial(_Ranges, directory=str(folder))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            thread.join()
 
 
 def url_skip_reason() -> str | None:

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from compare_commands import MODEL, Command, make_commands
-from compare_inputs import ROOT, http_server, make_inputs, url_skip_reason
+from compare_inputs import ROOT, make_inputs, url_skip_reason
 from output_diff import (
     IGNORED_H5_ATTRIBUTES,
     IGNORED_MANIFEST_KEYS,
@@ -46,6 +46,9 @@ from output_diff import (
     compare_paths,
     compare_stdout,
 )
+
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' HTTP server with ranges (no sapiens2_cli)
+from s3_server import http_server
 
 STEP_TIMEOUT_S = 300  # one step takes a few seconds; a hung one must not hang the proof
 
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.ExitStack() as stack:
             (work / "inputs").mkdir()
-            url = None if skipped else stack.enter_context(http_server(work / "inputs"))
+            url = None if skipped else stack.enter_context(http_server(str(work / "inputs")))
             make_inputs(work / "inputs", [after, before], url)
             make_projection(before, work / "inputs", work / "env" / "inputs")
             commands = make_commands(work / "inputs", work / "out", url)

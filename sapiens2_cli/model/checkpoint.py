@@ -192,21 +192,36 @@ def inspect_checkpoint(path: str | Path, arch: str | None = None) -> CheckpointI
     prefix, names = _backbone_keys(list(header), path)
     shapes = {n: list(header[prefix + n].shape) for n in names}
     dtypes = {header[prefix + n].dtype for n in names}
-    config = _infer_config(shapes, path)
+    task = next((m[1] for k in header if (m := _TASK_HEAD_KEY.match(k))), None)
+    info = _checked_info(path, _infer_config(shapes, path), shapes, prefix, dtypes, task)
+    return _check_arch(info, arch)
+
+
+def _checked_info(
+    path: Path,
+    config: Sapiens2Config,
+    shapes: dict[str, list[int]],
+    prefix: str,
+    dtypes: set[str],
+    task: str | None,
+    layout: TransformersLayout | None = None,
+) -> CheckpointInfo:
+    """The CheckpointInfo of backbone tensors of `shapes`, once they are checked to be
+    exactly those of `config`'s backbone."""
     expected = {
         k: list(v.shape) for k, v in Sapiens2Backbone(config, device="meta").state_dict().items()
     }
     _check_keys(expected, shapes, path)
-    info = CheckpointInfo(
+    return CheckpointInfo(
         path=path,
         config=config,
         arch=config.name,
         prefix=prefix,
         dtypes=tuple(sorted(dtypes)),
         num_parameters=sum(math.prod(s) for k, s in shapes.items() if k != "rope_embed.periods"),
-        task=next((m[1] for k in header if (m := _TASK_HEAD_KEY.match(k))), None),
+        layout=layout,
+        task=task,
     )
-    return _check_arch(info, arch)
 
 
 def _written_by_transformers(header: dict[str, TensorEntry]) -> bool:
@@ -257,23 +272,10 @@ def _inspect_transformers(path: Path) -> CheckpointInfo:
             headers.append(read_header(file))
     prefix, parts, shapes = read_layout(files, headers, where)
     config = apply_config(_infer_config(shapes, where), config_file)
-    expected = {
-        k: list(v.shape) for k, v in Sapiens2Backbone(config, device="meta").state_dict().items()
-    }
-    _check_keys(expected, shapes, where)
     by_file = dict(zip(files, headers, strict=True))
     dtypes = {by_file[p.file][p.key].dtype for ps in parts.values() for p in ps}
     task = config_task(config_file) or next(
         (m[1] for h in headers for k in h if (m := _TASK_HEAD_KEY.match(k))), None
     )
     layout = TransformersLayout(files, config_file, parts, task)
-    return CheckpointInfo(
-        path=where,
-        config=config,
-        arch=config.name,
-        prefix=prefix,
-        dtypes=tuple(sorted(dtypes)),
-        num_parameters=sum(math.prod(s) for k, s in shapes.items() if k != "rope_embed.periods"),
-        layout=layout,
-        task=layout.task,
-    )
+    return _checked_info(where, config, shapes, prefix, dtypes, task, layout)
