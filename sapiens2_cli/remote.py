@@ -102,10 +102,26 @@ def errors(url: str) -> Iterator[None]:
             "config files)"
         ) from None
     except Exception as e:  # botocore, aiohttp, ...: the store could not be reached
+        if _no_credentials(e):
+            raise Sapiens2Error(
+                f"no credentials found for {url} ({one_line(e)}): give them the filesystem's "
+                "usual way (e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                "~/.aws/credentials)"
+            ) from None
         raise Sapiens2Error(
             f"cannot reach {url} ({one_line(e)}): check the endpoint (e.g. AWS_ENDPOINT_URL) "
             "and the network"
         ) from None
+
+
+def _no_credentials(error: BaseException | None) -> bool:
+    """Whether `error` (or what caused it) says no credentials were found (botocore's
+    NoCredentialsError, google.auth's DefaultCredentialsError)."""
+    while error is not None:
+        if "Credentials" in type(error).__name__:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def list_objects(url: str, wanted: Callable[[str], bool]) -> list[str]:

@@ -105,7 +105,7 @@ def test_image_and_key_columns_chosen_by_name(tmp_path):
     data = table("binary", CELLS[:2], thumb=[b"x", b"y"], id=["p#1", "p2"])
     path = write(tmp_path / "t.parquet", data)
     found = ParquetSource("image", "id").expand([str(path)])
-    assert [i.key for i in found.items] == ["p##1", "p2"]  # '#' doubled, as file keys are
+    assert [i.key for i in found.items] == ["#p##1", "#p2"]  # "#", then "#" doubled
     rows = read_all(path, image_column="image")
     np.testing.assert_array_equal(rows[1].pixels, decode_image(CELLS[1], SIZE).pixels)
 
@@ -237,7 +237,7 @@ def test_parts_keep_a_files_rows_together_and_merge_to_one_run(tmp_path):
     assert result.exit_code == 0, result.output
     merged, single = rows_by_key(tmp / "f.h5"), rows_by_key(tmp / "one.h5")
     assert (
-        sorted(merged) == sorted(single) == sorted(f"{k}-{n}" for k in range(4) for n in range(4))
+        sorted(merged) == sorted(single) == sorted(f"#{k}-{n}" for k in range(4) for n in range(4))
     )
     for key, row in single.items():
         np.testing.assert_array_equal(merged[key], row)

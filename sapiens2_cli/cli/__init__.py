@@ -42,6 +42,23 @@ class _Commands(TyperGroup):
         except KeyboardInterrupt:
             raise _Interrupted from None
 
+    def get_help_option(self, ctx: Any) -> Any:
+        return _without_type(super().get_help_option(ctx))
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:  # each command's --help, as the root's
+            get = command.get_help_option
+            command.get_help_option = lambda ctx: _without_type(get(ctx))
+        return command
+
+
+def _without_type(option: Any) -> Any:
+    """--help is a flag: no `<bool>` value type in the help."""
+    if option is not None:
+        option.metavar = ""
+    return option
+
 
 app = typer.Typer(
     name="sapiens2",
@@ -64,7 +81,9 @@ def _show_version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Show version."),
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show version.", metavar=""
+        ),
     ] = False,
 ) -> None:
     """Dense per-patch features from Meta's Sapiens2 backbones."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated
 
 import typer
@@ -18,8 +19,9 @@ def info_command(
     ],
     as_json: JsonOption = False,
 ) -> None:
-    """Say what an output holds: rows, failures, settings, bytes per row, reductions and
-    their measured loss, and whether its run completed."""
+    """Say what an output holds: rows, failures, settings, bytes per row, reductions, loss.
+
+    Whether its run completed, too; read from its metadata only."""
     from sapiens2_cli.output.hdf5.reader import H5Features
     from sapiens2_cli.output.reader import open_features
 
@@ -37,7 +39,7 @@ def info_command(
             "reductions": f.reductions,
         }
     if as_json:
-        typer.echo(json.dumps(fields))
+        typer.echo(json.dumps(_finite(fields), allow_nan=False))
         return
     state = "complete" if fields["complete"] else "incomplete (stopped, or still being written)"
     typer.echo(
@@ -58,6 +60,17 @@ def info_command(
             "; ".join(f"{k}={_text(v)}" for k, v in loss.items()) if loss else "nothing measured"
         )
         typer.echo(f"  {name}: {params}; loss: {measured}")
+
+
+def _finite(value: object) -> object:
+    """`value` with NaN and infinities as null: JSON has no word for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _text(value: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,12 +14,15 @@ from sapiens2_cli.cli.options import JsonOption, QuietOption, flag_option, optio
 
 def pca_command(
     source: Annotated[
-        Path,
-        typer.Argument(help="An extract output (.h5 file or npy folder) to fit on.", metavar="OUT"),
+        str,  # not a Path: an npy output may be at a URL (s3://bucket/feats/)
+        typer.Argument(
+            help="An extract output (.h5 file or npy folder, or its URL) to fit on.",
+            metavar="OUT",
+        ),
     ],
     k: Annotated[int, option("-k", help="Components kept (at most D).")] = ...,
     output: Annotated[
-        Path, option("--output", "-o", help="The projection file to write (.safetensors).")
+        str, option("--output", "-o", help="The projection file to write (.safetensors).")
     ] = ...,
     rows: Annotated[
         int | None,
@@ -35,7 +39,15 @@ def pca_command(
     from sapiens2_cli.output import open_features
     from sapiens2_cli.reduce.pca import fit
     from sapiens2_cli.reduce.projection import load_projection
+    from sapiens2_cli.remote import is_url
 
+    if is_url(output):
+        raise Sapiens2Error(
+            f"-o {output}: the projection file is written locally (extract --project reads a "
+            "local file): give a local path, then copy it if you like"
+        )
+    output = Path(output)
+    check_projection_target(output)
     if output.exists() and not overwrite:
         raise Sapiens2Error(f"{output} exists: pass --overwrite to replace it, or another -o")
     if output.exists():
@@ -61,3 +73,19 @@ def pca_command(
         )
     if as_json:
         typer.echo(json.dumps(summary))
+
+
+def check_projection_target(output: Path) -> None:
+    """Refuse, before the fit, a projection file that could not be written after it."""
+    from sapiens2_cli.errors import Sapiens2Error
+
+    folder = output.parent
+    if not folder.is_dir():
+        raise Sapiens2Error(
+            f"cannot write {output}: the folder {folder} does not exist; make it, or choose "
+            "another -o"
+        )
+    if output.is_dir():
+        raise Sapiens2Error(f"{output} is a folder: give -o a file name (proj.safetensors)")
+    if not os.access(folder, os.W_OK):
+        raise Sapiens2Error(f"cannot write {output}: {folder} is not writable; choose another -o")

@@ -15,7 +15,10 @@ from sapiens2_cli.text import plural
 
 def viz_command(
     features: Annotated[
-        Path, typer.Argument(help="An HDF5 file or npy folder written by `sapiens2 extract`.")
+        str,  # not a Path: an npy output may be at a URL (s3://bucket/feats/)
+        typer.Argument(
+            help="An HDF5 file or npy folder (or its URL) written by `sapiens2 extract`."
+        ),
     ],
     out: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs (created).")],
     images: Annotated[

@@ -250,6 +250,13 @@ class ExtractOptions:
         default=True,
         flags=("--retry-failed/--skip-failed",),
     )
+    unguarded_commits: bool = setting(
+        "-o at a store without conditional writes (S3 has them): accept that two runs "
+        "writing one prefix at once would lose rows.",
+        OUTPUT,
+        default=False,
+        flags=("--unguarded-commits",),
+    )
     # -- Running
     batch_size: int | str | None = setting(  # None or "auto": the largest that fits
         "Images per forward pass, or auto: the largest of 256, 128, ... that fits in GPU "

@@ -4,7 +4,6 @@ folder) in every line and summary the run gives back."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,8 +17,6 @@ from sapiens2_cli.output import infer_format
 if TYPE_CHECKING:
     from sapiens2_cli.engine.progress import Summary
     from sapiens2_cli.output.url.staged import Upload
-
-log = logging.getLogger(__name__)
 
 
 def check_url_output(url: str, opts: ExtractOptions, parted: bool) -> None:
@@ -49,12 +46,7 @@ def run_at_url(
     from sapiens2_cli.output.url.staged import staged_output
 
     check_url_output(url, opts, parted)
-    log.warning(
-        "%s is in an object store, which has no lock: two runs writing one prefix at once "
-        "are yours to avoid",
-        url,
-    )
-    with staged_output(url, opts.overwrite) as (folder, upload):
+    with staged_output(url, opts.overwrite, opts.unguarded_commits) as (folder, upload):
         try:
             summary = run(folder, upload)
         except Sapiens2Error as e:

@@ -95,7 +95,18 @@ def fit(source: Rows, k: int, rows: int | None = None, chunk_rows: int | None = 
     for start in range(0, len(index), step):
         block = source.read(index[start : start + step])  # token_vectors makes float64
         moments.add(token_vectors(block, settings.get("layout", "tokens")))
+    if moments.count < 2:
+        raise Sapiens2Error(
+            f"a PCA needs at least 2 token samples, and {len(index)} rows hold "
+            f"{moments.count}: fit on an output with more rows"
+        )
     mean, covariance = moments.mean_covariance()
+    total = float(np.trace(covariance))
+    if not total > 0 or not np.isfinite(covariance).all():
+        raise Sapiens2Error(
+            f"the {moments.count} token samples do not vary (total variance {total:.3g}), "
+            "so no component is defined: fit on an output of varied images"
+        )
     values, vectors = np.linalg.eigh(covariance)  # ascending
     order = np.argsort(values)[::-1][:k]
     components = vectors[:, order].T  # (k, D)
@@ -115,6 +126,6 @@ def fit(source: Rows, k: int, rows: int | None = None, chunk_rows: int | None = 
         mean=mean.astype(np.float32),
         components=components.astype(np.float32),
         explained_variance=values[order],
-        total_variance=float(np.trace(covariance)),
+        total_variance=total,
         metadata=metadata,
     )

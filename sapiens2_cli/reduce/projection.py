@@ -133,8 +133,9 @@ def projection_settings(
 def recorded_projection(
     output: Path, settings: dict, given: str | Path | None = None
 ) -> Projection:
-    """The projection an output was made with: `given`, or the file at the path it records
-    (relative to its folder; a join's, to its parts' folder), checked by sha256."""
+    """The projection an output was made with: `given` (a file, or a folder searched for the
+    file of the recorded sha256), or the file at the path it records (relative to its
+    folder; a join's, to its parts' folder), checked by sha256."""
     sha256 = settings.get("projection_sha256")
     if not sha256:
         raise Sapiens2Error(f"{output} was made without --project: its features are not projected")
@@ -143,6 +144,13 @@ def recorded_projection(
         if settings.get("parts"):
             base = base / Path(settings["parts"][0]).parent
         given = base / settings["projection"]
+        if not given.exists():
+            raise Sapiens2Error(
+                f"{output} was made with the projection {given}, which is gone (renamed or "
+                f"moved?): pass that file, sha256 {sha256}, or its folder as `projection`"
+            )
+    elif Path(given).is_dir():
+        given = _with_sha256(Path(given), sha256, output)
     projection = load_projection(given)
     if projection.sha256 != sha256:
         raise Sapiens2Error(
@@ -150,6 +158,25 @@ def recorded_projection(
             "pass that file"
         )
     return projection
+
+
+def _with_sha256(folder: Path, sha256: str, output: Path) -> Path:
+    """The file in `folder` whose bytes have `sha256` (a projection renamed since)."""
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and _file_sha256(path) == sha256:
+            return path
+    raise Sapiens2Error(
+        f"no file in {folder} is the projection {output} was made with (sha256 {sha256}): "
+        "pass that file"
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _parse(path: Path, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -76,7 +76,7 @@ class VizResult:
 
 
 def visualize(
-    features: Path,
+    features: str | Path,
     out_dir: Path,
     options: VizOptions,
     images: int | None = None,

@@ -85,7 +85,10 @@ class ColumnarFile:
 
 
 def is_binary(kind) -> bool:
+    """Binary, or dictionary-encoded binary (repeated images stored once)."""
     pa = pyarrow()
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
     return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
 
 
@@ -126,10 +129,27 @@ def image_column(layout: Layout, path: str, wanted: str | None) -> str:
     return found[0]
 
 
-def cells(array, rows: Sequence[int]) -> list[bytes | None]:
-    """The image bytes of `rows` of a group's image column (None where null)."""
+def cells(array, rows: Sequence[int]) -> list[bytes | str | None]:
+    """The image bytes of `rows` of a group's image column (None where null, a one-line
+    reason where a path in the cell cannot be read)."""
     values = array.take(list(rows)).to_pylist()
-    return [v.get("bytes") if isinstance(v, dict) else v for v in values]
+    return [_image_cell(v) if isinstance(v, dict) else v for v in values]
+
+
+def _image_cell(value: dict) -> bytes | str | None:
+    """A Hugging Face `Image` cell: its bytes, or with none the file at its `path`, which
+    `datasets` opens as given (a local path from the current folder, or a URL)."""
+    if value.get("bytes") is not None or not value.get("path"):
+        return value.get("bytes")
+    path = value["path"]
+    try:
+        if is_url(path):
+            with open_input(path) as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except Exception as e:  # a missing file, an unreachable URL: this row's failure
+        return f"the cell has no bytes and its path {path} cannot be read ({one_line(e)})"
 
 
 def _names(names: Sequence[str]) -> str:

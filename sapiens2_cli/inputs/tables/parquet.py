@@ -1,11 +1,12 @@
 """Parquet and Arrow IPC files (Hugging Face image datasets, img2dataset's output) -> one
 item per row of the image column, decoded as the same bytes in a loose file would be.
 
-Keys are `FILE.parquet#row=N` (N the row in the file, from 0), or with `--key-column` that
-column's value (an id that survives re-sharding the dataset; it must be unique and not
-null). `ParquetSource.expand` reads only metadata (and the key column); `ParquetReader`
-reads the image column one group (row group / record batch) at a time, in the decode
-workers: columnar.py has the file access.
+Keys are `FILE.parquet#row=N` (N the row in the file, from 0), or with `--key-column` '#'
+and that column's value (an id that survives re-sharding the dataset; it must be unique,
+not null and without NUL; the '#' keeps it apart from every file's key).
+`ParquetSource.expand` reads only metadata (and the key column); `ParquetReader` reads
+the image column one group (row group / record batch) at a time, in the decode workers:
+columnar.py has the file access.
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ class ParquetReader(Reader):
                 yield bytes_row(item, "no image (null)" if data is None else data, prep)
 
 
+def column_key(name: str, value: object, where: str) -> str:
+    """The key of a row named by its `--key-column` value: '#', then the value with '#'
+    doubled. No file's key starts with '#' (an absolute path, a URL), so an id equal to a
+    photo's path names another row than the photo's. A NUL is refused: HDF5 and numpy
+    strings end at one, so the stored key would lose it and resume would miss the row."""
+    text = str(value)
+    if "\x00" in text:
+        raise Sapiens2Error(
+            f"--key-column {name} holds {text!r} in {where}, with a NUL character, which no "
+            "stored key keeps: remove it from the column, or leave --key-column out"
+        )
+    return "#" + file_key(text)
+
+
 class ParquetSource(Source):
     """Each Parquet / Arrow IPC file gives one item per row (see the module doc)."""
 
@@ -131,8 +146,8 @@ class ParquetSource(Source):
                         f"--key-column {name} is null in row {len(keys)} of {file}: "
                         "every row needs a key"
                     )
-                key = file_key(str(value))
                 where = f"row {len(keys)} of {file}"
+                key = column_key(name, value, where)
                 if key in self._keys:
                     raise Sapiens2Error(
                         f"--key-column {name} repeats {value!r} ({self._keys[key]} and "

@@ -18,6 +18,9 @@ from sapiens2_cli.output.features import (
 )
 from sapiens2_cli.output.hdf5.writer import NOT_COLUMNS, from_attr
 
+#: The datasets every HDF5 output has beside `features`.
+NEEDED = ("paths", "failed_paths", "failed_errors")
+
 
 class H5Features(FeatureFile):
     def __init__(self, path: Path) -> None:
@@ -32,6 +35,9 @@ class H5Features(FeatureFile):
             if "features" not in f or "format_version" not in f.attrs:
                 raise not_ours(path, "it has no features dataset or format_version attribute")
             check_version(path, from_attr(f.attrs["format_version"]))
+            lacking = [name for name in NEEDED if name not in f]
+            if lacking:  # a file made by hand with h5py, say
+                raise not_ours(path, f"it has no {' or '.join(lacking)} dataset")
             if f["features"].is_virtual:
                 _check_sources(path, f["features"])
             attrs = {k: from_attr(v) for k, v in f.attrs.items()}

@@ -27,11 +27,44 @@ def _reaching(url: str) -> Iterator[None]:
     the reader turns into its own line."""
     try:
         yield
+    except Conflict:
+        raise
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "no such object", url) from None
     except Exception as e:
         with errors(url):
             raise e from None
+
+
+class Conflict(Exception):
+    """A conditional write refused: another writer changed the object (or made it) first."""
+
+
+#: What S3 (and moto) answer a conditional PUT whose condition does not hold.
+_REFUSED = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether `error` (as s3fs raises it: the botocore error as its cause) is a
+    conditional write refused."""
+    if isinstance(error, FileExistsError):  # s3fs's word for If-None-Match refused
+        return True
+    while error is not None:
+        code = str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+        if code in _REFUSED or "pre-condition" in str(error):
+            return True
+        error = error.__cause__
+    return False
+
+
+@contextlib.contextmanager
+def _conflicts(url: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        if _refused(e):
+            raise Conflict(url) from None
+        raise
 
 
 class Store:
@@ -68,9 +101,46 @@ class Store:
         with _reaching(f"{self.url}/{name}"):
             return RangeArray(self.fs, self._key(name))
 
-    def put(self, local: Path, name: str) -> None:
-        with _reaching(self.url):
-            self.fs.put_file(str(local), self._key(name))
+    @property
+    def guarded(self) -> bool:
+        """Whether this store takes conditional writes (`commit`, `put(create=True)`)."""
+        return hasattr(self.fs, "call_s3")  # s3fs: If-Match / If-None-Match on PUT
+
+    def put(self, local: Path, name: str, create: bool = False) -> None:
+        """Upload `local` as `name`; `create`: only if no object has that name (another
+        run's file is never overwritten), else `Conflict`."""
+        with _reaching(self.url), _conflicts(self.url):
+            if create and self.guarded:
+                self.fs.put_file(str(local), self._key(name), mode="create")
+            else:
+                self.fs.put_file(str(local), self._key(name))
+
+    def version(self, name: str) -> str | None:
+        """The ETag of object `name`, None if there is none."""
+        with _reaching(f"{self.url}/{name}"):
+            try:
+                return self.fs.info(self._key(name), refresh=True)["ETag"]
+            except FileNotFoundError:
+                return None
+
+    def read_versioned(self, name: str) -> tuple[bytes, str]:
+        """Object `name`'s bytes and the ETag of exactly those bytes (read again if another
+        writer replaced it meanwhile)."""
+        while True:
+            version = self.version(name)
+            data = self.read(name)
+            if version is not None and self.version(name) == version:
+                return data, version
+
+    def commit(self, data: bytes, name: str, version: str | None) -> str:
+        """Put `data` as `name` only if the object is still at `version` (None: only if
+        there is none); its new version, or `Conflict` if another writer got there first."""
+        bucket, key, _ = self.fs.split_path(self._key(name))
+        match = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        with _reaching(self.url), _conflicts(self.url):
+            done = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **match)
+        self.fs.invalidate_cache(self._key(name))
+        return done["ETag"]
 
     def remove(self, names: list[str]) -> None:
         if names:
