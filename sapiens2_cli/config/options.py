@@ -105,7 +105,6 @@ class ExtractOptions:
     every_frame: bool = setting(
         "Videos: keep every frame (instead of --fps).", INPUTS, default=False
     )
-    # Parquet / Arrow inputs: None finds the image column by type, and keys rows FILE#row=N
     image_column: str | None = setting(
         "Parquet / Arrow inputs: the image column, when several hold images (default: the "
         "binary column, or struct with a binary `bytes` field).",
@@ -255,7 +254,6 @@ class ExtractOptions:
         "writing one prefix at once would lose rows.",
         OUTPUT,
         default=False,
-        flags=("--unguarded-commits",),
     )
     # -- Running
     batch_size: int | str | None = setting(  # None or "auto": the largest that fits
