@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
+#: tests/, where the helper modules live (on sys.path: tests/conftest.py is the root conftest).
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
 DOCS = ROOT / "docs"
 #: Real photos (and other media) the tests read.
-DATA = Path(__file__).parent / "data"
+DATA = TESTS / "data"
 #: Reference weights and input/output pairs of the tiny models (manifest.json lists them).
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = TESTS / "golden"
 #: The golden tiny weights (D=32, 18 blocks, GQA in blocks 8-9), no tokenizer.
 TINY = GOLDEN / "tiny_weights.safetensors"
 #: The golden tiny weights with a 2-layer 4K tokenizer.

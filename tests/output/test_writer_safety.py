@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from paths import DOCS, ROOT, TESTS
 from test_writers import ROW, SETTINGS, batch, killed
 
 import sapiens2_cli.output.npy.writer as npy
@@ -23,8 +24,8 @@ from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import RowBatch, check_output_path, open_features, open_writer
 from sapiens2_cli.output.hdf5.writer import H5Writer
 
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
+#: This module's folder, where a child process imports it from.
+HERE = Path(__file__).parent
 
 
 @pytest.fixture(params=["h5", "npy"])
@@ -35,7 +36,7 @@ def out(request, tmp_path):
 def child(function: str, *args: str, **kw) -> subprocess.Popen:
     """Run `function(*args)` of this module in a new Python process."""
     code = f"import test_writer_safety as t; t.{function}(*{args!r})"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [ROOT, TESTS, HERE]))}
     return subprocess.Popen([sys.executable, "-c", code], env=env, text=True, **kw)
 
 
@@ -84,7 +85,7 @@ def test_the_format_docs_reading_examples_run_on_an_output_without_rows(tmp_path
         writer, _ = open_writer(tmp_path / name, fmt, SETTINGS, ROW, np.float16)
         writer.write(RowBatch([], None, failures=[("a.jpg", "truncated")]))
         writer.close(complete=True)
-    text = (ROOT / "docs" / "format.md").read_text()
+    text = (DOCS / "format.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)

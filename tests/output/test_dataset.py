@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from paths import DOCS, TESTS
 from test_writers import ROW, SETTINGS
 from torch.utils.data import DataLoader
 
@@ -20,7 +20,7 @@ from sapiens2_cli.output import RowBatch, open_features, open_writer
 from sapiens2_cli.output import dataset as dataset_module
 from sapiens2_cli.output.features import FeatureFile
 
-DOC = Path(__file__).parents[1] / "docs" / "api.md"
+DOC = DOCS / "api.md"
 ROWS = 11
 
 
@@ -188,7 +188,7 @@ def test_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
     """docs/api.md's training example: an extract, then two workers over its rows."""
     text = DOC.read_text()
     example = re.search(r"## Reading back for training.*?```python\n(.*?)```", text, re.S)[1]
-    (tmp_path / "tests").symlink_to(DOC.parents[1] / "tests")  # the example's relative paths
+    (tmp_path / "tests").symlink_to(TESTS)  # the example's relative paths
     monkeypatch.chdir(tmp_path)
     exec(compile(example, str(DOC), "exec"), {})
     assert "4 torch.Size([2, 1, 12, 32]) torch.int32" in capsys.readouterr().out
