@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from extract_helpers import sapiens2
 from PIL import Image
-from typer.testing import CliRunner
 
 from sapiens2_cli import Sapiens2Config, Sapiens2Error, build_backbone
 from sapiens2_cli.bench import count_cost, peak_tflops, time_forward
 from sapiens2_cli.bench.pipeline import time_pipeline
-from sapiens2_cli.cli import app
 from sapiens2_cli.config.choices import Precision, StorageDtype
 from sapiens2_cli.model import get_config
 
@@ -33,7 +32,7 @@ ENVIRONMENT_KEYS = {"torch", "device", "device_name", "precision", "batch_size",
 
 
 def _bench(*args: str) -> dict:
-    result = CliRunner().invoke(app, ["bench", *args, "--json"], catch_exceptions=False)
+    result = sapiens2("bench", *args, "--json", catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -78,9 +77,7 @@ def test_count_only_runs_nothing():
 
 
 def test_human_output_states_the_flop_convention():
-    result = CliRunner().invoke(
-        app, ["bench", "--arch", "0.4b", "--size", "512x384", "--count-only"]
-    )
+    result = sapiens2("bench", "--arch", "0.4b", "--size", "512x384", "--count-only")
     assert result.exit_code == 0
     assert "2 FLOPs per multiply-add, attention included" in result.stdout
     assert "395,450,368" in result.stdout
@@ -96,7 +93,7 @@ def test_human_output_states_the_flop_convention():
     ],
 )
 def test_bad_flags_are_fix_it_errors(args, message):
-    result = CliRunner().invoke(app, ["bench", "--arch", "0.1b", "--size", "32x32", *args])
+    result = sapiens2("bench", "--arch", "0.1b", "--size", "32x32", *args)
     assert isinstance(result.exception, Sapiens2Error)
     assert message in str(result.exception)
 
@@ -185,7 +182,7 @@ def test_peak_table(name, precision, peak):
 
 
 def test_archs_json_lists_the_zoo():
-    result = CliRunner().invoke(app, ["archs", "--json"], catch_exceptions=False)
+    result = sapiens2("archs", "--json", catch_exceptions=False)
     rows = {r["arch"]: r for r in json.loads(result.stdout)}
     assert list(rows) == ["0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b"]
     assert rows["1b"]["parameters"] == 1_455_474_176

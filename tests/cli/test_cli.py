@@ -11,12 +11,11 @@ import sys
 import numpy as np
 import pytest
 from events import IMPORT_LINES, imported, wait_for_line
-from extract_helpers import FAST, extract
+from extract_helpers import FAST, extract, sapiens2, sapiens2_subprocess, start_subprocess
 from paths import TINY
 from PIL import Image
-from typer.testing import CliRunner
 
-from sapiens2_cli.cli import app, main
+from sapiens2_cli.cli import main
 from sapiens2_cli.model.zoo import ZOO_COST
 from sapiens2_cli.output.base import OutputLock
 from sapiens2_cli.text import plural
@@ -72,11 +71,11 @@ def test_help_and_archs_do_not_import_torch(argv, allowed):
 
 def test_the_imported_app_has_every_command():
     """Bug: commands registered only inside main(), so `app` from an import had none."""
-    result = CliRunner().invoke(app, ["--help"])
+    result = sapiens2("--help")
     assert result.exit_code == 0
     for command in ("extract", "download", "archs", "bench", "inspect", "viz", "merge"):
         assert command in result.stdout
-    assert "--layers" in CliRunner().invoke(app, ["extract", "--help"]).stdout
+    assert "--layers" in sapiens2("extract", "--help").stdout
 
 
 @pytest.mark.parametrize(
@@ -135,13 +134,7 @@ def test_ctrl_c_while_starting_is_one_line_and_130(moment):
     after the command line loaded, `cli.main` was still setting up logging before its
     `try` (a traceback and -2)."""
     endless = ["bench", "--arch", "0.1b", "--size", "32x32", "--batch-size", "1"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sapiens2_cli", *endless, "--steps", "1000000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ | IMPORT_LINES,
-    )
+    process = start_subprocess(*endless, "--steps", "1000000", env=IMPORT_LINES)
     try:
         before = wait_for_line(process, STARTING[moment])
         process.send_signal(signal.SIGINT)
@@ -157,13 +150,7 @@ def test_ctrl_c_while_starting_is_one_line_and_130(moment):
 
 
 def _archs(columns: int) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "sapiens2_cli", "archs"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=os.environ | {"COLUMNS": str(columns)},
-    )
+    result = sapiens2_subprocess("archs", env={"COLUMNS": str(columns)}, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -185,7 +172,7 @@ def test_archs_fits_the_width_without_cutting_numbers(columns):
 
 
 def test_archs_json_counts_come_from_the_zoo_table():
-    rows = json.loads(CliRunner().invoke(app, ["archs", "--json"]).stdout)
+    rows = json.loads(sapiens2("archs", "--json").stdout)
     assert {r["arch"]: (r["parameters"], r["flops_per_image"]) for r in rows} == ZOO_COST
 
 
@@ -210,7 +197,7 @@ def test_merge_counts_one_part_in_the_singular(tmp_path, monkeypatch):
     out = tmp_path / "f.h5"
     result = extract(image, "-o", out, *FAST, "--shard", "0/1")
     assert result.exit_code == 0, result.output
-    merged = CliRunner().invoke(app, ["merge", "-o", str(out)])
+    merged = sapiens2("merge", "-o", out)
     assert merged.exit_code == 0, merged.output
     assert f"joined 1 part (1 row, 0 failed) into {out}" in merged.stderr
 

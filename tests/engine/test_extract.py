@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -19,7 +18,7 @@ from extract_helpers import (
     reference_features,
 )
 from hostile_corpus import make_corpus
-from paths import DATA, GOLDEN, TINY
+from paths import DATA, GOLDEN, TINY, copy_photos
 from PIL import Image
 
 from sapiens2_cli.errors import Sapiens2Error
@@ -209,9 +208,7 @@ def test_nothing_is_touched_before_every_check_passed(tmp_path):
 
 def test_strict_exits_3_when_an_input_failed(tmp_path):
     """Catches: --strict ignored (scripts never notice failures) or ending the run early."""
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
+    src = copy_photos(tmp_path / "in", {"a.jpg": "coffee.jpg"})
     (src / "b.jpg").write_text("not a picture")
     result = extract(src, "-o", tmp_path / "f.h5", *FAST, "--strict")
     assert result.exit_code == 3
@@ -254,11 +251,9 @@ def test_a_flag_conflict_is_reported_before_the_hub_is_asked(tmp_path):
 def test_a_file_name_that_is_not_utf8_gets_its_row_and_reads_back(tmp_path, fmt):
     """Catches: such a name failing the whole HDF5 batch (with advice about a full disk)
     and losing the valid images beside it, or coming back as other bytes."""
-    src = tmp_path / "in"
-    src.mkdir()
-    odd = src / os.fsdecode(b"caf\xe9.jpg")
-    shutil.copy(DATA / "coffee.jpg", odd)
-    shutil.copy(DATA / "chelsea.jpg", src / "plain.jpg")
+    name = os.fsdecode(b"caf\xe9.jpg")
+    src = copy_photos(tmp_path / "in", {name: "coffee.jpg", "plain.jpg": "chelsea.jpg"})
+    odd = src / name
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
     assert extract(src, "-o", out, *FAST).exit_code == 0
     with open_features(out) as f:

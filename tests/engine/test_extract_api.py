@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import itertools
-import shutil
 
 import pytest
-from paths import DATA, TINY
+from paths import TINY, copy_photos
 
 import sapiens2_cli
 from sapiens2_cli.errors import Sapiens2Error
@@ -44,9 +43,7 @@ def test_wrong_python_values_are_one_line_errors_before_any_work(tmp_path, given
 def test_python_takes_the_command_lines_spellings_and_one_path(tmp_path):
     """Catches: size="64x48", layers="8,-1", layers=8, batch_size="auto" or a single path
     (a string is a sequence of characters) refused or misread."""
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
+    src = copy_photos(tmp_path / "in", {"a.jpg": "coffee.jpg"})
     text = sapiens2_cli.extract(
         str(src), tmp_path / "text.h5", checkpoint=TINY, size="64x48", layers="8,-1",
         batch_size="auto", workers=0, precision="fp32",
@@ -62,10 +59,7 @@ def test_python_takes_the_command_lines_spellings_and_one_path(tmp_path):
 
 def test_a_progress_function_gets_each_batch_and_the_totals(tmp_path):
     """Catches: a progress function given only increments, with no total to draw a bar."""
-    src = tmp_path / "in"
-    src.mkdir()
-    for name in ("astronaut.png", "chelsea.jpg", "coffee.jpg"):
-        shutil.copy(DATA / name, src / name)
+    src = copy_photos(tmp_path / "in", ["astronaut.png", "chelsea.jpg", "coffee.jpg"])
     (src / "broken.jpg").write_text("not a picture")
     steps = []
     sapiens2_cli.extract(

@@ -16,17 +16,14 @@ from extract_helpers import (
     extract,
 )
 from fake_hub import FakeHub, point_at
-from paths import DATA, TINY
+from paths import DATA, TINY, copy_photos
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import open_features
 
 
 def test_resume_skips_done_adds_new_and_retries_failures(tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    for name in ("astronaut.png", "coffee.jpg"):
-        shutil.copy(DATA / name, src / name)
+    src = copy_photos(tmp_path / "in", ["astronaut.png", "coffee.jpg"])
     (src / "broken.jpg").write_text("not yet a picture")
     out = tmp_path / "f.h5"
     assert extract(src, "-o", out, *FAST).exit_code == 0
@@ -55,10 +52,7 @@ def test_resume_skips_done_adds_new_and_retries_failures(tmp_path):
 def test_a_resume_from_another_folder_finds_the_images_done(tmp_path, monkeypatch):
     """Catches: rows keyed by the path as typed, so `./photos` then `/abs/photos` (or a
     link to it) extract everything twice."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("coffee.jpg", "chelsea.jpg"):
-        shutil.copy(DATA / name, photos / name)
+    photos = copy_photos(tmp_path / "photos", ["coffee.jpg", "chelsea.jpg"])
     (tmp_path / "link").symlink_to(photos)
     out = tmp_path / "f.h5"
     monkeypatch.chdir(tmp_path)
@@ -74,9 +68,7 @@ def test_a_resume_from_another_folder_finds_the_images_done(tmp_path, monkeypatc
 def test_a_resume_takes_the_settings_it_was_not_given_from_out(tmp_path):
     """Catches: a resume without the original flags refused (or silently run with the
     defaults) instead of continuing the output as it was made."""
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
+    src = copy_photos(tmp_path / "in", {"a.jpg": "coffee.jpg"})
     out = tmp_path / "f.h5"
     made = ["--layers", "3,-1", "--tokens", "mean", "--dtype", "float32"]
     assert extract(src, "-o", out, *FAST, *made).exit_code == 0
@@ -99,9 +91,7 @@ def _snapshot(out: Path) -> dict[str, bytes]:
 def test_a_refused_resume_leaves_out_byte_identical_and_asks_no_hub(tmp_path, monkeypatch, fmt):
     """Catches: a resume opening or changing OUT before its settings are all checked, and
     checks that need no weights waiting for the hub (a download of gigabytes online)."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(DATA / "astronaut.png", photos / "astronaut.png")
+    photos = copy_photos(tmp_path / "photos", ["astronaut.png"])
     (tmp_path / "boxes.csv").write_text("path,x,y,w,h\nastronaut.png,10,5,85,123\n")
     (tmp_path / "other.csv").write_text("path,x,y,w,h\nastronaut.png,10,5,85,120\n")
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
@@ -133,9 +123,7 @@ def test_a_resume_with_precision_auto_keeps_outs_and_says_so(tmp_path, monkeypat
     """Catches: `--precision auto` resuming an fp32 output on a bf16 CPU refused (or run in
     bf16) where every other setting left out is taken from OUT, or taken silently."""
     monkeypatch.setattr("sapiens2_cli.engine.device.cpu_flags", lambda: {"flags", "amx_bf16"})
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(DATA / "coffee.jpg", src / "a.jpg")
+    src = copy_photos(tmp_path / "in", {"a.jpg": "coffee.jpg"})
     auto, out = tmp_path / "auto.h5", tmp_path / "f.h5"
     assert extract(src, "-o", auto, *FAST).exit_code == 0
     assert extract(src, "-o", out, *FAST, "--precision", "fp32").exit_code == 0

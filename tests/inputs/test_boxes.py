@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from paths import DATA
+from paths import DATA, copy_photos
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.boxes.box_file import box_problem, load_boxes
@@ -18,11 +18,8 @@ from sapiens2_cli.inputs.boxes.box_file import box_problem, load_boxes
 @pytest.fixture
 def images(tmp_path):
     """An image folder with COCO-style names (2017 and 2014) and a plain one."""
-    root = tmp_path / "images"
-    (root / "sub").mkdir(parents=True)
-    for name in ("000000000139.jpg", "COCO_val2014_000000000285.jpg", "sub/astronaut.png"):
-        shutil.copy(DATA / "astronaut.png", root / name)
-    return root
+    names = ("000000000139.jpg", "COCO_val2014_000000000285.jpg", "sub/astronaut.png")
+    return copy_photos(tmp_path / "images", dict.fromkeys(names, "astronaut.png"))
 
 
 def write(tmp_path, name, content) -> str:

@@ -17,12 +17,10 @@ import numpy as np
 import pytest
 import torch
 from docs_examples import examples, run_example
-from extract_helpers import FAST, FP32, extract, extract_subprocess
+from extract_helpers import FAST, FP32, extract, extract_subprocess, sapiens2
 from paths import DATA, TINY
 from PIL import Image
-from typer.testing import CliRunner
 
-from sapiens2_cli.cli import app
 from sapiens2_cli.inputs.boxes.box_file import Box
 from sapiens2_cli.inputs.boxes.crop import crop_box, read_rgb
 from sapiens2_cli.model import load_backbone, normalize_pixels
@@ -41,17 +39,15 @@ missing.jpg,1,1,5,5,0.9
 
 
 @pytest.fixture
-def photos(tmp_path) -> Path:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for name in ("astronaut.png", "chelsea.jpg", "coffee.jpg", "hubble_deep_field.jpg"):
-        shutil.copy(DATA / name, folder / name)
-    (tmp_path / "boxes.csv").write_text(BOXES)
-    return folder
+def photos(photos: Path) -> Path:
+    """The test photos (tests/conftest.py), with boxes.csv beside their folder."""
+    (photos.parent / "boxes.csv").write_text(BOXES)
+    return photos
 
 
-def run(photos: Path, out: Path, *more: str, boxes: str = "boxes.csv"):
-    return extract(photos, "--boxes", photos.parent / boxes, "-o", out, *FAST, *more)
+def boxed(photos: Path, out: Path, boxes: str = "boxes.csv") -> list:
+    """extract's arguments for the photos' crops in the box file `boxes` beside them."""
+    return [photos, "--boxes", photos.parent / boxes, "-o", out, *FAST]
 
 
 def crop_features(path: Path, box: Box, padding: float = 1.25) -> np.ndarray:
@@ -69,7 +65,7 @@ def test_one_row_per_box_with_its_columns_features_and_failures(photos, tmp_path
     """Catches a box's row holding another crop, columns misaligned, a bad box or a missing
     image failing its neighbours, or failures keyed by image instead of box."""
     out = tmp_path / ("crops.h5" if fmt == "h5" else "crops")
-    result = run(photos, out, *FP32)
+    result = extract(*boxed(photos, out), *FP32)
     assert result.exit_code == 0, result.output
     astronaut, chelsea = (str((photos / n).resolve()) for n in ("astronaut.png", "chelsea.jpg"))
     with open_features(out) as f:
@@ -107,9 +103,9 @@ def test_one_row_per_box_with_its_columns_features_and_failures(photos, tmp_path
 def test_resume_goes_box_by_box(photos, tmp_path):
     """Catches a resume that redoes an image's boxes, or skips a box that failed before."""
     out = tmp_path / "crops.h5"
-    assert run(photos, out).exit_code == 0
+    assert extract(*boxed(photos, out)).exit_code == 0
     shutil.copy(DATA / "coffee.jpg", photos / "missing.jpg")  # the missing image appears
-    result = run(photos, out, "--json")
+    result = extract(*boxed(photos, out), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["images"], summary["failed"], summary["skipped"]) == (1, 2, 3)
@@ -117,7 +113,7 @@ def test_resume_goes_box_by_box(photos, tmp_path):
         assert len(f.paths) == len(set(f.paths)) == 4
         assert f.paths[-1].endswith("missing.jpg#box=0")
         assert sorted(k.rpartition("#")[2] for k, _ in f.failed) == ["box=2", "box=3"]
-    result = run(photos, out, "--json", "--skip-failed")
+    result = extract(*boxed(photos, out), "--json", "--skip-failed")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["images"], summary["failed"], summary["skipped"]) == (0, 0, 6)
 
@@ -129,13 +125,13 @@ def test_each_image_is_decoded_once_for_all_its_boxes(photos, tmp_path, monkeypa
     opened: list[str] = []
     real = crop.read_rgb
     monkeypatch.setattr(crop, "read_rgb", lambda path: opened.append(path) or real(path))
-    assert run(photos, tmp_path / "crops.h5").exit_code == 0
+    assert extract(*boxed(photos, tmp_path / "crops.h5")).exit_code == 0
     assert sorted(Path(p).name for p in opened) == ["astronaut.png", "chelsea.jpg", "missing.jpg"]
 
 
 def test_padding_changes_the_crop(photos, tmp_path):
     out = tmp_path / "loose.h5"
-    assert run(photos, out, "--box-padding", "2", *FP32).exit_code == 0
+    assert extract(*boxed(photos, out), "--box-padding", "2", *FP32).exit_code == 0
     with open_features(out) as f:
         assert f.settings["box_padding"] == 2.0
         got = f.read([0])[0, 0].astype(np.float32)
@@ -149,17 +145,18 @@ def test_other_rows_cannot_share_an_output(photos, tmp_path):
     paddings, in one output."""
     plain, crops = tmp_path / "plain.h5", tmp_path / "crops.h5"
     assert extract(photos, "-o", plain, *FAST).exit_code == 0
-    assert run(photos, crops).exit_code == 0
+    assert extract(*boxed(photos, crops)).exit_code == 0
     (tmp_path / "other.csv").write_text("astronaut.png,1,2,30,40\n")
     cases = [
-        (run(photos, plain), "holds one row per image (made without --boxes)"),
+        (extract(*boxed(photos, plain)), "holds one row per image (made without --boxes)"),
         (extract(photos, "-o", crops, *FAST), "made with --boxes boxes.csv: pass that box file"),
-        (run(photos, crops, boxes="other.csv"), "another box file (boxes.csv"),
-        (run(photos, crops, "--box-padding", "1.5"), "--box-padding"),
+        (extract(*boxed(photos, crops, "other.csv")), "another box file (boxes.csv"),
+        (extract(*boxed(photos, crops), "--box-padding", "1.5"), "--box-padding"),
     ]
     for result, message in cases:
         assert result.exit_code != 0 and message in str(result.exception), result.output
-    assert run(photos, crops, "--box-padding", "1.25").exit_code == 0  # the same: resumes
+    resumed = extract(*boxed(photos, crops), "--box-padding", "1.25")  # the same: resumes
+    assert resumed.exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -218,7 +215,7 @@ def test_boxes_beyond_float32_are_failures_of_their_own_without_a_warning(photos
     out = tmp_path / "crops.h5"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run(photos, out, boxes="huge.csv")
+        result = extract(*boxed(photos, out, "huge.csv"))
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
     chelsea = str((photos / "chelsea.jpg").resolve())
@@ -240,7 +237,7 @@ def test_shards_keep_an_images_boxes_together_and_merge(photos, tmp_path):
     (tmp_path / "many.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "f.h5"
     for i in range(2):
-        result = run(photos, out, "--shard", f"{i}/2", boxes="many.csv")
+        result = extract(*boxed(photos, out, "many.csv"), "--shard", f"{i}/2")
         assert result.exit_code == 0, result.output
     parts = sorted((tmp_path / "f.h5.parts").iterdir())
     for i, part in enumerate(parts):
@@ -248,7 +245,7 @@ def test_shards_keep_an_images_boxes_together_and_merge(photos, tmp_path):
             images = {k.rpartition("#box=")[0] for k in f.paths}
             assert all(part_index(image, 2) == i for image in images)
             assert all(len([k for k in f.paths if k.startswith(img + "#")]) == 3 for img in images)
-    merged = CliRunner().invoke(app, ["merge", "-o", str(out), "--merge", "copy"])
+    merged = sapiens2("merge", "-o", out, "--merge", "copy")
     assert merged.exit_code == 0, merged.output
     with open_features(out) as f:
         assert len(f.paths) == len(set(f.paths)) == 12
@@ -259,11 +256,9 @@ def test_shards_keep_an_images_boxes_together_and_merge(photos, tmp_path):
 def test_viz_draws_the_crop_beside_its_features(photos, tmp_path):
     """Catches viz drawing the whole photo (or its aspect) for a crop's features."""
     out = tmp_path / "crops.h5"
-    assert run(photos, out).exit_code == 0
+    assert extract(*boxed(photos, out)).exit_code == 0
     pictures = tmp_path / "viz"
-    result = CliRunner().invoke(
-        app, ["viz", str(out), "-o", str(pictures), "--overlay", "--long-side", "64", "-q"]
-    )
+    result = sapiens2("viz", out, "-o", pictures, "--overlay", "--long-side", "64", "-q")
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in pictures.iterdir())
     assert names == ["0_astronaut_box0.png", "1_astronaut_box1.png", "2_chelsea_box0.png"]
@@ -276,7 +271,7 @@ def test_viz_draws_the_crop_beside_its_features(photos, tmp_path):
 def test_the_crop_reading_example_in_format_docs_runs(photos, tmp_path, monkeypatch, capsys):
     """docs/format.md's crop example draws a patch grid back onto the photo, as written."""
     (tmp_path / "one.csv").write_text("astronaut.png,10,5,85,123\n")
-    assert run(photos, tmp_path / "crops.h5", boxes="one.csv").exit_code == 0
+    assert extract(*boxed(photos, tmp_path / "crops.h5", "one.csv")).exit_code == 0
     (code,) = examples("format.md", "python3")
     monkeypatch.chdir(tmp_path)
     run_example(code, "format.md")

@@ -15,16 +15,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from events import committed_rows, wait_for_rows
-from extract_helpers import FAST, FP32, extract, extract_subprocess
-from media import DATA, PHOTOS, make_tar, make_video, webdataset_members
-from paths import TINY
+from extract_helpers import FAST, FP32, extract, extract_subprocess, summary
+from media import make_tar, make_video, webdataset_members
+from paths import DATA, PHOTOS, TINY, copy_photos
 from s3_server import free_port, http_server, moto_server
 
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import open_features
 
 s3fs = pytest.importorskip("s3fs")
-EXACT = [*FP32, "--dtype", "float32", "--batch-size", "1"]
+#: Every in-process run here: float32 features, one image a batch (rows compare exactly).
+EXACT = [*FAST, *FP32, "--dtype", "float32", "--batch-size", "1"]
 BUCKET = "data"
 
 
@@ -33,9 +34,7 @@ def bucket(s3, tmp_path_factory):
     """The same files in the bucket and in a local folder: photos under nested prefixes, a
     corrupt one, a hidden one and a text file, a tar shard, a Parquet file and a video."""
     local = tmp_path_factory.mktemp("store").resolve()
-    (local / "photos/sub").mkdir(parents=True)
-    for n, photo in enumerate(PHOTOS):
-        shutil.copy(DATA / photo, local / "photos" / ("sub" if n % 2 else "") / photo)
+    copy_photos(local / "photos", {("sub/" if n % 2 else "") + p: p for n, p in enumerate(PHOTOS)})
     (local / "photos/broken.jpg").write_bytes(b"not an image")
     (local / "photos/.hidden.jpg").write_bytes((DATA / PHOTOS[0]).read_bytes())
     (local / "photos/notes.txt").write_text("not listed")
@@ -56,12 +55,6 @@ def url(relative: str) -> str:
     return f"s3://{BUCKET}/{relative}"
 
 
-def run(*args, code: int = 0):
-    result = extract(*args, *FAST, *EXACT, "--json")
-    assert result.exit_code == code, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1]) if code == 0 else result
-
-
 def rows(out) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     with open_features(out) as f:
         return dict(zip(f.paths, f.read(slice(None)), strict=True)), dict(f.failed)
@@ -70,7 +63,7 @@ def rows(out) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 def test_a_prefix_is_listed_and_each_object_equals_its_bytes_as_a_loose_file(bucket, tmp_path):
     # One run (same model, batches of one) over the prefix and the loose copies. Catches:
     # keys that are not the URL, hidden or non-image objects taken, other bytes decoded.
-    run(url("photos"), bucket / "photos", "-o", tmp_path / "f.h5")
+    summary(url("photos"), bucket / "photos", "-o", tmp_path / "f.h5", *EXACT)
     got, failed = rows(tmp_path / "f.h5")
     names = ["astronaut.png", "coffee.jpg", "sub/chelsea.jpg", "sub/hubble_deep_field.jpg"]
     for name in names:
@@ -82,7 +75,7 @@ def test_a_prefix_is_listed_and_each_object_equals_its_bytes_as_a_loose_file(buc
 
 
 def test_tar_parquet_and_video_objects_read_as_their_local_copies(bucket, tmp_path):
-    run(url("mixed/"), bucket / "mixed", "-o", tmp_path / "f.h5")
+    summary(url("mixed/"), bucket / "mixed", "-o", tmp_path / "f.h5", *EXACT)
     got, failed = rows(tmp_path / "f.h5")
     assert not failed
     local = {k: v for k, v in got.items() if not k.startswith("s3://")}
@@ -97,7 +90,7 @@ def test_tar_parquet_and_video_objects_read_as_their_local_copies(bucket, tmp_pa
 def test_a_list_file_at_a_url_names_objects_and_prefixes(bucket, s3, tmp_path):
     listed = f"{url('photos/coffee.jpg')}\n{url('mixed/')}\n{url('photos/missing.jpg')}\n"
     s3.pipe(f"{BUCKET}/lists/list.txt", listed.encode())
-    run("--files-from", url("lists/list.txt"), "-o", tmp_path / "f.h5")
+    summary("--files-from", url("lists/list.txt"), "-o", tmp_path / "f.h5", *EXACT)
     got, failed = rows(tmp_path / "f.h5")
     assert url("photos/coffee.jpg") in got and len(got) == 1 + 8
     assert failed == {url("photos/missing.jpg"): "file not found"}
@@ -108,8 +101,8 @@ def test_a_box_file_at_a_url_crops_objects(bucket, s3, tmp_path):
     s3.pipe(f"{BUCKET}/lists/boxes.jsonl", "\n".join(map(json.dumps, boxes)).encode())
     local = tmp_path / "boxes.jsonl"
     local.write_text("\n".join(map(json.dumps, boxes)))
-    run(url("photos"), "--boxes", url("lists/boxes.jsonl"), "-o", tmp_path / "r.h5")
-    run(bucket / "photos", "--boxes", local, "-o", tmp_path / "l.h5")
+    summary(url("photos"), "--boxes", url("lists/boxes.jsonl"), "-o", tmp_path / "r.h5", *EXACT)
+    summary(bucket / "photos", "--boxes", local, "-o", tmp_path / "l.h5", *EXACT)
     remote, local_rows = rows(tmp_path / "r.h5")[0], rows(tmp_path / "l.h5")[0]
     assert list(remote) == [url("photos/coffee.jpg#box=7")]
     np.testing.assert_array_equal(remote[url("photos/coffee.jpg#box=7")], *local_rows.values())
@@ -118,7 +111,8 @@ def test_a_box_file_at_a_url_crops_objects(bucket, s3, tmp_path):
 def test_objects_over_http_read_as_their_local_copies(bucket, tmp_path):
     # pyarrow reads s3:// itself; over http only fsspec's file does (a Parquet file, an image)
     with http_server(str(bucket)) as base:
-        run(f"{base}/mixed/t.parquet", f"{base}/photos/coffee.jpg", bucket, "-o", tmp_path / "f.h5")
+        inputs = [f"{base}/mixed/t.parquet", f"{base}/photos/coffee.jpg", bucket]
+        summary(*inputs, "-o", tmp_path / "f.h5", *EXACT)
     got = rows(tmp_path / "f.h5")[0]
     for name in ("mixed/t.parquet#row=0", "mixed/t.parquet#row=1", "photos/coffee.jpg"):
         np.testing.assert_array_equal(got[f"{base}/{name}"], got[f"{bucket}/{name}"], err_msg=name)
@@ -165,14 +159,15 @@ def test_a_local_run_does_not_import_fsspec(bucket):
 def committed(bucket, tmp_path):
     """An OUT with rows committed, which no bad URL may touch."""
     out = tmp_path / "f.h5"
-    run(bucket / "photos", "-o", out)
+    summary(bucket / "photos", "-o", out, *EXACT)
     with open_features(out) as f:
         return out, len(f)
 
 
 def refuse(committed, *args) -> str:
     out, before = committed
-    result = run(*args, "-o", out, code=1)
+    result = extract(*args, "-o", out, *EXACT, "--json")
+    assert result.exit_code == 1, result.output
     assert isinstance(result.exception, Sapiens2Error), result.exception
     message = str(result.exception)
     assert "\n" not in message, message
@@ -230,8 +225,8 @@ def test_credentials_in_a_url_are_refused(committed):
 
 
 def test_an_object_that_is_not_an_image_is_a_failure_record(s3, tmp_path):
-    summary = run(url("photos/broken.jpg"), "-o", tmp_path / "f.h5")
-    assert summary["failed_total"] == 1
+    done = summary(url("photos/broken.jpg"), "-o", tmp_path / "f.h5", *EXACT)
+    assert done["failed_total"] == 1
     assert rows(tmp_path / "f.h5")[1][url("photos/broken.jpg")].startswith("not an image")
 
 

@@ -8,8 +8,6 @@ layouts datasets use: a struct {bytes, path} (Hugging Face `Image`) and a plain 
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,11 +16,9 @@ import pyarrow as pa
 import pyarrow.ipc
 import pyarrow.parquet as pq
 import pytest
-from extract_helpers import FAST, FP32, extract
-from media import DATA, PHOTOS
-from typer.testing import CliRunner
+from extract_helpers import FAST, FP32, extract, sapiens2, summary
+from paths import DATA, PHOTOS, copy_photos
 
-from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import decode_image
 from sapiens2_cli.inputs.items import Failure, Preprocess, Row
@@ -31,7 +27,8 @@ from sapiens2_cli.inputs.tables.parquet import ParquetSource
 from sapiens2_cli.output import open_features
 from sapiens2_cli.viz.inputs import InputImages
 
-EXACT = [*FP32, "--dtype", "float32", "--batch-size", "1"]
+#: The runs through extract here: float32 features, one image a batch (rows compare exactly).
+EXACT = [*FAST, *FP32, "--dtype", "float32", "--batch-size", "1"]
 SIZE = (64, 48)
 #: Six rows: the four photos, a null and a corrupt image (a JPEG cut short).
 CELLS = [(DATA / p).read_bytes() for p in PHOTOS] + [
@@ -157,21 +154,14 @@ def test_without_pyarrow_the_extra_is_named(monkeypatch):
         columnar.pyarrow()
 
 
-def run(*args) -> dict:
-    result = extract(*args, *FAST, *EXACT, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def rows_by_key(out: Path) -> dict[str, np.ndarray]:
     with open_features(out) as f:
         return dict(zip(f.paths, f.read(slice(None)), strict=True))
 
 
 def loose_copies(folder: Path) -> list[Path]:
-    folder.mkdir()
-    for n, photo in enumerate(PHOTOS):
-        shutil.copy(DATA / photo, folder / f"{n}{Path(photo).suffix}")
+    """The test photos as files 0.png, 1.jpg, ... in `folder`: CELLS[n] is file n."""
+    copy_photos(folder, {f"{n}{Path(p).suffix}": p for n, p in enumerate(PHOTOS)})
     return sorted(folder.iterdir())
 
 
@@ -182,8 +172,8 @@ def test_a_rows_features_equal_the_same_bytes_as_a_loose_file(tmp_path, layout):
     tmp = tmp_path.resolve()
     path = write(tmp / "t.parquet", table(layout), rows_per_group=4)
     loose = loose_copies(tmp / "loose")
-    summary = run(path, *loose, "-o", tmp / "f.h5")
-    assert (summary["images"], summary["failed_total"]) == (8, 2)
+    done = summary(path, *loose, "-o", tmp / "f.h5", *EXACT)
+    assert (done["images"], done["failed_total"]) == (8, 2)
     got = rows_by_key(tmp / "f.h5")
     for n, file in enumerate(loose):
         np.testing.assert_array_equal(got[f"{path}#row={n}"], got[str(file)])
@@ -204,15 +194,15 @@ def test_a_resume_inside_a_file_reads_only_the_rows_not_done(tmp_path, monkeypat
         return Failure(item.key, "injected") if item.key in failing else real(item, data, prep)
 
     monkeypatch.setattr(parquet, "bytes_row", injected)
-    first = run(path, "-o", tmp / "f.h5")
+    first = summary(path, "-o", tmp / "f.h5", *EXACT)
     assert (first["images"], first["failed_total"]) == (2, 2)
     read = []
     monkeypatch.setattr(parquet, "bytes_row", lambda i, d, p: read.append(i.key) or real(i, d, p))
-    second = run(path, "-o", tmp / "f.h5")
+    second = summary(path, "-o", tmp / "f.h5", *EXACT)
     assert (second["skipped"], second["images"]) == (2, 2)
     assert read == sorted(failing)
     loose = loose_copies(tmp / "loose")
-    run(*loose, "-o", tmp / "loose.h5")
+    summary(*loose, "-o", tmp / "loose.h5", *EXACT)
     got, want = rows_by_key(tmp / "f.h5"), rows_by_key(tmp / "loose.h5")
     for n, file in enumerate(loose):
         np.testing.assert_array_equal(got[f"{path}#row={n}"], want[str(file)])
@@ -226,14 +216,14 @@ def test_shards_keep_a_files_rows_together_and_merge_to_one_run(tmp_path):
         write(tmp / f"{k}.parquet", table("binary", CELLS[:4], id=[f"{k}-{n}" for n in range(4)]))
         for k in range(4)
     ]
-    run(*files, "-o", tmp / "one.h5", "--key-column", "id")
+    summary(*files, "-o", tmp / "one.h5", "--key-column", "id", *EXACT)
     for i in range(2):
-        run(*files, "-o", tmp / "f.h5", "--key-column", "id", "--shard", f"{i}/2")
+        summary(*files, "-o", tmp / "f.h5", "--key-column", "id", "--shard", f"{i}/2", *EXACT)
     for i in range(2):
         with open_features(tmp / f"f.h5.parts/part-0000{i}-of-00002.h5") as f:
             ids = {key.split("-")[0] for key in f.paths}
             assert all(sum(k.startswith(f"{file}-") for k in f.paths) == 4 for file in ids)
-    result = CliRunner().invoke(app, ["merge", "-o", tmp / "f.h5"])
+    result = sapiens2("merge", "-o", tmp / "f.h5")
     assert result.exit_code == 0, result.output
     merged, single = rows_by_key(tmp / "f.h5"), rows_by_key(tmp / "one.h5")
     assert (
@@ -265,8 +255,8 @@ def test_a_resume_takes_outs_key_column_and_refuses_another(tmp_path):
     # Catches: a resume without --key-column keying rows FILE#row=N (every row twice), or
     # one with another key column mixing two kinds of keys in OUT.
     path = write(tmp_path / "t.parquet", table("binary", CELLS[:2], id=["a", "b"], o=["c", "d"]))
-    run(path, "-o", tmp_path / "f.h5", "--key-column", "id")
-    again = run(path, "-o", tmp_path / "f.h5")
+    summary(path, "-o", tmp_path / "f.h5", "--key-column", "id", *EXACT)
+    again = summary(path, "-o", tmp_path / "f.h5", *EXACT)
     assert (again["skipped"], again["images"]) == (2, 0)
     result = extract(path, "-o", tmp_path / "f.h5", *FAST, "--key-column", "o")
     assert "--key-column (key_column is 'id' there, 'o' now)" in str(result.exception)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from checkpoints import write_header_only_checkpoint, write_random_checkpoint
+from extract_helpers import sapiens2_subprocess
 from paths import GOLDEN
 from safetensors.torch import load_file, save_file
 
@@ -157,9 +155,7 @@ def test_wrong_shape_is_named(tmp_path, tiny_checkpoint):
 )
 def test_cli_bad_checkpoint_is_one_line_without_traceback(args, message):
     args = [a.format(golden=GOLDEN) for a in args]
-    proc = subprocess.run(
-        [sys.executable, "-m", "sapiens2_cli", *args], capture_output=True, text=True
-    )
+    proc = sapiens2_subprocess(*args)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -167,12 +163,7 @@ def test_cli_bad_checkpoint_is_one_line_without_traceback(args, message):
 
 
 def test_cli_inspect_json(tiny_4k_checkpoint):
-    proc = subprocess.run(
-        [sys.executable, "-m", "sapiens2_cli", "inspect", str(tiny_4k_checkpoint), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    proc = sapiens2_subprocess("inspect", tiny_4k_checkpoint, "--json", check=True)
     import json
 
     fields = json.loads(proc.stdout)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from extract_helpers import FAST
+from extract_helpers import FAST, sapiens2_subprocess
 from paths import ROOT
 from PIL import Image
 from test_writers import ROW, SETTINGS, batch
@@ -25,14 +23,8 @@ def on_a_full_disk(limit: int, *argv: object) -> subprocess.CompletedProcess:
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    return subprocess.run(
-        [sys.executable, "-m", "sapiens2_cli", *map(str, argv)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-        preexec_fn=small_disk,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return sapiens2_subprocess(*argv, env=env, preexec_fn=small_disk)
 
 
 def photos(folder: Path, count: int) -> Path:

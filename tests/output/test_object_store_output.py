@@ -12,12 +12,9 @@ import subprocess
 import numpy as np
 import pytest
 from events import committed_rows, wait_for_rows
-from extract_helpers import FAST, FP32, extract, extract_subprocess
-from media import DATA, PHOTOS
-from paths import TINY
-from typer.testing import CliRunner
+from extract_helpers import FAST, FP32, extract, extract_subprocess, sapiens2
+from paths import PHOTOS, TINY, copy_photos
 
-from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import open_features
 from sapiens2_cli.output.dataset import FeatureDataset
@@ -29,9 +26,7 @@ ARGS = [*FAST, *FP32, "--rows-per-shard", "2"]
 @pytest.fixture(scope="module")
 def photos(s3, tmp_path_factory):
     """The test photos and a broken one, in a local folder; and the bucket, made empty."""
-    folder = tmp_path_factory.mktemp("photos")
-    for photo in PHOTOS:
-        shutil.copy(DATA / photo, folder / photo)
+    folder = copy_photos(tmp_path_factory.mktemp("photos"))
     (folder / "broken.jpg").write_bytes(b"not an image")
     if not s3.exists(BUCKET):
         s3.mkdir(BUCKET)
@@ -75,7 +70,7 @@ def test_an_npy_output_at_a_url_reads_back_through_it_as_a_local_run(s3, photos,
         assert item["key"] == want.paths[3]
         np.testing.assert_array_equal(item["features"].numpy(), want.read([3])[0])
     # Catches: `sapiens2 info` taking the URL for a local path, or not knowing its format
-    shown = CliRunner().invoke(app, ["info", url("same"), "--json"])
+    shown = sapiens2("info", url("same"), "--json")
     assert shown.exit_code == 0, shown.output
     fields = json.loads(shown.stdout)
     assert (fields["rows"], fields["format"]) == (len(PHOTOS), "npy")
@@ -91,10 +86,8 @@ def test_a_rerun_at_the_url_resumes_it(s3, photos):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_at_the_url(s3, tmp_path):
-    images = tmp_path / "many"
-    images.mkdir()
-    for i in range(40):
-        shutil.copy(DATA / PHOTOS[i % len(PHOTOS)], images / f"{i:03d}.{PHOTOS[i % 4][-3:]}")
+    photos = [PHOTOS[i % len(PHOTOS)] for i in range(40)]
+    images = copy_photos(tmp_path / "many", {f"{i:03d}.{p[-3:]}": p for i, p in enumerate(photos)})
     args = [images, "--checkpoint", TINY, "--size", "64x48", "--batch-size", "1"]
     args += ["--workers", "1", "-q", *FP32, "--rows-per-shard", "3"]
     assert extract(*args, "-o", tmp_path / "ref").exit_code == 0
@@ -158,7 +151,7 @@ def test_there_is_no_lock_and_the_run_says_so_in_one_line(s3, photos, caplog):
 
 
 def test_merge_into_a_url_is_one_line(s3):
-    result = CliRunner().invoke(app, ["merge", "-o", url("merged")])
+    result = sapiens2("merge", "-o", url("merged"))
     assert isinstance(result.exception, Sapiens2Error), result.output
     assert str(result.exception).startswith("merge writes a local output: merge into a local")
 

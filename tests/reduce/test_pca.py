@@ -8,21 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from extract_helpers import FAST, FP32, extract
+from extract_helpers import FAST, FP32, extract, sapiens2
 from paths import DATA
-from typer.testing import CliRunner
 
-from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import open_features
 from sapiens2_cli.reduce.pca import fit
 from sapiens2_cli.reduce.projection import Projection, load_projection
 
 F32 = [*FP32, "--dtype", "float32"]
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [*map(str, args)])
 
 
 def one_line_error(result, *words: str) -> None:
@@ -81,7 +75,7 @@ def test_the_fit_is_numpys_pca_of_every_token_in_any_chunking(plain, tmp_path):
     assert sampled.metadata["rows"] == "2" and sampled.metadata["samples"] == "24"
 
     file = tmp_path / "p.safetensors"
-    assert run("pca", plain, "-k", 6, "-o", file, "-q").exit_code == 0
+    assert sapiens2("pca", plain, "-k", 6, "-o", file, "-q").exit_code == 0
     read = load_projection(file)
     np.testing.assert_array_equal(read.components, one_chunk.components)
     assert read.k == 6 and read.dim == 32
@@ -102,21 +96,21 @@ def test_the_fit_is_numpys_pca_of_every_token_in_any_chunking(plain, tmp_path):
 )
 def test_pca_refuses_k_beyond_d_or_the_samples(plain, tmp_path, args, words):
     out = tmp_path / "p.safetensors"
-    one_line_error(run("pca", plain, *args, "-o", out), *words)
+    one_line_error(sapiens2("pca", plain, *args, "-o", out), *words)
     assert not out.exists()
 
 
 def test_pca_keeps_an_existing_file_without_overwrite(plain, tmp_path):
     out = tmp_path / "p.safetensors"
     out.write_text("mine")
-    one_line_error(run("pca", plain, "-k", 4, "-o", out), "--overwrite")
+    one_line_error(sapiens2("pca", plain, "-k", 4, "-o", out), "--overwrite")
     assert out.read_text() == "mine"
 
 
 def test_projected_rows_reconstruction_and_variance_kept(plain, tmp_path):
     file = tmp_path / "proj" / "p.safetensors"
     file.parent.mkdir()
-    assert run("pca", plain, "-k", 5, "--rows", 2, "-o", file, "-q").exit_code == 0
+    assert sapiens2("pca", plain, "-k", 5, "--rows", 2, "-o", file, "-q").exit_code == 0
     p = load_projection(file)
     out = tmp_path / "projected.h5"
     assert extract(DATA, *FAST, *F32, "--project", file, "-o", out).exit_code == 0
@@ -144,7 +138,7 @@ def test_projected_rows_reconstruction_and_variance_kept(plain, tmp_path):
 
 def test_map_layout_npy_projects_the_d_axis(plain, tmp_path):
     file = tmp_path / "p.safetensors"
-    assert run("pca", plain, "-k", 4, "-o", file, "-q").exit_code == 0
+    assert sapiens2("pca", plain, "-k", 4, "-o", file, "-q").exit_code == 0
     p = load_projection(file)
     out = tmp_path / "map"
     assert (
@@ -230,12 +224,12 @@ def test_resume_and_reconstruct_need_the_same_projection(plain, tmp_path):
 @pytest.mark.slow
 def test_shards_merge_and_viz_of_projected_outputs(plain, tmp_path):
     file = tmp_path / "p.safetensors"
-    assert run("pca", plain, "-k", 4, "-o", file, "-q").exit_code == 0
+    assert sapiens2("pca", plain, "-k", 4, "-o", file, "-q").exit_code == 0
     out = tmp_path / "joined.h5"
     for i in range(2):
         args = (DATA, *FAST, *F32, "--project", file, "--shard", f"{i}/2", "-o", out)
         assert extract(*args).exit_code == 0
-    assert run("merge", "-o", out, "-q").exit_code == 0
+    assert sapiens2("merge", "-o", out, "-q").exit_code == 0
     want = (tokens_of(plain) - load_projection(file).mean) @ load_projection(file).components.T
     with open_features(out) as f, open_features(plain) as raw:
         order = [raw.paths.index(p) for p in f.paths]
@@ -247,7 +241,7 @@ def test_shards_merge_and_viz_of_projected_outputs(plain, tmp_path):
         np.testing.assert_allclose(
             f.reconstruct([0]).shape, (1, 1, 12, 32)
         )  # via the parts' folder
-    result = run("viz", out, "-o", tmp_path / "viz", "-q")
+    result = sapiens2("viz", out, "-o", tmp_path / "viz", "-q")
     assert result.exit_code == 0, result.output
     assert any((tmp_path / "viz").iterdir())
     other = save_projection(tmp_path / "o.safetensors")
@@ -256,4 +250,4 @@ def test_shards_merge_and_viz_of_projected_outputs(plain, tmp_path):
     assert (
         extract(DATA, *FAST, *F32, "--project", other, "--shard", "1/2", "-o", out).exit_code == 0
     )
-    one_line_error(run("merge", "-o", out, "--overwrite"), "--project")
+    one_line_error(sapiens2("merge", "-o", out, "--overwrite"), "--project")

@@ -13,11 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from extract_helpers import FAST, FP32, extract
-from paths import DATA
-from typer.testing import CliRunner
+from extract_helpers import FAST, FP32, extract, sapiens2
+from paths import copy_photos
 
-from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import open_features
 from sapiens2_cli.reduce.cast import quantize_int8
@@ -29,24 +27,22 @@ GRID = (4, 4)
 D = 32
 
 
+#: Every extract here: float32 compute at 64x64 (the run must succeed: `check=True`).
+FLAGS = [*FAST, *FP32, *SQUARE]
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for photo in sorted(DATA.glob("*.[jp][pn]g")):
-        shutil.copy(photo, folder / photo.name)
-    return folder
-
-
-def run(photos, out, *more) -> None:
-    result = extract(photos, "-o", out, *FAST, *FP32, *SQUARE, *more)
-    assert result.exit_code == 0, result.output + str(result.exception)
+    """The test photos, for the module: `plain` extracts them once."""
+    return copy_photos(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
 def plain(photos, tmp_path_factory) -> np.ndarray:
     """float32 rows of every token (`--tokens all`), layers 8 and 17: (n, 2, 9 + 16, D)."""
     out = tmp_path_factory.mktemp("plain") / "plain.h5"
-    run(photos, out, "--tokens", "all", "--layers", "8,17", "--dtype", "float32")
+    extract(photos, "-o", out, *FLAGS, "--tokens", "all", "--layers", "8,17",
+            "--dtype", "float32", check=True)  # fmt: skip
     with open_features(out) as f:
         return f.read(slice(None))
 
@@ -63,8 +59,8 @@ def block_means(patches: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_pool_keeps_block_means_after_the_unpooled_prefix(photos, plain, tmp_path):
-    run(photos, tmp_path / "p.h5", "--tokens", "all", "--layers", "8,17", "--dtype", "float32",
-        "--pool", "2")  # fmt: skip
+    extract(photos, "-o", tmp_path / "p.h5", *FLAGS, "--tokens", "all", "--layers", "8,17",
+            "--dtype", "float32", "--pool", "2", check=True)  # fmt: skip
     with open_features(tmp_path / "p.h5") as f:
         got, settings = f.read(slice(None)), f.settings
     assert got.shape == (len(plain), 2, 9 + 4, D) and settings["pool"] == 2
@@ -74,8 +70,8 @@ def test_pool_keeps_block_means_after_the_unpooled_prefix(photos, plain, tmp_pat
 
 
 def test_pool_map_layout_is_d_by_pooled_grid(photos, plain, tmp_path):
-    run(photos, tmp_path / "m", "--layout", "map", "--layers", "17", "--dtype", "float32",
-        "--pool", "2")  # fmt: skip
+    extract(photos, "-o", tmp_path / "m", *FLAGS, "--layout", "map", "--layers", "17",
+            "--dtype", "float32", "--pool", "2", check=True)  # fmt: skip
     with open_features(tmp_path / "m") as f:
         got = f.read(slice(None))
     want = block_means(plain[:, 1:, 9:], 2).reshape(len(plain), 1, 2, 2, D)
@@ -101,7 +97,8 @@ def relative_errors(x: np.ndarray, value: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("out", ["q.h5", "q"])
 def test_int8_round_trip_and_recorded_loss(photos, plain, tmp_path, out):
-    run(photos, tmp_path / out, "--tokens", "all", "--layers", "8,17", "--dtype", "int8")
+    extract(photos, "-o", tmp_path / out, *FLAGS, "--tokens", "all", "--layers", "8,17",
+            "--dtype", "int8", check=True)  # fmt: skip
     with open_features(tmp_path / out) as f:
         q, scales = f.read_raw(slice(None))
         values, record = f.read([2, 0]), f.reductions
@@ -128,9 +125,9 @@ def test_an_all_zero_token_has_scale_and_values_zero():
 def test_a_resume_continues_the_loss_sums(photos, plain, tmp_path):
     out = tmp_path / "r.h5"
     first = sorted(photos.iterdir())[:2]
-    run(first[0], out, "--dtype", "int8", "--layers", "17")
-    run(first[1], out)  # resumes: settings from OUT
-    run(photos, out)
+    extract(first[0], "-o", out, *FLAGS, "--dtype", "int8", "--layers", "17", check=True)
+    extract(first[1], "-o", out, *FLAGS, check=True)  # resumes: settings from OUT
+    extract(photos, "-o", out, *FLAGS, check=True)
     with open_features(out) as f:
         order = [sorted(p.name for p in photos.iterdir()).index(Path(k).name) for k in f.paths]
         loss = f.reductions["int8"]["loss"]
@@ -145,15 +142,15 @@ def test_a_resume_continues_the_loss_sums(photos, plain, tmp_path):
 def test_shards_of_a_reduced_output_merge_both_ways(photos, tmp_path, fmt):
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
     reduced = ("--dtype", "int8", "--pool", "2", "--layout", "map")
-    run(photos, tmp_path / f"single.{fmt}", *reduced, "--format", fmt)
+    extract(photos, "-o", tmp_path / f"single.{fmt}", *FLAGS, *reduced, "--format", fmt, check=True)
     for i in range(2):
-        run(photos, out, *reduced, "--shard", f"{i}/2")
+        extract(photos, "-o", out, *FLAGS, *reduced, "--shard", f"{i}/2", check=True)
     with open_features(tmp_path / f"single.{fmt}") as f:
         want = dict(zip(f.paths, f.read(slice(None)), strict=True))
         want_loss = f.reductions["int8"]["loss"]
     for mode in ("virtual", "copy"):
         merged = tmp_path / f"{mode}.{fmt}"
-        result = CliRunner().invoke(app, ["merge", "-o", out, "--merge", mode])
+        result = sapiens2("merge", "-o", out, "--merge", mode)
         assert result.exit_code == 0, result.output
         if mode == "copy":  # self-contained: it moves alone
             shutil.move(out, merged)
@@ -166,16 +163,15 @@ def test_shards_of_a_reduced_output_merge_both_ways(photos, tmp_path, fmt):
         assert loss["tokens"] == want_loss["tokens"]
         assert loss["relative_error_sum"] == pytest.approx(want_loss["relative_error_sum"])
         assert loss["relative_error_max"] == pytest.approx(want_loss["relative_error_max"])
-        result = CliRunner().invoke(app, ["viz", str(merged if mode == "copy" else out), "-o",
-                                          str(tmp_path / f"viz-{mode}")])  # fmt: skip
+        result = sapiens2("viz", merged if mode == "copy" else out, "-o", tmp_path / f"viz-{mode}")
         assert result.exit_code == 0, result.output
 
 
 def test_merge_refuses_parts_with_other_reductions(photos, tmp_path):
     out = tmp_path / "f.h5"
-    run(photos, out, "--dtype", "int8", "--shard", "0/2")
-    run(photos, out, "--dtype", "float16", "--shard", "1/2")
-    result = CliRunner().invoke(app, ["merge", "-o", out])
+    extract(photos, "-o", out, *FLAGS, "--dtype", "int8", "--shard", "0/2", check=True)
+    extract(photos, "-o", out, *FLAGS, "--dtype", "float16", "--shard", "1/2", check=True)
+    result = sapiens2("merge", "-o", out)
     assert result.exit_code != 0 and "--dtype" in str(result.exception)
     assert not out.exists()
     pooled, plain = reductions_for(2, "int8"), reductions_for(1, "int8")
@@ -184,25 +180,26 @@ def test_merge_refuses_parts_with_other_reductions(photos, tmp_path):
 
 
 def test_viz_draws_a_pooled_int8_output(photos, tmp_path):
-    run(photos, tmp_path / "p.h5", "--dtype", "int8", "--pool", "2")
-    result = CliRunner().invoke(app, ["viz", str(tmp_path / "p.h5"), "-o", str(tmp_path / "v")])
+    extract(photos, "-o", tmp_path / "p.h5", *FLAGS, "--dtype", "int8", "--pool", "2", check=True)
+    result = sapiens2("viz", tmp_path / "p.h5", "-o", tmp_path / "v")
     assert result.exit_code == 0, str(result.exception)
     assert len(list((tmp_path / "v").glob("*.png"))) == len(list(photos.iterdir()))
 
 
 def test_info_says_what_an_output_holds(photos, tmp_path):
-    run(photos, tmp_path / "i", "--dtype", "int8", "--pool", "2", "--layers", "8,17")
-    result = CliRunner().invoke(app, ["info", str(tmp_path / "i"), "--json"])
+    extract(photos, "-o", tmp_path / "i", *FLAGS, "--dtype", "int8", "--pool", "2",
+            "--layers", "8,17", check=True)  # fmt: skip
+    result = sapiens2("info", tmp_path / "i", "--json")
     info = json.loads(result.output)
     assert (info["rows"], info["failed"], info["complete"]) == (4, 0, True)
     assert info["bytes_per_row"] == 2 * 4 * D + 2 * 4 * 2  # int8 values, float16 scales
     assert info["settings"]["pool"] == 2 and info["reductions"]["pool"] == {"k": 2, "loss": None}
     assert info["reductions"]["int8"]["loss"]["tokens"] == 4 * 2 * 4
-    text = CliRunner().invoke(app, ["info", str(tmp_path / "i")]).output
+    text = sapiens2("info", tmp_path / "i").output
     assert "4 rows, 0 failed, complete" in text and "int8: norm=l2" in text
     assert "pool: k=2; loss: nothing measured" in text
-    run(photos, tmp_path / "plain.h5")
-    text = CliRunner().invoke(app, ["info", str(tmp_path / "plain.h5")]).output
+    extract(photos, "-o", tmp_path / "plain.h5", *FLAGS, check=True)
+    text = sapiens2("info", tmp_path / "plain.h5").output
     assert "reductions: none" in text and f"bytes per row: {16 * D * 2:,}" in text
 
 
@@ -224,7 +221,7 @@ def test_bad_reductions_are_one_line_before_any_output(photos, tmp_path, more, m
 
 def test_a_resume_with_another_pool_is_refused_and_keeps_the_rows(photos, tmp_path):
     out = tmp_path / "k.h5"
-    run(photos, out, "--pool", "2")
+    extract(photos, "-o", out, *FLAGS, "--pool", "2", check=True)
     result = extract(photos, "-o", out, *FAST, *SQUARE, "--pool", "4")
     assert "--pool (pool is 2 there, 4 now)" in str(result.exception)
     with open_features(out) as f:
@@ -252,7 +249,8 @@ def test_pool_project_int8_together_equal_numpy(photos, plain, projection, tmp_p
     """pool -> project -> quantize, against numpy's of the unreduced float32 rows."""
     path, p = projection
     args = ("--layout", layout) if layout == "map" else ("--tokens", "all", "--layers", "8,17")
-    run(photos, tmp_path / "c", *args, "--pool", "2", "--project", path, "--dtype", "int8")
+    extract(photos, "-o", tmp_path / "c", *FLAGS, *args, "--pool", "2", "--project", path,
+            "--dtype", "int8", check=True)  # fmt: skip
     if layout == "map":  # (n, 1, D, 2, 2) stored; numpy works on (n, 1, 4 tokens, D)
         x = block_means(plain[:, 1:, 9:], 2)
     else:
@@ -279,7 +277,7 @@ def test_pool_project_int8_together_equal_numpy(photos, plain, projection, tmp_p
     errors = relative_errors(y, q * s[..., None])
     assert record["int8"]["loss"]["tokens"] == errors.size
     assert record["int8"]["loss"]["relative_error_mean"] == pytest.approx(errors.mean(), rel=1e-3)
-    info = CliRunner().invoke(app, ["info", str(tmp_path / "c")]).output
+    info = sapiens2("info", tmp_path / "c").output
     assert "pool: k=2; loss: nothing measured" in info and "int8: norm=l2" in info
     assert f"pca: k=8, sha256={p.sha256}; loss: variance_kept_fit=0.72;" in info
     assert f"variance_kept_written={kept:.4g}" in info

@@ -18,13 +18,11 @@ import h5py
 import numpy as np
 import pytest
 from events import committed_rows, wait_for_rows
-from extract_helpers import extract, extract_subprocess
-from paths import DATA, TINY
+from extract_helpers import extract, extract_subprocess, sapiens2
+from paths import TINY, copy_photos
 from PIL import Image
 from s3_server import free_port
-from typer.testing import CliRunner
 
-from sapiens2_cli.cli import app
 from sapiens2_cli.config.values import parse_shard
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.output import open_features
@@ -38,9 +36,7 @@ N_GENERATED = 60
 def images(tmp_path_factory) -> Path:
     """The test photos, generated images in two folders, and one file that is no image."""
     root = tmp_path_factory.mktemp("scale") / "in"
-    (root / "photos").mkdir(parents=True)
-    for photo in DATA.glob("*.[jp][pn]g"):
-        shutil.copy(photo, root / "photos" / photo.name)
+    copy_photos(root / "photos")
     rng = np.random.default_rng(6)
     for i in range(N_GENERATED):
         folder = root / f"gen{i % 2}"
@@ -90,10 +86,6 @@ def assert_same_as_single_run(out, want) -> dict:
     joined = {k: v for k, v in settings.items() if k not in ("parts", "merge")}
     assert joined == want[2], "settings differ from a single run's beyond the parts record"
     return settings
-
-
-def merge(*argv):
-    return CliRunner().invoke(app, ["merge", *map(str, argv)])
 
 
 def torchrun(*argv, **kw) -> subprocess.Popen:
@@ -146,7 +138,7 @@ def test_shard_jobs_then_merge_equal_a_single_run(images, reference, tmp_path, f
     for i, part in enumerate(parts):
         with open_features(part) as f:
             assert f.settings["part"] == [i, 2] and 0 < len(f) < N_GENERATED
-    result = merge("-o", out, "--json")  # the parts beside OUT
+    result = sapiens2("merge", "-o", out, "--json")  # the parts beside OUT
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows"] == len(reference[fmt][0])
     settings = assert_same_as_single_run(out, reference[fmt])
@@ -168,7 +160,7 @@ def test_shard_jobs_then_merge_equal_a_single_run(images, reference, tmp_path, f
     assert_same_as_single_run(moved / out.name, reference[fmt])
     # copy: one self-contained output
     copy = tmp_path / ("copy.h5" if fmt == "h5" else "copy")
-    result = merge(moved / f"{out.name}.parts", "-o", copy, "--merge", "copy")
+    result = sapiens2("merge", moved / f"{out.name}.parts", "-o", copy, "--merge", "copy")
     assert result.exit_code == 0, result.output
     shutil.rmtree(moved)
     assert assert_same_as_single_run(copy, reference[fmt])["merge"] == "copy"
@@ -182,30 +174,30 @@ def f_path(out, row: int) -> str:
 def test_merge_refuses_mismatched_overlapping_missing_and_moved_parts(images, tmp_path):
     out = tmp_path / "f.h5"
     assert extract(*args(images, out, "--shard", "0/2")).exit_code == 0
-    result = merge("-o", out)
+    result = sapiens2("merge", "-o", out)
     assert "part 1 of 2 is missing" in str(result.exception)
     assert "--shard 1/2" in str(result.exception)
     assert extract(*args(images, out, "--shard", "1/2", "--layers", "0")).exit_code == 0
-    result = merge("-o", out)
+    result = sapiens2("merge", "-o", out)
     assert "different settings" in str(result.exception) and "--layers" in str(result.exception)
     photos = images / "photos"
     for whole in ("a.h5", "b.h5"):
         assert extract(*args(photos, tmp_path / whole)).exit_code == 0
-    result = merge(tmp_path / "a.h5", tmp_path / "b.h5", "-o", tmp_path / "ab.h5")
+    result = sapiens2("merge", tmp_path / "a.h5", tmp_path / "b.h5", "-o", tmp_path / "ab.h5")
     assert "not a part of a split job" in str(result.exception)  # a plain output is no part
-    result = merge(tmp_path / "a.h5", "-o", tmp_path / "a2.h5")
+    result = sapiens2("merge", tmp_path / "a.h5", "-o", tmp_path / "a2.h5")
     assert "not a part of a split job" in str(result.exception)
     part = tmp_path / "f.h5.parts/part-00000-of-00002.h5"
-    result = merge(part, part, "-o", tmp_path / "twice.h5")
+    result = sapiens2("merge", part, part, "-o", tmp_path / "twice.h5")
     assert "given twice" in str(result.exception)
     # a split into another number of parts beside OUT is refused, not mixed in
     result = extract(*args(images, out, "--shard", "0/3"))
     assert "split into 2" in str(result.exception) and "--overwrite" in str(result.exception)
-    result = merge("-o", out)
+    result = sapiens2("merge", "-o", out)
     assert isinstance(result.exception, Sapiens2Error) and "\n" not in str(result.exception)
     # a virtual join whose parts are gone is refused, never read as fill values
     assert extract(*args(images, out, "--shard", "1/2", "--overwrite")).exit_code == 0
-    assert merge("-o", out).exit_code == 0
+    assert sapiens2("merge", "-o", out).exit_code == 0
     shutil.move(f"{out}.parts", tmp_path / "elsewhere")
     with pytest.raises(Sapiens2Error, match="is missing"):
         open_features(out)
@@ -223,10 +215,10 @@ def test_a_killed_shard_job_is_reported_incomplete_and_rerunning_finishes_it(
     wait_for_rows(proc, part, 4)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    result = merge("-o", out)
+    result = sapiens2("merge", "-o", out)
     assert "part 1 of 2" in str(result.exception) and "incomplete" in str(result.exception)
     assert extract(*args(images, out, "--shard", "1/2", *slow)).exit_code == 0
-    assert merge("-o", out).exit_code == 0
+    assert sapiens2("merge", "-o", out).exit_code == 0
     assert_same_as_single_run(out, reference["npy"])
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from extract_helpers import extract
+from extract_helpers import extract, sapiens2, sapiens2_subprocess
 from media import index_of, make_tar, make_video, plain_decode, webdataset_members
-from paths import DATA, TINY
+from paths import DATA, TINY, copy_photos
 from PIL import Image
-from typer.testing import CliRunner
 
-from sapiens2_cli.cli import app
 from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.decode import decode_image
 from sapiens2_cli.output import RowBatch, open_features, open_writer
@@ -35,11 +31,7 @@ SIDE = 64  # --long-side in these tests: small pictures, quick to write
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     """Real photos in two folders, with one basename in both."""
-    root = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS:
-        (root / name).parent.mkdir(exist_ok=True)
-        shutil.copy(DATA / Path(name).name, root / name)
-    return root
+    return copy_photos(tmp_path_factory.mktemp("photos"), {n: Path(n).name for n in PHOTOS})
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +52,9 @@ def extracted(photos, tmp_path_factory):
     return get
 
 
-def viz(*args: object) -> object:
-    """Run the command in this process; returns click's Result (exception kept, not raised)."""
-    return CliRunner().invoke(app, ["viz", *map(str, args)])
-
-
 def run_json(*args: object) -> dict:
-    result = viz(*args, "--json", "-q")
+    """The JSON summary of `sapiens2 viz ARGS`, which must succeed."""
+    result = sapiens2("viz", *args, "--json", "-q")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -258,7 +246,7 @@ def test_images_are_found_from_anywhere_and_paths_by_any_spelling(photos, tmp_pa
     ],
 )
 def test_bad_flags_are_one_clear_error(extracted, tmp_path, args, message):
-    result = viz(extracted("h5"), "-o", tmp_path / "viz", *args)
+    result = sapiens2("viz", extracted("h5"), "-o", tmp_path / "viz", *args)
     assert isinstance(result.exception, Sapiens2Error)
     assert result.exception.args[0].count("\n") == 0
     assert re.search(message, str(result.exception))
@@ -278,23 +266,19 @@ def test_bad_inputs_are_one_clear_error(photos, tmp_path):
         ([tmp_path / "nothing.h5"], "does not exist"),
     ]
     for args, message in cases:
-        result = viz(*args, "-o", tmp_path / "viz")
+        result = sapiens2("viz", *args, "-o", tmp_path / "viz")
         assert isinstance(result.exception, Sapiens2Error), result.output
         assert re.search(message, str(result.exception))
     patches = tmp_path / "patches.h5"
     extract(tmp_path / "in", "-o", patches, *fast)
-    result = viz(patches, "-o", tmp_path / "viz", "--paths", tmp_path / "in" / "broken.jpg")
+    broken = tmp_path / "in" / "broken.jpg"
+    result = sapiens2("viz", patches, "-o", tmp_path / "viz", "--paths", broken)
     assert "failed at extract (empty file (0 bytes))" in str(result.exception)
 
 
 @pytest.mark.slow  # extracts, then a subprocess that imports torch
 def test_the_command_line_prints_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "sapiens2_cli", "viz", tmp_path / "f.h5", "-o", tmp_path / "v"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = sapiens2_subprocess("viz", tmp_path / "f.h5", "-o", tmp_path / "v")
     assert proc.returncode == 2 and proc.stdout == ""
     missing = tmp_path / "f.h5"
     assert proc.stderr == (

@@ -10,18 +10,16 @@ import json
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from extract_helpers import sapiens2, sapiens2_subprocess
 from fake_hub import FakeHub, point_at
 from paths import TINY
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 from sapiens2_cli import Sapiens2Error, build_backbone
-from sapiens2_cli.cli import app
 from sapiens2_cli.weights.hub import hub_file, is_cached, resolve_checkpoint
 
 REPO = "facebook/sapiens2-pretrain-0.4b"
@@ -38,12 +36,6 @@ def hub(monkeypatch):
 @pytest.fixture
 def go_offline(monkeypatch, hub):
     return lambda: point_at(monkeypatch, hub.endpoint, offline=True)
-
-
-def _sapiens2(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sapiens2_cli", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def _assert_one_error_line(result: subprocess.CompletedProcess, pattern: str) -> None:
@@ -187,7 +179,7 @@ def test_unreachable_hub(monkeypatch):
 def test_cli_offline_error_is_one_line(hub, go_offline):
     go_offline()
     _assert_one_error_line(
-        _sapiens2("download", "--arch", "0.8b"),
+        sapiens2_subprocess("download", "--arch", "0.8b"),
         r"sapiens2-pretrain-0\.8b is not in the local cache and HF_HUB_OFFLINE is set: "
         r"run `sapiens2 download --arch 0\.8b` once with network access",
     )
@@ -197,7 +189,7 @@ def test_cli_offline_error_is_one_line(hub, go_offline):
 def test_cli_download_checks_the_arch(hub):
     hub.add(REPO, {FILE: TINY})
     _assert_one_error_line(
-        _sapiens2("download", "--arch", "0.4b"), r"holds a custom size .*, not arch 0\.4b"
+        sapiens2_subprocess("download", "--arch", "0.4b"), r"holds a custom size .*, not arch 0\.4b"
     )
 
 
@@ -213,7 +205,7 @@ def test_cli_download_prints_the_path_alone(hub, tmp_path):
     del state
     hub.add("facebook/sapiens2-pretrain-0.1b", {served.name: served})
 
-    result = _sapiens2("download", "--arch", "0.1b")
+    result = sapiens2_subprocess("download", "--arch", "0.1b")
     assert result.returncode == 0, result.stderr
     path = Path(result.stdout.removesuffix("\n"))
     assert result.stdout == f"{path}\n"
@@ -224,7 +216,7 @@ def test_cli_download_prints_the_path_alone(hub, tmp_path):
 def test_archs_shows_what_is_cached(hub):
     hub.add(REPO, {FILE: TINY})
     resolve_checkpoint("0.4b")
-    result = CliRunner().invoke(app, ["archs", "--json"], catch_exceptions=False)
+    result = sapiens2("archs", "--json", catch_exceptions=False)
     cached = {r["arch"]: r["cached"] for r in json.loads(result.stdout)}
     assert cached == {
         "0.1b": False,
