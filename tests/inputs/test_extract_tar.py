@@ -1,36 +1,44 @@
-"""`sapiens2 extract` on tar shards: --jpeg-draft in members, compressed shards, resume in one."""
+"""`sapiens2 extract` on tar shards: brace patterns, --jpeg-draft in members, compressed shards,
+resume in one. Shards beside photos and videos in one run are in test_extract_video.py;
+reading a shard itself (members, damage, compression) in test_tar.py."""
 
 from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import lzma
-import shutil
 from pathlib import Path
 
 import numpy as np
-from extract_helpers import FAST, extract
-from media import PHOTOS, make_tar
-from paths import DATA
+from extract_helpers import FAST, refusal, summary
+from media import make_tar, webdataset_members
+from paths import DATA, PHOTOS, copy_photos
 
 from sapiens2_cli.output import open_features
 
-#: Float32 features computed in float32, so rows of the same pixels compare exactly.
-EXACT = ["--precision", "fp32", "--dtype", "float32"]
-
-
-def run(*args) -> dict:
-    """`extract` with float32 features, one image a batch (rows of the same pixels then
-    compare exactly); its JSON summary."""
-    result = extract(*args, *FAST, *EXACT, "--batch-size", "1", "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
+#: Float32 features computed in float32, one image a batch: rows of the same pixels then
+#: compare exactly.
+EXACT = [*FAST, "--precision", "fp32", "--dtype", "float32", "--batch-size", "1"]
 
 
 def rows_by_key(out: Path) -> dict[str, np.ndarray]:
+    """OUT's rows by key."""
     with open_features(out) as f:
         return dict(zip(f.paths, f.read(slice(None)), strict=True))
+
+
+def test_brace_patterns_name_shards(tmp_path):
+    # Catches: a pattern taken as a missing file, shards left out, a missing shard passing.
+    shards = tmp_path.resolve() / "in"
+    shards.mkdir()
+    make_tar(shards / "00000.tar", webdataset_members(3))
+    make_tar(shards / "00001.tar", webdataset_members(2))
+    out = tmp_path / "f.h5"
+    summary(f"{shards}/{{00000..00001}}.tar", "-o", out, *FAST)
+    with open_features(out) as f:
+        assert len(f.paths) == 5
+    reason = refusal(f"{shards}/{{00000..00002}}.tar", "-o", tmp_path / "g.h5", *FAST)
+    assert "00002.tar" in reason and "does not exist" in reason
 
 
 def test_jpeg_draft_decodes_a_member_as_the_same_jpeg_as_a_file(tmp_path):
@@ -43,7 +51,7 @@ def test_jpeg_draft_decodes_a_member_as_the_same_jpeg_as_a_file(tmp_path):
     packed.write_bytes(gzip.compress(shard.read_bytes()))
     got = {}
     for flag in ("--jpeg-draft", "--no-jpeg-draft"):
-        run(photo, shard, packed, "-o", tmp / f"{flag}.h5", flag)
+        summary(photo, shard, packed, "-o", tmp / f"{flag}.h5", flag, *EXACT)
         got[flag] = rows_by_key(tmp / f"{flag}.h5")
     draft, full = got["--jpeg-draft"], got["--no-jpeg-draft"]
     for member in (f"{shard}/0.jpg", f"{packed}/0.jpg"):
@@ -62,8 +70,8 @@ def test_compressed_shards_named_or_in_a_folder_give_their_members(tmp_path):
     for name, codec in shards.items():
         (folder / name).write_bytes(codec.compress(plain.read_bytes()))
     (folder / "e.tar.gz").write_bytes(gzip.compress(b"not a tar\n" * 100))
-    shutil.copy(DATA / "chelsea.jpg", folder / "chelsea.jpg")
-    run(folder, "-o", tmp_path / "walked.h5")
+    copy_photos(folder, ["chelsea.jpg"])
+    summary(folder, "-o", tmp_path / "walked.h5", *EXACT)
     walked = rows_by_key(tmp_path / "walked.h5")
     loose = str(folder / "chelsea.jpg")
     members = [f"{folder}/{name}/{m}" for name in shards for m in ("0.jpg", "1.png")]
@@ -73,7 +81,7 @@ def test_compressed_shards_named_or_in_a_folder_give_their_members(tmp_path):
     with open_features(tmp_path / "walked.h5") as f:
         ((key, reason),) = f.failed
     assert key == str(folder / "e.tar.gz") and reason.startswith("not a tar file")
-    run(folder / "a.tar.gz", "-o", tmp_path / "named.h5")
+    summary(folder / "a.tar.gz", "-o", tmp_path / "named.h5", *EXACT)
     named = rows_by_key(tmp_path / "named.h5")
     assert list(named) == members[:2]
     np.testing.assert_array_equal(named[members[0]], walked[loose])
@@ -89,11 +97,10 @@ def test_a_resume_inside_a_compressed_shard_reads_the_members_not_done(tmp_path)
     for count in (2, 4):
         plain = make_tar(tmp / "plain.tar", members[:count])
         packed.write_bytes(lzma.compress(plain.read_bytes()))
-        summary = run(packed, "-o", out)
-    assert (summary["skipped"], summary["images"]) == (2, 2)
-    for n, p in enumerate(PHOTOS):
-        shutil.copy(DATA / p, tmp / f"{n}{Path(p).suffix}")
-    run(*[tmp / name for name, _ in members], "-o", tmp / "loose.h5")
+        done = summary(packed, "-o", out, *EXACT)
+    assert (done["skipped"], done["images"]) == (2, 2)
+    copy_photos(tmp, {f"{n}{Path(p).suffix}": p for n, p in enumerate(PHOTOS)})  # the members
+    summary(*[tmp / name for name, _ in members], "-o", tmp / "loose.h5", *EXACT)
     got, loose = rows_by_key(out), rows_by_key(tmp / "loose.h5")
     assert sorted(got) == sorted(f"{packed}/{name}" for name, _ in members)
     for name, _ in members:

@@ -1,4 +1,6 @@
-"""`extract` on videos and tar shards: rows, keys, columns, damage, resume, parts, parity.
+"""`extract` on videos: rates, keys, columns, decoding breaks, parity with photos; and on
+videos beside photos and tar shards in one run: the walk, damage, parts, a kill inside a
+file. What only tar shards do is in test_extract_tar.py.
 
 The command runs in-process (tests/extract_helpers.py) on clips and shards made here from
 the real photos in tests/data (tests/media.py), except the kills, which need a subprocess.
@@ -6,7 +8,6 @@ the real photos in tests/data (tests/media.py), except the kills, which need a s
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -16,12 +17,11 @@ import numpy as np
 import pytest
 from docs_examples import examples, run_example
 from events import committed_rows, wait_for_rows
-from extract_helpers import FAST, extract, extract_subprocess
+from extract_helpers import FAST, extract, extract_subprocess, refusal, summary
 from media import make_tar, make_video, plain_decode, webdataset_members
-from paths import DATA
+from paths import DATA, copy_photos
 from PIL import Image
 
-from sapiens2_cli.errors import Sapiens2Error
 from sapiens2_cli.inputs.video import source as video
 from sapiens2_cli.inputs.video.probe import Probe
 from sapiens2_cli.output import open_features
@@ -30,31 +30,15 @@ from sapiens2_cli.output import open_features
 @pytest.fixture
 def inputs(tmp_path):
     """A folder of one photo, one clip (40 frames at 10 fps) and two shards."""
-    root = tmp_path / "in"
-    root.mkdir()
-    shutil.copy(DATA / "coffee.jpg", root / "coffee.jpg")
+    root = copy_photos(tmp_path / "in", ["coffee.jpg"])
     make_video(root / "clip.mp4")
     make_tar(root / "00000.tar", webdataset_members(3))
     make_tar(root / "00001.tar", webdataset_members(2))
     return root.resolve()
 
 
-def run(*args, fast: bool = True) -> dict:
-    """The command's JSON summary (FAST flags added unless the args have them)."""
-    result = extract(*args, *(FAST if fast else []), "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def refused(*args) -> str:
-    """The one-line error (exit 2 at the command line) a run stops with before any work."""
-    result = extract(*args, *FAST)
-    assert isinstance(result.exception, Sapiens2Error), result.output
-    assert "\n" not in str(result.exception)
-    return str(result.exception)
-
-
 def rows(out) -> tuple[list[str], dict[str, np.ndarray], list[tuple[str, str]]]:
+    """OUT's keys, columns and failure records."""
     with open_features(out) as f:
         return f.paths, f.columns, f.failed
 
@@ -62,7 +46,7 @@ def rows(out) -> tuple[list[str], dict[str, np.ndarray], list[tuple[str, str]]]:
 def test_a_folder_of_photos_videos_and_shards_in_one_run(inputs, tmp_path):
     # Catches: videos or tars left out of a folder walk, wrong keys, columns misaligned
     # with rows (frame_index on a photo), non-image members counted as failures.
-    summary = run(inputs, "-o", tmp_path / "f.h5")
+    done = summary(inputs, "-o", tmp_path / "f.h5", *FAST)
     keys, columns, failed = rows(tmp_path / "f.h5")
     clip, t0, t1 = str(inputs / "clip.mp4"), str(inputs / "00000.tar"), str(inputs / "00001.tar")
     assert keys == [
@@ -78,7 +62,7 @@ def test_a_folder_of_photos_videos_and_shards_in_one_run(inputs, tmp_path):
     assert columns["original_size"][5].tolist() == [96, 128]  # a frame's (H, W)
     assert columns["original_size"][0].tolist() == [128, 128]  # astronaut.png in the tar
     assert failed == []
-    assert summary["ignored"] == 15 and summary["rows"] == 10
+    assert done["ignored"] == 15 and done["rows"] == 10
 
 
 def test_every_frame_and_a_rate_and_resume_cannot_mix_them(inputs, tmp_path):
@@ -86,23 +70,24 @@ def test_every_frame_and_a_rate_and_resume_cannot_mix_them(inputs, tmp_path):
     # in one output, a resume without the flag not taking OUT's rate.
     out = tmp_path / "f.h5"
     clip = inputs / "clip.mp4"
-    run(clip, "-o", out, "--every-frame")
+    summary(clip, "-o", out, "--every-frame", *FAST)
     keys, columns, _ = rows(out)
     assert columns["frame_index"].tolist() == list(range(40)) and len(set(keys)) == 40
     with open_features(out) as f:
         assert f.settings["video_fps"] == 0.0
-    assert "--fps/--every-frame (video_fps is 0.0 there, 2.0 now)" in refused(
-        clip, "-o", out, "--fps", "2"
+    assert "--fps/--every-frame (video_fps is 0.0 there, 2.0 now)" in refusal(
+        clip, "-o", out, "--fps", "2", *FAST
     )
-    assert run(clip, "-o", out)["skipped"] == 40  # OUT's rate: every frame, all done
+    assert summary(clip, "-o", out, *FAST)["skipped"] == 40  # OUT's rate: every frame, all done
     other = tmp_path / "g.h5"
-    run(clip, "-o", other, "--fps", "2.5")
+    summary(clip, "-o", other, "--fps", "2.5", *FAST)
     assert rows(other)[1]["frame_index"].tolist() == list(range(0, 40, 4))
 
 
 def test_the_rate_flags_are_checked_before_any_work(inputs, tmp_path):
-    assert "give one" in refused(inputs, "-o", tmp_path / "f.h5", "--fps", "2", "--every-frame")
-    assert "positive" in refused(inputs, "-o", tmp_path / "f.h5", "--fps", "0")
+    out = tmp_path / "f.h5"
+    assert "give one" in refusal(inputs, "-o", out, "--fps", "2", "--every-frame", *FAST)
+    assert "positive" in refusal(inputs, "-o", out, "--fps", "0", *FAST)
     assert not (tmp_path / "f.h5").exists()
 
 
@@ -150,7 +135,7 @@ def test_a_video_that_breaks_while_decoding_is_a_failure_of_the_video(tmp_path, 
 
     monkeypatch.setattr(video, "probe", probe_then_cut)
     out = tmp_path / "f.h5"
-    run(clip, "-o", out, "--every-frame", "--batch-size", batch)
+    summary(clip, "-o", out, "--every-frame", "--batch-size", batch, *FAST)
     keys, _, failed = rows(out)
     assert 5 < len(keys) < 40
     assert {key for key, _ in failed} == {str(clip)}
@@ -164,18 +149,9 @@ def test_a_video_starting_after_its_audio_passes_strict(tmp_path):
     times = [10 + Fraction(i, 10) for i in range(30)]
     clip = make_video(tmp_path / "talk.mkv", times=times, audio=(0, 13)).resolve()
     out = tmp_path / "f.h5"
-    run(clip, "-o", out, "--strict")
+    summary(clip, "-o", out, "--strict", *FAST)
     keys, _, failed = rows(out)
     assert keys == [f"{clip}#t={t}.000" for t in range(3)] and failed == []
-
-
-def test_brace_patterns_name_shards(inputs, tmp_path):
-    # Catches: a pattern taken as a missing file, shards left out, a missing shard passing.
-    out = tmp_path / "f.h5"
-    run(f"{inputs}/{{00000..00001}}.tar", "-o", out)
-    assert len(rows(out)[0]) == 5
-    reason = refused(f"{inputs}/{{00000..00002}}.tar", "-o", tmp_path / "g.h5")
-    assert "00002.tar" in reason and "does not exist" in reason
 
 
 def test_shards_of_a_job_take_whole_videos_and_tars(inputs, tmp_path):
@@ -183,7 +159,7 @@ def test_shards_of_a_job_take_whole_videos_and_tars(inputs, tmp_path):
     # decoding one file, rows of one file in two outputs).
     out = tmp_path / "f.h5"
     for part in ("0/2", "1/2"):
-        run(inputs, "-o", out, "--shard", part, "--every-frame")
+        summary(inputs, "-o", out, "--shard", part, "--every-frame", *FAST)
     files_by_part = []
     for path in sorted((tmp_path / "f.h5.parts").iterdir()):
         keys = rows(path)[0]
@@ -200,7 +176,7 @@ def test_a_frame_has_the_features_of_the_same_frame_saved_as_a_photo(inputs, tmp
     frame = plain_decode(clip)[20]
     Image.fromarray(frame).save(tmp_path / "frame20.png")
     for name, args in (("v.h5", [clip]), ("p.h5", [tmp_path / "frame20.png"])):
-        run(*args, "-o", tmp_path / name, "--dtype", "float32", "--batch-size", "1")
+        summary(*args, "-o", tmp_path / name, "--dtype", "float32", "--batch-size", "1", *FAST)
     with open_features(tmp_path / "v.h5") as video, open_features(tmp_path / "p.h5") as photo:
         row = video.paths.index(f"{clip}#t=2.000")
         np.testing.assert_array_equal(video.read([row]), photo.read([0]))
@@ -220,7 +196,7 @@ def test_killed_in_the_middle_of_a_file_resumes_within_it(tmp_path, kind):
         source = make_tar(tmp_path / "big.tar", members)
         flags, total = [], 40
     reference = tmp_path / "ref.h5"
-    run(source, "-o", reference, *flags, "--batch-size", "1", "--dtype", "float32")
+    summary(source, "-o", reference, *flags, "--batch-size", "1", "--dtype", "float32", *FAST)
     out = tmp_path / "f.h5"
     args = [source, "-o", out, *flags, *FAST, "--batch-size", "1", "--dtype", "float32"]
     args[args.index("--workers") + 1] = "1"
@@ -230,8 +206,8 @@ def test_killed_in_the_middle_of_a_file_resumes_within_it(tmp_path, kind):
     proc.wait()
     done = committed_rows(out)
     assert 10 <= done < total, "the run was not killed in the middle of the file"
-    summary = run(*args, fast=False)
-    assert summary["skipped"] == done and summary["images"] == total - done
+    resumed = summary(*args)
+    assert resumed["skipped"] == done and resumed["images"] == total - done
     with open_features(out) as got, open_features(reference) as ref:
         assert sorted(got.paths) == sorted(ref.paths) and len(set(got.paths)) == total
         order = [got.paths.index(p) for p in ref.paths]
@@ -241,7 +217,7 @@ def test_killed_in_the_middle_of_a_file_resumes_within_it(tmp_path, kind):
 def test_the_video_reading_example_in_format_docs_runs(inputs, tmp_path, monkeypatch):
     # Catches: docs/format.md's example drifting from the datasets it reads.
     monkeypatch.chdir(tmp_path)
-    run(inputs, "-o", tmp_path / "feats.h5")
+    summary(inputs, "-o", tmp_path / "feats.h5", *FAST)
     (code,) = examples("format.md", "py")
     scope = run_example(code.replace("/data/talk.mp4", str(inputs / "clip.mp4")), "format.md")
     np.testing.assert_array_equal(scope["times"], [0.0, 1.0, 2.0, 3.0])
@@ -260,11 +236,11 @@ def test_a_photo_named_like_a_frame_is_a_row_of_its_own_and_resumes(tmp_path, fm
     together, resumed = (
         tmp_path / f"{name}.h5" if fmt == "h5" else tmp_path / name for name in "ab"
     )
-    assert run(clip, photo, "-o", together)["images"] == 5
-    assert run(clip, photo, "-o", together)["skipped"] == 5  # a rerun finds all five done
-    assert run(photo, "-o", resumed)["images"] == 1
-    summary = run(photo, clip, "-o", resumed)  # the frame at 1 s is not the photo: not done
-    assert (summary["skipped"], summary["images"]) == (1, 4)
+    assert summary(clip, photo, "-o", together, *FAST)["images"] == 5
+    assert summary(clip, photo, "-o", together, *FAST)["skipped"] == 5  # a rerun: all done
+    assert summary(photo, "-o", resumed, *FAST)["images"] == 1
+    again = summary(photo, clip, "-o", resumed, *FAST)  # the frame at 1 s is not the photo
+    assert (again["skipped"], again["images"]) == (1, 4)
     frames = [f"{clip}#t={t}.000" for t in range(4)]
     photo_key = f"{root}/clip.mp4##t=1.000"  # its '#' doubled (docs/format.md)
     keys, columns, failed = rows(together)
