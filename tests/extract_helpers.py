@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import torch
+from events import Hold
 from paths import TINY
 from typer.testing import CliRunner
 
@@ -74,10 +75,19 @@ def sapiens2_subprocess(
     )
 
 
-def start_subprocess(*args: object, env: dict | None = None, **kw) -> subprocess.Popen:
-    """Start `sapiens2 ARGS` in a subprocess (stdout and stderr text pipes unless given)."""
+def start_subprocess(
+    *args: object, env: dict | None = None, hold: Hold | None = None, **kw
+) -> subprocess.Popen:
+    """Start `sapiens2 ARGS` in a subprocess (stdout and stderr text pipes unless given).
+
+    With a `hold`, the command runs as the command line does but stops for good at the
+    hold's row (tests/held_run.py), so a kill or Ctrl-C lands there, never after the end.
+    """
     options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
-    return subprocess.Popen(command(*args), env={**os.environ, **(env or {})}, **options)
+    if hold is not None:
+        hold.marker.unlink(missing_ok=True)  # an earlier run's
+    argv = command(*args) if hold is None else hold.command(*args)
+    return subprocess.Popen(argv, env={**os.environ, **(env or {})}, **options)
 
 
 def extract_subprocess(*args: object, **kw) -> subprocess.Popen:

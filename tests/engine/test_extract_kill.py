@@ -2,11 +2,13 @@
 
 Each case runs the real command line in a subprocess, interrupts it, checks that OUT still
 reads, reruns the same command, and compares with an uninterrupted run: every image
-exactly once, features identical.
+exactly once, features identical. A run to interrupt is held at a row (events.Hold), so it
+is interrupted at that moment, never found finished by a poll that came too late.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import signal
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from events import (
     IMPORT_LINES,
+    Hold,
     committed_rows,
     imported,
     wait_for_file,
@@ -88,18 +91,22 @@ def finish_and_compare(fmt: str, images, out, reference) -> None:
 @pytest.mark.parametrize("fmt", ["h5", "npy"])
 def test_kill_9_at_several_moments_then_resume(images, reference, tmp_path, fmt):
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
-    moments = [  # (name, env, wait): each an event of the run, the first two before any row
+    args = args_for(fmt, images, out)
+    step = 3 if fmt == "npy" else 1  # rows a commit adds: a shard of 3 (args_for), a batch
+    marker = tmp_path / "held"
+    starting = [  # (name, env, wait): events before any row; the run held at its first row
         ("inside torch's import", IMPORT_LINES, lambda p: wait_for_line(p, imported("torch._C"))),
         ("as OUT appears", None, lambda p: wait_for_file(p, out)),
-        ("after the first commit", None, lambda p: wait_for_rows(p, out, 1)),
-        ("a third of the way", None, lambda p: wait_for_rows(p, out, N_IMAGES // 3)),
-        ("at a resumed run's first commit", None, lambda p: wait_for_rows(p, out, seen[-1][1] + 1)),
-        ("most of the way", None, lambda p: wait_for_rows(p, out, 3 * N_IMAGES // 4)),
+    ]
+    at_rows = [  # (name, rows OUT has committed at the kill, given those before the run)
+        ("after the first commit", lambda before: 1),
+        ("a third of the way", lambda before: N_IMAGES // 3),
+        ("at a resumed run's first commit", lambda before: before + 1),
+        ("most of the way", lambda before: 3 * N_IMAGES // 4),
     ]
     seen = []
-    for name, env, wait in moments:
-        proc = extract_subprocess(*args_for(fmt, images, out), stdout=subprocess.DEVNULL, env=env)
-        wait(proc)
+
+    def kill(proc: subprocess.Popen, name: str) -> int:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         rows = committed_rows(out)
@@ -108,6 +115,21 @@ def test_kill_9_at_several_moments_then_resume(images, reference, tmp_path, fmt)
             with open_features(out) as f:
                 assert len(set(f.paths)) == len(f.paths), name
                 f.read(slice(None))
+        return rows
+
+    for name, env, wait in starting:
+        hold = Hold(1, marker)
+        proc = extract_subprocess(*args, stdout=subprocess.DEVNULL, env=env, hold=hold)
+        wait(proc)
+        kill(proc, name)
+    for name, target in at_rows:
+        before = max(committed_rows(out), 0)
+        new = step * math.ceil(max(target(before) - before, 1) / step)  # whole commits
+        hold = Hold(new, marker)
+        proc = extract_subprocess(*args, stdout=subprocess.DEVNULL, hold=hold)
+        hold.wait(proc)
+        wait_for_rows(proc, out, before + new)  # committed by the writer thread, run held
+        assert kill(proc, name) == before + new, f"committed rows lost by the kill {name}"
     assert max(rows for _, rows in seen) < N_IMAGES, f"never killed mid-run: {seen}"
     finish_and_compare(fmt, images, out, reference)
 
@@ -115,8 +137,9 @@ def test_kill_9_at_several_moments_then_resume(images, reference, tmp_path, fmt)
 @pytest.mark.parametrize("fmt", ["h5", "npy"])
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(images, reference, tmp_path, fmt):
     out = tmp_path / ("f.h5" if fmt == "h5" else "f")
-    proc = extract_subprocess(*args_for(fmt, images, out))
-    wait_for_rows(proc, out, 10)
+    hold = Hold(10, tmp_path / "held")
+    proc = extract_subprocess(*args_for(fmt, images, out), hold=hold)
+    hold.wait(proc)  # 10 rows handed to the writer thread, none after: Ctrl-C there
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -155,8 +178,9 @@ def test_a_full_disk_stops_with_a_message_and_a_readable_output(
 def test_workers_are_gone_after_a_kill(images, tmp_path):
     """Decode workers notice their parent died and exit, leaving no orphans behind."""
     out = tmp_path / "f.h5"
-    proc = extract_subprocess(*args_for("h5", images, out), stdout=subprocess.DEVNULL)
-    wait_for_rows(proc, out, 1)
+    hold = Hold(1, tmp_path / "held")
+    proc = extract_subprocess(*args_for("h5", images, out), stdout=subprocess.DEVNULL, hold=hold)
+    hold.wait(proc)
     children = [int(p) for p in os.popen(f"pgrep -P {proc.pid}").read().split()]
     assert children, "found no decode worker to watch (is pgrep there?)"
     proc.send_signal(signal.SIGKILL)

@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from docs_examples import examples, run_example
-from events import committed_rows, wait_for_rows
+from events import Hold, committed_rows, wait_for_rows
 from extract_helpers import FAST, extract, extract_subprocess, refusal, summary
 from media import make_tar, make_video, plain_decode, webdataset_members
 from paths import DATA, copy_photos
@@ -200,8 +200,10 @@ def test_killed_in_the_middle_of_a_file_resumes_within_it(tmp_path, kind):
     out = tmp_path / "f.h5"
     args = [source, "-o", out, *flags, *FAST, "--batch-size", "1", "--dtype", "float32"]
     args[args.index("--workers") + 1] = "1"
-    proc = extract_subprocess(*args, stdout=subprocess.DEVNULL)
-    wait_for_rows(proc, out, 10)
+    hold = Hold(10, tmp_path / "held")
+    proc = extract_subprocess(*args, stdout=subprocess.DEVNULL, hold=hold)
+    hold.wait(proc)
+    wait_for_rows(proc, out, 10)  # committed while the run is held
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = committed_rows(out)

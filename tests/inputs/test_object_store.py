@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from events import committed_rows, wait_for_rows
+from events import Hold, committed_rows, wait_for_rows
 from extract_helpers import FAST, FP32, extract, extract_subprocess, summary
 from media import make_tar, make_video, webdataset_members
 from paths import DATA, PHOTOS, TINY, copy_photos
@@ -238,12 +238,16 @@ def test_kill_9_then_resume_from_the_bucket(bucket, s3, tmp_path):
     reference = tmp_path / "ref.h5"
     assert extract(*args, "-o", reference).exit_code == 0
     out = tmp_path / "f.h5"
-    proc = extract_subprocess(*args, "-o", out, stdout=subprocess.DEVNULL)
-    wait_for_rows(proc, out, 10)
+    hold = Hold(10, tmp_path / "held")
+    proc = extract_subprocess(*args, "-o", out, stdout=subprocess.DEVNULL, hold=hold)
+    hold.wait(proc)
+    wait_for_rows(proc, out, 10)  # committed while the run is held
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 10 <= committed_rows(out) < 40
     assert extract(*args, "-o", out).exit_code == 0
+    with open_features(out) as f:
+        assert len(set(f.paths)) == len(f.paths), "a key appears twice"
     (got, _), (want, _) = rows(out), rows(reference)
     assert got.keys() == want.keys() and len(got) == 40
     for key, features in want.items():

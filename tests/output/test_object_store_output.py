@@ -11,7 +11,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from events import committed_rows, wait_for_rows
+from events import Hold, committed_rows, wait_for_rows
 from extract_helpers import FAST, FP32, extract, extract_subprocess, sapiens2
 from paths import PHOTOS, TINY, copy_photos
 
@@ -85,14 +85,17 @@ def test_a_rerun_at_the_url_resumes_it(s3, photos):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("photos")  # the bucket: the test ran alone found none
 def test_kill_9_then_resume_at_the_url(s3, tmp_path):
     photos = [PHOTOS[i % len(PHOTOS)] for i in range(40)]
     images = copy_photos(tmp_path / "many", {f"{i:03d}.{p[-3:]}": p for i, p in enumerate(photos)})
     args = [images, "--checkpoint", TINY, "--size", "64x48", "--batch-size", "1"]
     args += ["--workers", "1", "-q", *FP32, "--rows-per-shard", "3"]
     assert extract(*args, "-o", tmp_path / "ref").exit_code == 0
-    proc = extract_subprocess(*args, "-o", url("kill"), stdout=subprocess.DEVNULL)
-    wait_for_rows(proc, url("kill"), 6)  # the manifest object lists two shards
+    hold = Hold(6, tmp_path / "held")
+    proc = extract_subprocess(*args, "-o", url("kill"), stdout=subprocess.DEVNULL, hold=hold)
+    hold.wait(proc)
+    wait_for_rows(proc, url("kill"), 6)  # the manifest object lists two shards: uploaded
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 6 <= committed_rows(url("kill")) < 40

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from events import committed_rows, wait_for_rows
+from events import Hold, committed_rows, wait_for_rows
 from extract_helpers import extract, extract_subprocess, sapiens2
 from paths import TINY, copy_photos
 from PIL import Image
@@ -88,10 +88,14 @@ def assert_same_as_single_run(out, want) -> dict:
     return settings
 
 
-def torchrun(*argv, **kw) -> subprocess.Popen:
+def torchrun(*argv, hold: Hold | None = None, **kw) -> subprocess.Popen:
+    """`sapiens2 extract ARGV` on two ranks; with a `hold`, its rank holds at its row."""
+    script = ["-m", "sapiens2_cli"] if hold is None else hold.argv()  # what each rank runs
+    if hold is not None:
+        hold.marker.unlink(missing_ok=True)  # an earlier run's
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               "-m", "sapiens2_cli", "extract", *map(str, argv)]  # fmt: skip
+               *script, "extract", *map(str, argv)]  # fmt: skip
     options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kw}
     return subprocess.Popen(command, **options)
 
@@ -211,8 +215,10 @@ def test_a_killed_shard_job_is_reported_incomplete_and_rerunning_finishes_it(
     slow = ["--batch-size", "1", "--rows-per-shard", "2"]
     assert extract(*args(images, out, "--shard", "0/2", *slow)).exit_code == 0
     part = tmp_path / "f.parts/part-00001-of-00002"
-    proc = extract_subprocess(*args(images, out, "--shard", "1/2", *slow))
-    wait_for_rows(proc, part, 4)
+    hold = Hold(4, tmp_path / "held")
+    proc = extract_subprocess(*args(images, out, "--shard", "1/2", *slow), hold=hold)
+    hold.wait(proc)
+    wait_for_rows(proc, part, 4)  # committed while the run is held
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     result = sapiens2("merge", "-o", out)
@@ -304,9 +310,11 @@ def relative(rows: dict, root: Path) -> dict:
 def test_killing_one_rank_then_rerunning_completes_every_image_once(images, reference, tmp_path):
     out = tmp_path / "f.h5"
     slow = ["--batch-size", "1"]
-    proc = torchrun(*args(images, out, *slow), stdout=subprocess.DEVNULL)
+    hold = Hold(3, tmp_path / "held", rank=1)
+    proc = torchrun(*args(images, out, *slow), hold=hold, stdout=subprocess.DEVNULL)
     part = tmp_path / "f.h5.parts/part-00001-of-00002.h5"
-    wait_for_rows(proc, part, 3)
+    hold.wait(proc)  # rank 1 holds; rank 0 goes on to the end of its part
+    wait_for_rows(proc, part, 3)  # committed while rank 1 is held
     rank1 = next(pid for pid in children(proc.pid) if environ(pid).get("RANK") == "1")
     os.kill(rank1, signal.SIGKILL)
     proc.communicate(timeout=120)
