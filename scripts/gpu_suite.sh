@@ -51,7 +51,7 @@ save_file(build_backbone(sys.argv[1]).state_dict(), sys.argv[2])" "$1" "$path" >
     || python "$HERE/scripts/make_bench_images.py" "$IMAGES_4K" --count 48 --size 4096x3072
 
 # 0. The GPU-only tests: streams, bf16 weights, CUDA graphs, fused attention for every arch.
-EXT=txt step pytest_gpu python -m pytest -m gpu -q -p no:cacheprovider "$HERE/tests/test_forward.py"
+EXT=txt step pytest_gpu python -m pytest -m gpu -q -p no:cacheprovider "$HERE/tests/engine/test_forward.py"
 
 # 1. The bare model per arch: bf16 weights, largest batch that fits; MFU and peak memory.
 for arch in 0.4b 1b 5b 1b-4k; do

@@ -1,4 +1,6 @@
-"""Shared fixtures: one torch thread, isolated caches, the golden tiny weights."""
+"""Shared fixtures: one torch thread, isolated caches, the golden tiny weights, the test
+photos. As the root conftest (no __init__.py anywhere), it puts tests/ on sys.path, so
+test modules in any folder import the helpers here (paths, extract_helpers, ...) by name."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from paths import GOLDEN, TINY, TINY_4K
+from paths import GOLDEN, TINY, TINY_4K, copy_photos
 
 
 def pytest_collection_modifyitems(config, items):
@@ -116,3 +118,9 @@ def tiny_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def tiny_4k_checkpoint() -> Path:
     return TINY_4K
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder of the four test photos (tmp_path/photos), the test's own to change."""
+    return copy_photos(tmp_path / "photos")

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-from paths import DATA
+from paths import DATA, PHOTOS
 from PIL import Image
-
-PHOTOS = ("astronaut.png", "chelsea.jpg", "coffee.jpg", "hubble_deep_field.jpg")
 
 
 def frame_pixels(i: int, height: int = 96, width: int = 128) -> np.ndarray:

@@ -80,7 +80,7 @@ def resolve_weights_dtype(spec: Precision, precision: Precision) -> Precision:
 
     'auto' is bf16 when computing in bf16: half the memory of float32 weights and no
     per-step cast under autocast, with features within the tolerance held for it (cosine
-    >= 0.999 per image against float32 weights, tests/test_forward.py). Otherwise float32
+    >= 0.999 per image against float32 weights, tests/engine/test_forward.py). Otherwise float32
     (fp16 weights would also put the residual stream in fp16, where it can overflow).
     An explicit dtype must be float32 or the compute dtype.
     """

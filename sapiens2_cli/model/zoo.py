@@ -1,7 +1,7 @@
 """Each published arch's exact size and cost at its training size, kept as data so that
 `sapiens2 archs` answers without importing torch or building a model.
 
-tests/test_model_zoo.py recounts every entry on the meta device (bench.count_cost);
+tests/model/test_model_zoo.py recounts every entry on the meta device (bench.count_cost);
 change a model's shape and that test names the figures to write here.
 """
 
