@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from sapiens2_cli.config.choices import (
     CompileMode,
     Compression,
+    Engine,
     Layout,
     MergeMode,
     OutputFormat,
@@ -296,6 +297,12 @@ class ExtractOptions:
         "With --compile", RUNNING, default=CompileMode.DEFAULT, choice=CompileMode, value=None
     )
     profile: bool = setting("Time each stage and show where the time went.", RUNNING, default=False)
+    engine: Engine = setting("What runs the work", RUNNING, default=Engine.LOCAL, choice=Engine)
+    ray_address: str | None = setting(
+        "With --engine ray: the cluster to join (default: RAY_ADDRESS if set, else a Ray "
+        "instance started for the run).",
+        RUNNING,
+    )
 
     def __post_init__(self) -> None:
         """Parse choices given as text and check what needs no files or weights."""
@@ -337,6 +344,12 @@ class ExtractOptions:
                     f"--fps {self.fps!r} must be a positive number, like 1 or 2.5 "
                     "(--every-frame keeps them all)"
                 )
+        if self.engine == Engine.RAY and self.shard is not None:
+            raise Sapiens2Error(
+                "--engine ray divides the job itself: drop --shard (or use --engine local)"
+            )
+        if self.ray_address is not None and self.engine != Engine.RAY:
+            raise Sapiens2Error("--ray-address applies with --engine ray: add it, or drop it")
         if self.compile_mode is not None and not self.compile:
             raise Sapiens2Error(
                 f"--compile-mode {self.compile_mode} applies with --compile: add --compile, "
