@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING
 from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.engine.split import Split
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.output import RowBatch
+from sapiens2_cli.output import FeatureWriter, RowBatch
+from sapiens2_cli.output.npy.writer import NpyWriter
 from sapiens2_cli.scaleout.ray.session import RaySession, import_ray
 from sapiens2_cli.scaleout.ray.tasks import (
     new_run_folder,
     read_task,
     remove_runs,
     remove_task,
+    task_features,
     task_rows,
 )
 
@@ -194,12 +196,16 @@ def _cpu_threads() -> int | None:
     return usable_cores()
 
 
-def _commit(writer, folder: Path, done: TaskDone) -> None:
-    """A finished task's rows and failures into OUT (the writer's commit protocol), then
-    its files go."""
+def _commit(writer: FeatureWriter, folder: Path, done: TaskDone) -> None:
+    """A finished task's rows and failures into OUT with the writer's commit protocol, then
+    its files go. npy: the task's features file becomes a shard of OUT, renamed, not
+    copied; HDF5: its rows are copied in, as `merge --merge copy` joins a part."""
     if done.rows:
-        rows = read_task(folder, done.task)
-        writer.write(replace(rows, failures=done.failures))
+        rows = replace(read_task(folder, done.task), failures=done.failures)
+        if isinstance(writer, NpyWriter):
+            writer.adopt(task_features(folder, done.task), rows)
+        else:
+            writer.write(rows)
         remove_task(folder, done.task)
     elif done.failures:
         writer.write(RowBatch([], None, {}, done.failures))

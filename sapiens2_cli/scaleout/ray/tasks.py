@@ -7,13 +7,14 @@ and run by one actor call. Blocks hold uint8 pixels, so `task_rows` bounds them 
 (TASK_BYTES, half of Ray Data's 128 MiB target block size, so Ray never splits one) and by
 two forward batches (so a fault or a Ctrl-C costs little, and the bar moves).
 
-The actor writes a task's rows into the run's folder beside OUT, `OUT.ray-tasks/<run>/`:
+The actor writes a task's rows into the run's folder beside OUT (so on OUT's filesystem:
+an npy OUT takes the features file as a shard by renaming it), `OUT.ray-tasks/<run>/`:
 `task-NNNNNN.features.npy` (as stored: float16, float32 or int8) and
 `task-NNNNNN.rows.npz` (keys, per-row columns, int8 scales, loss terms), each under a
 temporary name, fsynced and renamed. So a task Ray retries (its actor died, its node was
 lost) rewrites the same names, and a half-written attempt leaves only a `.tmp`. The
 driver reads a task's files only once Ray reports the task done, commits the rows into OUT
-with the writer's protocol and deletes the files. Every run folder belongs to one driver;
+with the writer's protocol and deletes what is left of them. Every run folder belongs to one driver;
 the next run on OUT (which holds OUT's lock, so no other driver writes there) removes
 what a killed one left, files that no commit of OUT ever listed.
 """
@@ -83,7 +84,12 @@ def _rmdir_if_empty(folder: Path) -> None:
 
 
 def _names(folder: Path, task: int) -> tuple[Path, Path]:
-    return folder / f"task-{task:06d}.features.npy", folder / f"task-{task:06d}.rows.npz"
+    return task_features(folder, task), folder / f"task-{task:06d}.rows.npz"
+
+
+def task_features(folder: Path, task: int) -> Path:
+    """The features file of `task`: what an npy OUT adopts as a shard."""
+    return folder / f"task-{task:06d}.features.npy"
 
 
 def write_task(
