@@ -160,3 +160,19 @@ def test_device_cuda_on_a_cluster_without_gpus_is_one_line(cluster, inputs, tmp_
     assert isinstance(result.exception, Sapiens2Error), result.output
     assert "has no GPUs" in str(result.exception) and "\n" not in str(result.exception)
     assert not (tmp_path / "f.h5").exists()
+
+
+def test_without_an_address_the_run_starts_ray_and_stops_it(tmp_path, monkeypatch):
+    """A subprocess with no RAY_ADDRESS and no Ray of its own, as on a laptop. Catches: a
+    run that needs a cluster, one that leaves its Ray instance running (the command would
+    not exit), Ray's INFO lines or tracebacks on the run's stderr."""
+    from extract_helpers import extract_subprocess
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    out = tmp_path / "f.h5"
+    proc = extract_subprocess(DATA / "coffee.jpg", DATA / "chelsea.jpg", "-o", out, *RAY)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "INFO" not in stderr and "Traceback" not in stderr
+    features, _, _, settings = by_key(out)
+    assert len(features) == 2 and settings["complete"] is True
