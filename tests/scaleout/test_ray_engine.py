@@ -176,3 +176,20 @@ def test_without_an_address_the_run_starts_ray_and_stops_it(tmp_path, monkeypatc
     assert "INFO" not in stderr and "Traceback" not in stderr
     features, _, _, settings = by_key(out)
     assert len(features) == 2 and settings["complete"] is True
+
+
+def test_an_error_in_an_actor_is_its_one_line(cluster, tmp_path):
+    """A projection whose mean is a million overflows float16 in the actor's range check.
+    Catches: Ray's wrapped traceback instead of the line, or a retry loop (a hang)."""
+    rng = np.random.default_rng(2)
+    basis, _ = np.linalg.qr(rng.normal(size=(32, 8)))
+    huge = tmp_path / "huge.safetensors"
+    Projection(
+        mean=np.full(32, 1e6, np.float32),
+        components=basis.T.astype(np.float32),
+        explained_variance=np.linspace(8.0, 1.0, 8),
+        total_variance=50.0,
+    ).save(huge)
+    result = extract(DATA / "coffee.jpg", "-o", tmp_path / "f", *RAY, "--project", huge)
+    assert isinstance(result.exception, Sapiens2Error), result.output
+    assert "float16" in str(result.exception) and "\n" not in str(result.exception)

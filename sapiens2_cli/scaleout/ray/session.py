@@ -78,10 +78,12 @@ class RaySession:
                 log_to_driver=True,
             )
             self._owned = True
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # the run's stderr is ours
+        # The run's stderr is ours: its bar, and an error as the run raises it (once).
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # ours is drawn
+        context.enable_progress_bars = False
         context.print_on_execution_start = False
+        context.raise_original_map_exception = True  # a task's Sapiens2Error, not Ray's
         self._ray = ray
         return ray
 

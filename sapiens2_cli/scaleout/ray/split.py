@@ -212,12 +212,17 @@ def _commit(writer: FeatureWriter, folder: Path, done: TaskDone) -> None:
 
 
 def _one_line(error: BaseException) -> BaseException:
-    """The Sapiens2Error inside an error Ray wraps (a task's range check, say), if any."""
-    seen = error
+    """The Sapiens2Error a task raised (a float16 range check, say), as its one line, out of
+    the error Ray wraps it in (whose text holds the remote traceback); else `error`."""
+    seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, Sapiens2Error):
-            return Sapiens2Error(str(seen))
-        seen = getattr(seen, "cause", None) or seen.__cause__
+        cause = getattr(seen, "cause", None)  # a RayTaskError's original exception
+        if isinstance(cause, BaseException):
+            seen = cause
+        elif isinstance(seen, Sapiens2Error):  # one line, to which Ray adds its own
+            return Sapiens2Error(str(seen).splitlines()[0])
+        else:
+            seen = seen.__cause__
     return error
 
 
