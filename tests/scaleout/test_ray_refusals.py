@@ -3,11 +3,16 @@ no Ray installed, an unreachable cluster, --shard, torchrun, --ray-address alone
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from extract_helpers import FAST
+from extract_helpers import FAST, extract
 from paths import DATA
 from s3_server import free_port
 
@@ -48,3 +53,43 @@ def test_shard_torchrun_and_a_lone_address_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     assert "not under torchrun" in refused(tmp_path, engine="ray")
+
+
+def test_an_out_a_node_cannot_see_is_one_line_before_any_work(tmp_path):
+    """A second node in its own mount namespace sees an empty tmpfs where OUT's folder is:
+    a real Ray cluster whose filesystem is not shared. Catches: actors writing rows that
+    the driver never finds (on several machines, a local -o), found only after the work."""
+    from ray_helpers import RAY, local_ray, ray  # Ray itself: skipped without it
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode:
+        pytest.skip("needs unshare -m (a private mount namespace) for a node without OUT")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    ray_cli = Path(sys.executable).parent / "ray"
+    with local_ray() as address:
+        node = subprocess.Popen(
+            [
+                "unshare",
+                "-m",
+                "sh",
+                "-c",
+                f"mount -t tmpfs none {folder} && exec {ray_cli} "
+                f"start --address {address} --num-cpus 1 --block",
+            ],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+                assert node.poll() is None and time.monotonic() < deadline, "no second node"
+                time.sleep(0.2)
+            result = extract(DATA / "coffee.jpg", "-o", folder / "f.h5", *RAY)
+        finally:
+            os.killpg(node.pid, signal.SIGTERM)
+            node.wait(timeout=60)
+    assert isinstance(result.exception, Sapiens2Error), result.output
+    line = str(result.exception)
+    assert "not on a filesystem every Ray node shares" in line and "\n" not in line
+    assert not (folder / "f.h5").exists()
