@@ -12,6 +12,10 @@ import pytest
 import torch
 from paths import GOLDEN, TINY, TINY_4K, copy_photos
 
+# Every Ray instance the tests start (in this process and its children) listens on
+# 127.0.0.1, not on the machine's network address: Ray reads this when it is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

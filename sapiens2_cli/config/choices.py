@@ -105,6 +105,13 @@ class StorageDtype(Choice):
         return np.dtype(self.value)
 
 
+class Engine(Choice):
+    """What runs the job's work: this process's loop, or Ray Data tasks and actors."""
+
+    LOCAL = "local", "this process's loop"
+    RAY = "ray", "Ray Data tasks and actors: docs/scaling.md"
+
+
 class OutputFormat(Choice):
     H5 = "h5"
     NPY = "npy"

@@ -11,14 +11,15 @@ once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+from sapiens2_cli.config import values
 from sapiens2_cli.config.choices import (
     CompileMode,
     Compression,
+    Engine,
     Layout,
     MergeMode,
     OutputFormat,
@@ -28,17 +29,8 @@ from sapiens2_cli.config.choices import (
     TokenMode,
 )
 from sapiens2_cli.config.rules import check_options
-from sapiens2_cli.config.settings import (
-    INPUTS,
-    KEEP,
-    MODEL,
-    OUTPUT,
-    RUNNING,
-    Setting,
-    setting,
-)
-from sapiens2_cli.config.values import Part, parse_batch_size, parse_layers, parse_shard, parse_size
-from sapiens2_cli.remote import is_url
+from sapiens2_cli.config.settings import INPUTS, KEEP, MODEL, OUTPUT, RUNNING, Setting, setting
+from sapiens2_cli.config.values import Part
 
 
 @dataclass(frozen=True)
@@ -53,7 +45,11 @@ class ExtractOptions:
 
     # -- Inputs
     files_from: tuple[Path | str, ...] = setting(
-        "A file listing image paths, one a line.", INPUTS, default=(), cli=list[str] | None
+        "A file listing image paths, one a line.",
+        INPUTS,
+        default=(),
+        cli=list[str] | None,
+        parse=values.parse_lists,
     )
     null: bool = setting(
         "Paths on stdin and in --files-from end with NUL bytes (find -print0), not newlines.",
@@ -143,6 +139,7 @@ class ExtractOptions:
         record="model input size",
         record_as="image_size",
         resume=True,
+        parse=values.parse_size,
     )
     resize: ResizeMode | None = setting(
         "How an image is brought to the input size (letterbox records content_box)",
@@ -173,6 +170,7 @@ class ExtractOptions:
         cli=str | None,
         record="block indices, non-negative",
         resume=True,
+        parse=values.parse_layers,
     )
     tokens: TokenMode | None = setting(
         "Tokens a row keeps",
@@ -236,6 +234,7 @@ class ExtractOptions:
         "with `sapiens2 merge` (docs/scaling.md).",
         OUTPUT,
         cli=str | None,
+        parse=values.parse_shard,
     )
     merge: MergeMode = setting(
         "Under torchrun, how rank 0 joins the ranks' parts into OUT",
@@ -262,6 +261,7 @@ class ExtractOptions:
         RUNNING,
         default=8,
         cli=str,
+        parse=values.parse_batch_size,
     )
     workers: int | None = setting(
         "Decode processes; 0 decodes in the main process (default: 1 on CPU, where the "
@@ -298,26 +298,22 @@ class ExtractOptions:
         "With --compile", RUNNING, default=CompileMode.DEFAULT, choice=CompileMode, value=None
     )
     profile: bool = setting("Time each stage and show where the time went.", RUNNING, default=False)
+    engine: Engine = setting("What runs the work", RUNNING, default=Engine.LOCAL, choice=Engine)
+    ray_address: str | None = setting(
+        "With --engine ray: the cluster to join (default: RAY_ADDRESS if set, else a Ray "
+        "instance started for the run).",
+        RUNNING,
+    )
 
     def __post_init__(self) -> None:
         """Parse choices given as text and check what needs no files or weights."""
         for name, declared in declarations().items():
             value = getattr(self, name)
-            if declared.choice is not None and value is not None:
+            if value is not None and declared.choice is not None:
                 value = declared.choice.parse(value, declared.flag(name))
-                object.__setattr__(self, name, value)
-        if isinstance(self.shard, str):
-            object.__setattr__(self, "shard", parse_shard(self.shard))
-        if self.layers is not None:
-            object.__setattr__(self, "layers", parse_layers(self.layers))
-        if self.size is not None:
-            object.__setattr__(self, "size", parse_size(self.size))
-        object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))
-        files_from = self.files_from
-        if isinstance(files_from, (str, os.PathLike)):
-            files_from = (files_from,)
-        lists = tuple(f if is_url(str(f)) else Path(f) for f in files_from)
-        object.__setattr__(self, "files_from", lists)
+            elif value is not None and declared.parse is not None:
+                value = declared.parse(value)
+            object.__setattr__(self, name, value)
         check_options(self, DEFAULTS)
 
     @property

@@ -8,7 +8,7 @@ import math
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from sapiens2_cli.config.choices import Layout, ResizeMode, TokenMode
+from sapiens2_cli.config.choices import Engine, Layout, ResizeMode, TokenMode
 from sapiens2_cli.errors import Sapiens2Error
 
 if TYPE_CHECKING:
@@ -32,6 +32,12 @@ def check_options(opts: ExtractOptions, defaults: SimpleNamespace) -> None:
                 f"--fps {opts.fps!r} must be a positive number, like 1 or 2.5 "
                 "(--every-frame keeps them all)"
             )
+    if opts.engine == Engine.RAY and opts.shard is not None:
+        raise Sapiens2Error(
+            "--engine ray divides the job itself: drop --shard (or use --engine local)"
+        )
+    if opts.ray_address is not None and opts.engine != Engine.RAY:
+        raise Sapiens2Error("--ray-address applies with --engine ray: add it, or drop it")
     if opts.compile_mode is not None and not opts.compile:
         raise Sapiens2Error(
             f"--compile-mode {opts.compile_mode} applies with --compile: add --compile, "

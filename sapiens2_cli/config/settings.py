@@ -14,6 +14,7 @@ version, ...): `DERIVED` declares those, each with its meaning and resume rule, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ class Setting:
     cli: Any = None  # the type the command line reads (text parsed later), if not the field's
     metavar: str | None = None  # the value's name in --help, if not its type
     choice: type | None = None  # a choices.py enum: parsed, and its members listed in the help
+    parse: Callable[[Any], Any] | None = None  # a value given (text or Python) -> the value
     record: str | None = None  # OUT's one-line meaning of it, if OUT records it
     record_as: str | None = None  # the key OUT records it under, if not the field's name
     resume: bool = False  # a resume must match OUT's value

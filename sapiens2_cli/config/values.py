@@ -9,11 +9,14 @@ type is one line naming the option before any work, never an error from deep ins
 from __future__ import annotations
 
 import numbers
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sapiens2_cli.errors import Sapiens2Error
+from sapiens2_cli.remote import is_url
 
 #: The largest side `--size` takes: 1024 patches of 16 (the largest arch trains at 4096).
 MAX_SIDE = 16384
@@ -83,12 +86,20 @@ def _is_sequence(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
-def parse_shard(text: str) -> Part:
+def parse_shard(value: str | Part) -> Part:
     """'1/4' -> part 1 of 4 (counting from 0, as SLURM array indices do)."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if isinstance(value, Part):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value or "")
     if match is None:
-        raise Sapiens2Error(f"--shard {text!r} is not I/N: write it like 0/4 (part 0 of 4)")
+        raise Sapiens2Error(f"--shard {value!r} is not I/N: write it like 0/4 (part 0 of 4)")
     return Part(int(match[1]), int(match[2]))
+
+
+def parse_lists(value: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[Path | str, ...]:
+    """--files-from: one list or several; local paths as Paths, URLs as text."""
+    lists = (value,) if isinstance(value, (str, os.PathLike)) else value
+    return tuple(f if is_url(str(f)) else Path(f) for f in lists)
 
 
 @dataclass(frozen=True)

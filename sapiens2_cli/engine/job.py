@@ -67,11 +67,10 @@ def run_job(
     path = output if split.part is None else split.output_path(output, fmt)
     opts, existing = _check_output(opts, path, fmt)
     # Every check that needs neither torch nor the inputs has passed: torch from here.
-    from sapiens2_cli.engine.device import resolve_device
     from sapiens2_cli.engine.resume import settle_precision
     from sapiens2_cli.engine.runner import OutputSpec
 
-    device = split.pin(resolve_device(opts.device))
+    device = split.device(opts.device)
     opts = settle_precision(opts, existing, device, path)
     out = OutputSpec(path=output, format=fmt, overwrite=opts.overwrite, sink=sink)
     with split.running(device):
@@ -81,7 +80,7 @@ def run_job(
         weights = split.first(lambda: _resolve_and_hash(opts))
         extraction = _open(opts, weights, existing, split, mine, files, sources, device)
         bar = _progress(split, len(extraction.pending), progress)
-        summary = split.finish(extraction.run(bar=bar))
+        summary = split.finish(split.run(extraction, bar))
     if summary is not None and split.next_step():
         summary = replace(summary, next_step=split.next_step())
     return summary

@@ -84,18 +84,21 @@ class _Units(Dataset):
         return len(self.units)
 
     def __getitem__(self, i: int) -> tuple[list[Row | Failure], float]:
-        """The unit's rows and failures, and the seconds decoding took."""
-        unit, start = self.units[i], time.perf_counter()
-        reader = unit[0].reader
-        try:
-            results = list(reader.read(unit, self.prep))
-        except Exception as e:  # a decoder bug must cost one unit, not the run
-            reason = f"unexpected {type(e).__name__} while decoding: {one_line(e)}"
-            results = [Failure(item.key, reason) for item in unit]
-        return results, time.perf_counter() - start
+        return decode_unit(self.units[i], self.prep)
 
 
-class _Collate:
+def decode_unit(unit: Sequence[Item], prep: Preprocess) -> tuple[list[Row | Failure], float]:
+    """A unit's rows and failures, and the seconds decoding took."""
+    start = time.perf_counter()
+    try:
+        results = list(unit[0].reader.read(unit, prep))
+    except Exception as e:  # a decoder bug must cost one unit, not the run
+        reason = f"unexpected {type(e).__name__} while decoding: {one_line(e)}"
+        results = [Failure(item.key, reason) for item in unit]
+    return results, time.perf_counter() - start
+
+
+class Collate:
     """Splits rows from failures and stacks pixels and columns (picklable for workers)."""
 
     def __init__(self, size: tuple[int, int]) -> None:
@@ -184,7 +187,7 @@ def iter_batches(
         _Units(units, prep),
         batch_sampler=pack(units, batch_size),
         num_workers=workers,
-        collate_fn=_Collate(prep.size),
+        collate_fn=Collate(prep.size),
         pin_memory=pin_memory,
         worker_init_fn=_init_worker if workers else None,
         prefetch_factor=_prefetch_factor(workers, batch_bytes) if workers else None,

@@ -1,8 +1,9 @@
 """How one extract job is divided among processes, as the engine sees it.
 
 The engine asks its split at each step that depends on it: which part this process writes,
-who lists the inputs and resolves the weights, which input files are this process's, how
-progress is counted, and what happens once the rows are written. `Split` itself is one
+which device the model runs on, who lists the inputs and resolves the weights, which input
+files are this process's, how progress is counted, what runs the checked plan, and what
+happens once the rows are written. `Split` itself is one
 process writing OUT; the splits that divide a job (`--shard`, torchrun: scaleout/) sit
 above the engine, subclass it and hand the engine theirs.
 """
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from sapiens2_cli.engine.progress import Progress, Summary
-    from sapiens2_cli.engine.runner import OutputSpec
+    from sapiens2_cli.engine.runner import Extraction, OutputSpec
 
 T = TypeVar("T")
 
@@ -34,6 +35,13 @@ class Split:
     def output_path(self, out: Path, fmt: str) -> Path:
         """What this process writes, for the checks that come before torch is imported."""
         return out
+
+    def device(self, requested: str) -> torch.device:
+        """The device the model runs on, for `--device requested` (an engine whose model
+        runs elsewhere asks there)."""
+        from sapiens2_cli.engine.device import resolve_device
+
+        return self.pin(resolve_device(requested))
 
     def pin(self, device: torch.device) -> torch.device:
         """The device this process runs on, of the one asked for."""
@@ -65,6 +73,10 @@ class Split:
         from sapiens2_cli.engine.progress import Progress
 
         return Progress(pending, enabled)
+
+    def run(self, extraction: Extraction, bar: Progress) -> Summary:
+        """Make the checked plan's rows: this process's loop (engine/runner.py)."""
+        return extraction.run(bar=bar)
 
     def finish(self, summary: Summary) -> Summary | None:
         """The job's summary once this process's rows are written; None where another

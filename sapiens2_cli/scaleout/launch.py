@@ -1,7 +1,8 @@
 """`sapiens2_cli.extract(inputs, output, ...)`: the entry of every extract job, from the CLI
 and from Python. It normalizes the arguments, picks how the job is divided (one process;
-one part of it under `--shard` or torchrun) and runs the engine (engine/job.py) under that
-split, at a URL through a staging folder (engine/url_output.py)."""
+one part of it under `--shard` or torchrun; Ray's tasks and actors with `--engine ray`) and
+runs the engine (engine/job.py) under that split, at a URL through a staging folder
+(engine/url_output.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from sapiens2_cli.config.choices import Engine
 from sapiens2_cli.config.options import ExtractOptions
 from sapiens2_cli.engine.job import run_job
 from sapiens2_cli.engine.split import Split
@@ -64,7 +66,28 @@ def extract(
     paths = expand_patterns([str(p) for p in inputs])  # shards/{00000..00099}.tar
     if stdin is None and sys.stdin is not None and "-" in paths:
         stdin = sys.stdin.buffer
-    split = split_of(opts)
+    if opts.engine == Engine.RAY:
+        if Ranks.from_env().distributed:
+            raise Sapiens2Error(
+                "--engine ray runs one driver and Ray divides the work: run it once, not "
+                "under torchrun (or use --engine local)"
+            )
+        from sapiens2_cli.scaleout.ray.split import ray_split
+
+        with ray_split(opts) as split:
+            return _run(opts, paths, output, split, stdin, progress)
+    return _run(opts, paths, output, split_of(opts), stdin, progress)
+
+
+def _run(
+    opts: ExtractOptions,
+    paths: list[str],
+    output: str | Path,
+    split: Split,
+    stdin: BinaryIO | None,
+    progress: bool | Callable[[ProgressStep], None],
+) -> Summary | None:
+    """The engine under `split`, at a URL through a staging folder."""
     if is_url(str(output)):
         from sapiens2_cli.engine.url_output import run_at_url
 

@@ -167,6 +167,7 @@ class NpyWriter(FeatureWriter):
         self._held: list[RowBatch] = []  # its rows' keys, columns, scales, losses: no features
         self._rows = sum(s["rows"] for s in manifest["shards"])
         self._failed_index = next_failed_index(manifest["failed_files"])
+        self._adopting: Path | None = None  # a finished features file `adopt` takes
 
     @classmethod
     def create(
@@ -223,7 +224,26 @@ class NpyWriter(FeatureWriter):
     def rows(self) -> int:
         return self._rows
 
+    def adopt(self, features: Path, batch: RowBatch) -> None:
+        """Append `batch` (its failures too) as a shard of its own whose features are
+        `features`, a finished .npy of its rows made on OUT's filesystem by another process
+        (Ray's actors): renamed into OUT, not copied. Listed like any shard."""
+        self._adopting = features
+        try:
+            self.write(batch)
+        finally:
+            self._adopting = None
+
     def _append(self, batch: RowBatch) -> None:
+        if self._adopting is not None and len(batch):
+            if list(batch.features.shape[1:]) != list(self._manifest["row_shape"]):
+                raise ValueError(f"rows {batch.features.shape} do not fit this output")
+            if self._shard is not None:
+                self._finish_shard()
+            name = self.path / f"shard-{self._next_index():05d}.features.npy"
+            os.replace(self._adopting, name)
+            self._list_shard(name, len(batch), [_without_features(batch, 0, len(batch))])
+            return
         start = 0
         while start < len(batch):
             if self._shard is None:
@@ -245,8 +265,12 @@ class NpyWriter(FeatureWriter):
         shard, self._shard = self._shard, None
         held, self._held = self._held, []
         shard.finish()
+        self._list_shard(shard.path, shard.rows, held)
+
+    def _list_shard(self, features: Path, rows: int, held: list[RowBatch]) -> None:
+        """Write the paths and columns of the shard whose features are in place, and list it."""
         index = self._next_index()
-        entry: dict = {"index": index, "rows": shard.rows, "features": shard.path.name}
+        entry: dict = {"index": index, "rows": rows, "features": features.name}
         arrays = {"paths": np.array([key for b in held for key in b.keys], dtype=str)}  # '<U…'
         if held[0].scales is not None:
             arrays["scales"] = np.concatenate([b.scales for b in held])
@@ -260,7 +284,7 @@ class NpyWriter(FeatureWriter):
             add_losses(self.reductions, b.errors, b.energy)
         if self.reductions:
             self._manifest["reductions"] = self.reductions
-        self._rows += shard.rows
+        self._rows += rows
         self._write_manifest()
 
     def _write_manifest(self, prune: bool = False) -> None:
