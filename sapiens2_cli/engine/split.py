@@ -3,9 +3,9 @@
 The engine asks its split at each step that depends on it: which part this process writes,
 which device the model runs on, who lists the inputs and resolves the weights, which input
 files are this process's, how progress is counted, what runs the checked plan, and what
-happens once the rows are written. `Split` itself is one
-process writing OUT; the splits that divide a job (`--shard`, torchrun: scaleout/) sit
-above the engine, subclass it and hand the engine theirs.
+happens once the rows are written. `Split` itself is one process writing OUT; the splits
+that divide a job (`--shard`, torchrun, Ray: scaleout/) sit above the engine, subclass it
+and hand the engine theirs.
 """
 
 from __future__ import annotations
