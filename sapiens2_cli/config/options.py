@@ -96,7 +96,7 @@ class ExtractOptions:
         from_out=True,
         record="video frames kept per second of presentation time (0: every frame)",
         record_as="video_fps",
-        resume=True,
+        resume="--fps/--every-frame",  # two flags set it
     )
     every_frame: bool = setting(
         "Videos: keep every frame (instead of --fps).", INPUTS, default=False

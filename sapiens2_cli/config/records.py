@@ -16,7 +16,7 @@ def records() -> dict[str, Record]:
     found = {}
     for name, s in declarations().items():
         if s.record is not None:
-            flag = s.flag(name) + ("/--every-frame" if name == "fps" else "")
+            flag = s.resume if isinstance(s.resume, str) else s.flag(name)
             found[s.record_as or name] = Record(s.record, flag if s.resume else None)
     every = {**found, **DERIVED}
     return {key: every[key] for key in sorted(every, key=record_rank)}

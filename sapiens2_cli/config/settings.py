@@ -37,7 +37,7 @@ class Setting:
     parse: Callable[[Any], Any] | None = None  # a value given (text or Python) -> the value
     record: str | None = None  # OUT's one-line meaning of it, if OUT records it
     record_as: str | None = None  # the key OUT records it under, if not the field's name
-    resume: bool = False  # a resume must match OUT's value
+    resume: bool | str = False  # a resume must match OUT's value (str: the flags naming it)
     by_source: bool = False  # recorded by the input kind that uses it (Source.settings)
 
     def flag(self, name: str) -> str:

@@ -64,7 +64,7 @@ def run_job(
     """The steps of the module docstring, in order, for this process's share of the job
     (`split`: one process, or one part of a split job)."""
     fmt = _check_options(opts, output)
-    path = output if split.part is None else split.output_path(output, fmt)
+    path = split.output_path(output, fmt)  # OUT, or the part of it this process writes
     opts, existing = _check_output(opts, path, fmt)
     # Every check that needs neither torch nor the inputs has passed: torch from here.
     from sapiens2_cli.engine.resume import settle_precision

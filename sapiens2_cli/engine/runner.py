@@ -87,7 +87,7 @@ class Extraction:
         except KeyboardInterrupt:
             bar.close()
             sink.close(complete=False)
-            raise Interrupted(self._summary(counts, start, complete=False)) from None
+            raise Interrupted(self.summary(counts, start, complete=False)) from None
         except BaseException:
             bar.close()
             try:  # keep what was committed; the error that stopped the run is the one to show
@@ -100,7 +100,7 @@ class Extraction:
             sink.close(complete=True)
         clock.add("write", sink.busy_s)
         profile = clock.report(counts["done"], batch_size) if clock.enabled else None
-        return self._summary(counts, start, True, compile_s, profile, batch_size)
+        return self.summary(counts, start, True, compile_s, profile, batch_size)
 
     def _process(
         self, sink: BackgroundWriter, bar: Progress, counts: dict[str, int], clock: StageClock
@@ -172,7 +172,7 @@ class Extraction:
             self.weights.path, self.weights.arch_flag, device=self.device, dtype=dtype
         )
 
-    def _summary(
+    def summary(
         self,
         counts: dict[str, int],
         start: float,
@@ -181,6 +181,8 @@ class Extraction:
         profile: dict | None = None,
         batch_size: int | None = None,
     ) -> Summary:
+        """What the run did: `counts` (rows done, inputs failed) since `start`, and OUT as
+        its writer now holds it (also the Ray engine's, scaleout/ray/split.py)."""
         return Summary(
             images=counts["done"],
             failed=counts["failed"],

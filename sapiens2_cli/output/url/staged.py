@@ -54,7 +54,6 @@ class Upload:
         self.store = store
         self._uploaded = set(uploaded)  # listed files the store holds
         self._version = version
-        self._guarded = store.guarded
 
     def commit(self, folder: Path, manifest: dict, prune: bool = False) -> None:
         listed = listed_files(manifest)
@@ -64,14 +63,11 @@ class Upload:
                 self._uploaded.add(name)
                 if _is_features(name):
                     (folder / name).unlink()
-            if self._guarded:
-                data = (folder / MANIFEST).read_bytes()
-                self._version = self.store.commit(data, MANIFEST, self._version)
-            else:
-                self.store.put(folder / MANIFEST, MANIFEST)
+            data = (folder / MANIFEST).read_bytes()
+            self._version = self.store.commit(data, MANIFEST, self._version)
             if prune:
                 names = self.store.names()
-                if self._guarded and self.store.version(MANIFEST) != self._version:
+                if self.store.guarded and self.store.version(MANIFEST) != self._version:
                     raise Conflict(self.store.url)  # another run's files may be listed now
                 self.store.remove([n for n in names if is_own_file(n) and n not in listed])
                 self._uploaded &= listed
@@ -114,10 +110,7 @@ def staged_output(
     with tempfile.TemporaryDirectory(prefix="sapiens2-staging-") as tmp:
         folder, uploaded, version = Path(tmp), set(), None
         if MANIFEST in names:
-            if store.guarded:
-                data, version = store.read_versioned(MANIFEST)
-            else:
-                data = store.read(MANIFEST)
+            data, version = store.read_versioned(MANIFEST)
         if MANIFEST in names and not overwrite:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 uploaded = listed_files(json.loads(data)) & set(names)

@@ -11,6 +11,7 @@ its `error` holds the reason and its features are NaN (int8: 0, with NaN scales)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,12 @@ class FeatureExtractor:
         check_pool(opts.pool, grid, self.size)
         self.device = resolve_device(device)
         compute = resolve_precision(opts.precision, self.device)
-        opts = opts.__class__(
-            **{
-                **{f: getattr(opts, f) for f in opts.__dataclass_fields__},
-                "size": self.size,
-                "layers": resolve_layers(opts.layers, config.num_layers),
-                "precision": compute,
-                "weights_dtype": resolve_weights_dtype(opts.weights_dtype, compute),
-            }
+        opts = replace(
+            opts,
+            size=self.size,
+            layers=resolve_layers(opts.layers, config.num_layers),
+            precision=compute,
+            weights_dtype=resolve_weights_dtype(opts.weights_dtype, compute),
         )
         model = load_backbone(
             weights.path, weights.arch_flag, device=self.device, dtype=opts.weights_dtype.torch

@@ -101,6 +101,7 @@ class RaySplit(Split):
         from sapiens2_cli.engine.runner import Interrupted
 
         writer, start = extraction.writer, time.perf_counter()
+        batch = extraction.options.batch_size
         counts = {"done": 0, "failed": 0}
         try:
             if extraction.failures:
@@ -116,7 +117,7 @@ class RaySplit(Split):
         except KeyboardInterrupt:
             bar.close()
             writer.close(complete=False)
-            raise Interrupted(_summary(extraction, counts, start, False)) from None
+            raise Interrupted(extraction.summary(counts, start, False, batch_size=batch)) from None
         except BaseException as e:
             bar.close()
             with contextlib.suppress(Exception):  # keep what was committed; show the cause
@@ -128,7 +129,7 @@ class RaySplit(Split):
         bar.close()
         writer.close(complete=True)
         remove_runs(writer.path)
-        return _summary(extraction, counts, start, True)
+        return extraction.summary(counts, start, True, batch_size=batch)
 
     def _tasks(self, extraction: Extraction, folder: Path) -> Iterator[TaskDone]:
         """Every task's result as Ray reports it done (any order)."""
@@ -224,22 +225,3 @@ def _one_line(error: BaseException) -> BaseException:
         else:
             seen = seen.__cause__
     return error
-
-
-def _summary(extraction: Extraction, counts: dict[str, int], start: float, complete: bool):
-    from sapiens2_cli.engine.progress import Summary
-
-    writer = extraction.writer
-    return Summary(
-        images=counts["done"],
-        failed=counts["failed"],
-        skipped=extraction.skipped,
-        seconds=time.perf_counter() - start,
-        output=str(writer.path),
-        format=extraction.format.value,
-        rows=writer.rows,
-        failed_total=len(writer.failed),
-        complete=complete,
-        ignored=extraction.ignored,
-        batch_size=extraction.options.batch_size,
-    )
