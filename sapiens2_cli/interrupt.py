@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from types import FrameType
 from typing import NoReturn
 
@@ -43,3 +45,19 @@ def _on_ctrl_c(signum: int, frame: FrameType | None) -> None:
             exit_interrupted()
         frame = frame.f_back
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done, then deliver it. For set-up that must not be
+    cut in half: a logging handler interrupted while it is built is already registered
+    without its stream, and logging's shutdown (at exit, `exit_interrupted` too) then
+    fails on it with a traceback."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

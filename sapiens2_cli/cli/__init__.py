@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from sapiens2_cli.cli import archs, bench, download, extract, info, inspect, merge, pca, viz
 from sapiens2_cli.errors import Sapiens2Error
-from sapiens2_cli.interrupt import exit_interrupted, exit_on_ctrl_c_in_imports
+from sapiens2_cli.interrupt import ctrl_c_deferred, exit_interrupted, exit_on_ctrl_c_in_imports
 from sapiens2_cli.version import __version__
 
 
@@ -110,7 +110,8 @@ def main() -> None:
     debug = os.environ.get("SAPIENS2_DEBUG") == "1"
     try:  # from the first line: a Ctrl-C here is one line and 130 too
         exit_on_ctrl_c_in_imports()
-        logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+        with ctrl_c_deferred():  # a handler cut in half breaks logging's shutdown
+            logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
         logging.getLogger("huggingface_hub").propagate = False  # it has its own handler
         code = app(standalone_mode=False)
     except (KeyboardInterrupt, _Interrupted):

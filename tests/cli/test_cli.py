@@ -149,6 +149,25 @@ def test_ctrl_c_while_starting_is_one_line_and_130(moment):
     assert out == ""
 
 
+def test_a_ctrl_c_during_logging_set_up_waits_until_the_handler_is_built():
+    """Catches: a Ctrl-C landing inside logging's handler set-up, which leaves a handler
+    registered without its stream (logging's shutdown at exit then prints a traceback):
+    the signal must arrive after the block, with the handler whole."""
+    code = (
+        "import logging, os, signal\n"
+        "from sapiens2_cli.interrupt import ctrl_c_deferred\n"
+        "try:\n"
+        "    with ctrl_c_deferred():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        logging.basicConfig()\n"
+        "except KeyboardInterrupt:\n"
+        "    handlers = logging.getLogger().handlers\n"
+        "    print(len(handlers), all(hasattr(h, 'stream') for h in handlers))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "1 True\n"), done.stderr
+
+
 def _archs(columns: int) -> str:
     result = sapiens2_subprocess("archs", env={"COLUMNS": str(columns)}, timeout=60)
     assert result.returncode == 0, result.stderr
